@@ -1,0 +1,179 @@
+"""The ``huddle`` command line.
+
+Only typer and rich are imported at module level; settings, autogen and the model stack are imported inside the
+commands that need them, so ``huddle --help`` stays fast (see docs/benchmarks.md). User mistakes surface as one
+``error: ...`` line and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from huddle import __version__
+
+if TYPE_CHECKING:
+    from huddle.settings import Settings
+
+app = typer.Typer(
+    name="huddle",
+    help="Managed group chats of specialised LLM agents, steered by token and dollar budgets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclass
+class CliState:
+    """Global flags, turned into `Settings` only by commands that need them."""
+
+    config: Path | None
+    model: str | None
+    data_dir: Path | None
+
+    def settings(self) -> Settings:
+        from huddle.settings import load_settings
+
+        return load_settings(self.config, model=self.model, data_dir=self.data_dir)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"huddle {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config file (default: $HUDDLE_CONFIG or ./huddle.yaml).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Profile name, or a model name for the 'default' profile.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where huddle keeps its data (default: $HUDDLE_HOME).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Managed group chats of specialised LLM agents, steered by token and dollar budgets."""
+    ctx.obj = CliState(config=config, model=model, data_dir=data_dir)
+
+
+@app.command("models")
+def models_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List model profiles with provider, model, prices and which one is active."""
+    settings = ctx.obj.settings()
+    active = settings.profile()
+    rows = []
+    for name, profile in sorted(settings.profiles.items()):
+        if profile.provider == "openai":
+            key = "set" if profile.api_key() else ("not needed" if profile.base_url else "missing")
+        else:
+            key = "not needed"
+        rows.append(
+            {
+                "name": name,
+                "active": name == active.name,
+                "provider": profile.provider,
+                "model": active.model_name if name == active.name else profile.model_name,
+                "base_url": profile.base_url,
+                "input_per_mtok": profile.price.input_per_mtok,
+                "output_per_mtok": profile.price.output_per_mtok,
+                "context_window": profile.context_window,
+                "fallback": profile.fallback,
+                "api_key_env": profile.api_key_env if profile.provider == "openai" else None,
+                "api_key": key,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, title="Model profiles (* = active)")
+    for column in ("", "profile", "provider", "model", "$/1M in/out", "context", "fallback", "API key"):
+        table.add_column(column, no_wrap=column in ("profile", "provider", "model"))
+    for row in rows:
+        table.add_row(
+            "*" if row["active"] else "",
+            row["name"],
+            row["provider"],
+            row["model"] + (f" @ {row['base_url']}" if row["base_url"] else ""),
+            f"{row['input_per_mtok']:g} / {row['output_per_mtok']:g}",
+            f"{row['context_window']:,}",
+            row["fallback"] or "-",
+            f"{row['api_key']} ({row['api_key_env']})" if row["api_key"] == "missing" else row["api_key"],
+        )
+    out.print(table)
+    source = settings.config_file or "built-in defaults (no huddle.yaml)"
+    out.print(f"[dim]config: {source}[/dim]")
+
+
+@app.command("ask")
+def ask_command(
+    ctx: typer.Context,
+    prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
+    system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the reply as it arrives.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print answer and usage as JSON.")] = False,
+) -> None:
+    """Ask the active model profile one question directly (one metered call, no team)."""
+    import asyncio
+
+    from huddle.models.ask import ask
+
+    settings = ctx.obj.settings()
+    profile = settings.profile()
+    run_id = uuid.uuid4().hex[:12]
+    live = stream and not as_json
+
+    def show(chunk: str) -> None:
+        out.print(chunk, end="", markup=False, highlight=False, soft_wrap=True)
+
+    answer, record = asyncio.run(
+        ask(prompt, profile, settings.data_dir, system=system, run_id=run_id, on_chunk=show if live else None)
+    )
+    if as_json:
+        print(json.dumps({"answer": answer, "run_id": run_id, "usage": record.model_dump()}, indent=2))
+        return
+    out.print(answer, markup=False, highlight=False) if not live else out.print()
+    err.print(
+        f"[dim]{record.profile} · {record.model} · {record.prompt_tokens} prompt + {record.completion_tokens} "
+        f"completion tokens ({record.token_source}) · ${record.cost_usd:.6f} · {record.latency_s:.2f} s · "
+        f"run {run_id}[/dim]"
+    )
+
+
+def run(argv: list[str] | None = None) -> Any:
+    """Entry point: runs the app and turns user errors into one line on stderr plus their exit code."""
+    from rich.markup import escape
+
+    from huddle.errors import HuddleError
+    from huddle.secrets import redact
+
+    try:
+        return app(args=argv)
+    except HuddleError as exc:
+        err.print(f"[red]error:[/red] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,118 @@
+"""Profile → metered autogen ``ChatCompletionClient``; the only place the framework creates model clients.
+
+- ``openai``: autogen-ext's ``OpenAIChatCompletionClient`` on any base_url (OpenAI, Azure-compatible gateways,
+  Ollama, vLLM, llama.cpp server, LM Studio), streaming with usage included, sending ``X-Huddle-Agent``.
+- ``local``: the embedded SmolLM2 model (`huddle.models.local`), needing the ``local`` extra.
+- ``scripted``: autogen's ``ReplayChatCompletionClient`` over the profile's ``replies`` (docs, demos, unit tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+
+from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, ModelFamily, ModelInfo
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+from huddle.errors import ConfigError, MissingExtraError
+from huddle.models import tokens
+from huddle.models.metering import MeteredClient, TextCounter
+from huddle.settings import ModelProfile
+from huddle.usage import UsageLedger
+
+AGENT_HEADER = "X-Huddle-Agent"
+# For a model autogen does not know (any custom server): what current OpenAI-compatible servers generally support.
+_UNKNOWN_MODEL_INFO = ModelInfo(
+    vision=False, function_calling=True, json_output=True, structured_output=True, family=ModelFamily.UNKNOWN
+)
+_KEYLESS = "not-needed"  # local OpenAI-compatible servers ignore the key, but the openai client insists on one
+
+
+class _StreamUsageOpenAIClient(OpenAIChatCompletionClient):
+    """Asks the server for a final usage chunk on every stream, so streamed calls are metered from the server too."""
+
+    def create_stream(  # type: ignore[override]
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        extra_create_args: Mapping[str, Any] = {},
+        include_usage: bool | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        if include_usage is None and "stream_options" not in extra_create_args:
+            include_usage = True
+        return super().create_stream(
+            messages, extra_create_args=extra_create_args, include_usage=include_usage, **kwargs
+        )
+
+
+def model_info_for(profile: ModelProfile) -> ModelInfo:
+    """autogen's capabilities for a known OpenAI model, sensible defaults otherwise, then the profile's overrides."""
+    from autogen_ext.models.openai import _model_info
+
+    info: ModelInfo
+    try:
+        info = dict(_model_info.get_info(profile.model_name))  # type: ignore[assignment]
+    except (ValueError, KeyError):
+        info = dict(_UNKNOWN_MODEL_INFO)  # type: ignore[assignment]
+    overrides = profile.model_info.model_dump(exclude_none=True)
+    return ModelInfo(**(info | overrides))  # type: ignore[typeddict-item]
+
+
+def _openai_client(profile: ModelProfile, agent: str) -> OpenAIChatCompletionClient:
+    key = profile.api_key()
+    if key is None and profile.base_url is None:
+        raise ConfigError(
+            f"profile {profile.name!r}: no API key: set the environment variable {profile.api_key_env} "
+            f"(models.{profile.name}.api_key_env), or give models.{profile.name}.base_url for a server without keys"
+        )
+    args: dict[str, Any] = {
+        "model": profile.model_name,
+        "api_key": key or _KEYLESS,
+        "model_info": model_info_for(profile),
+        "timeout": profile.timeout_s,
+        "max_retries": profile.max_retries,
+        "default_headers": {AGENT_HEADER: agent},
+    }
+    if profile.base_url:
+        args["base_url"] = profile.base_url
+    if profile.max_tokens is not None:
+        args["max_tokens"] = profile.max_tokens
+    if profile.temperature is not None:
+        args["temperature"] = profile.temperature
+    return _StreamUsageOpenAIClient(**args)
+
+
+def _local_client(profile: ModelProfile) -> ChatCompletionClient:
+    try:
+        from huddle.models.local import LocalChatCompletionClient
+    except ImportError:
+        raise MissingExtraError("the embedded model (provider: local)", "local") from None
+    return LocalChatCompletionClient(profile)
+
+
+def _scripted_client(profile: ModelProfile) -> ChatCompletionClient:
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    return ReplayChatCompletionClient(profile.replies, model_info=_UNKNOWN_MODEL_INFO)
+
+
+def _text_counter(profile: ModelProfile, inner: ChatCompletionClient) -> TextCounter:
+    own = getattr(inner, "count_text", None)
+    if callable(own):
+        return own  # type: ignore[no-any-return]
+    model = profile.model_name
+    return lambda text: tokens.count_text(text, model)
+
+
+def build_client(profile: ModelProfile, ledger: UsageLedger, *, agent: str = "anonymous") -> MeteredClient:
+    """A metered client for `profile` whose calls land in `ledger` as `agent`'s."""
+    tokens.ensure_offline_tiktoken()
+    inner: ChatCompletionClient
+    if profile.provider == "openai":
+        inner = _openai_client(profile, agent)
+    elif profile.provider == "local":
+        inner = _local_client(profile)
+    else:
+        inner = _scripted_client(profile)
+    return MeteredClient(inner, ledger=ledger, profile=profile, count_text=_text_counter(profile, inner), agent=agent)

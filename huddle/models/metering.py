@@ -1,0 +1,191 @@
+"""The one metering layer: a ``ChatCompletionClient`` that records every call of the client it wraps in the ledger.
+
+Why a wrapper and not autogen's own counters: autogen's per-client ``total_usage`` mixes all agents and runs, misses
+nothing only if every caller shares one client, and cannot tell a server-reported count from a missing one. Here each
+agent gets its own metered client (`huddle.models.factory.build_client`), so every row carries the agent, run and session, and
+tokens are the server's ``usage`` exactly when it sent one, a tokenizer estimate (marked as such) when it did not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from autogen_core import CancellationToken
+from autogen_core.models import (
+    ChatCompletionClient,
+    CreateResult,
+    LLMMessage,
+    ModelCapabilities,  # type: ignore[attr-defined]
+    ModelInfo,
+    RequestUsage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel
+
+from huddle.secrets import redact
+from huddle.settings import ModelProfile
+from huddle.usage import TokenSource, UsageLedger, UsageRecord, current_scope
+
+TextCounter = Callable[[str], int]
+JsonOutput = bool | type[BaseModel] | None
+ToolChoice = Tool | Literal["auto", "required", "none"]
+
+
+class MeteredClient(ChatCompletionClient):
+    """Delegates to `inner` and appends one `UsageRecord` per call (including failed and cancelled ones)."""
+
+    def __init__(
+        self,
+        inner: ChatCompletionClient,
+        *,
+        ledger: UsageLedger,
+        profile: ModelProfile,
+        count_text: TextCounter,
+        agent: str = "anonymous",
+    ) -> None:
+        self.inner = inner
+        self.ledger = ledger
+        self.profile = profile
+        self.agent = agent
+        self._count_text = count_text
+
+    def count_text(self, text: str) -> int:
+        """Tokens in `text` as this model counts them (tiktoken, or the local model's own tokenizer)."""
+        return self._count_text(text)
+
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: ToolChoice = "auto",
+        json_output: JsonOutput = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        started = time.perf_counter()
+        try:
+            result = await self.inner.create(
+                messages,
+                tools=tools,
+                tool_choice=tool_choice,
+                json_output=json_output,
+                extra_create_args=extra_create_args,
+                cancellation_token=cancellation_token,
+            )
+        except BaseException as exc:
+            self._record_failure(exc, started, streamed=False)
+            raise
+        self._record(result, messages, tools, started, streamed=False)
+        return result
+
+    async def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: ToolChoice = "auto",
+        json_output: JsonOutput = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        started = time.perf_counter()
+        result: CreateResult | None = None
+        try:
+            async for item in self.inner.create_stream(
+                messages,
+                tools=tools,
+                tool_choice=tool_choice,
+                json_output=json_output,
+                extra_create_args=extra_create_args,
+                cancellation_token=cancellation_token,
+            ):
+                if isinstance(item, CreateResult):
+                    result = item
+                yield item
+        except BaseException as exc:
+            self._record_failure(exc, started, streamed=True)
+            raise
+        if result is None:
+            self._record_failure(RuntimeError("stream ended without a final result"), started, streamed=True)
+        else:
+            self._record(result, messages, tools, started, streamed=True)
+
+    def _record(
+        self,
+        result: CreateResult,
+        messages: Sequence[LLMMessage],
+        tools: Sequence[Tool | ToolSchema],
+        started: float,
+        *,
+        streamed: bool,
+    ) -> None:
+        prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
+        source: TokenSource = "server"
+        if result.cached:
+            prompt, completion, source = 0, 0, "cache"
+        elif prompt == 0 and completion == 0:
+            # autogen reports 0/0 when the server sent no usage; a real request always has prompt tokens.
+            prompt = self.inner.count_tokens(messages, tools=tools)
+            completion = self._count_text(_result_text(result))
+            source = "estimate"
+        self._append(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            token_source=source,
+            cost_usd=self.profile.price.cost(prompt, completion),
+            latency_s=time.perf_counter() - started,
+            cached=result.cached,
+            streamed=streamed,
+        )
+
+    def _record_failure(self, exc: BaseException, started: float, *, streamed: bool) -> None:
+        message = redact(f"{type(exc).__name__}: {exc}")[:500]
+        self._append(token_source="none", latency_s=time.perf_counter() - started, streamed=streamed, error=message)
+
+    def _append(self, **fields: Any) -> None:
+        scope = current_scope()
+        self.ledger.record(
+            UsageRecord(
+                run_id=scope.run_id,
+                session_id=scope.session_id,
+                agent=self.agent,
+                profile=self.profile.name,
+                model=self.profile.model_name,
+                **fields,
+            )
+        )
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def actual_usage(self) -> RequestUsage:
+        return self.inner.actual_usage()
+
+    def total_usage(self) -> RequestUsage:
+        return self.inner.total_usage()
+
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        return self.inner.count_tokens(messages, tools=tools)
+
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        return self.inner.remaining_tokens(messages, tools=tools)
+
+    @property
+    def capabilities(self) -> ModelCapabilities:  # type: ignore[valid-type]
+        return self.inner.capabilities
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self.inner.model_info
+
+
+def _result_text(result: CreateResult) -> str:
+    """What the model generated, as text, for estimating completion tokens."""
+    if isinstance(result.content, str):
+        return (result.thought or "") + result.content
+    calls = [{"name": call.name, "arguments": call.arguments} for call in result.content]
+    return (result.thought or "") + json.dumps(calls)

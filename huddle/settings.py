@@ -1,0 +1,237 @@
+"""Settings: model profiles and the data directory, from ``huddle.yaml``, ``HUDDLE_*`` environment variables and flags.
+
+Precedence, highest first: CLI flags → ``HUDDLE_*`` environment → the config file → built-in defaults. The config
+file is ``--config PATH``, else ``$HUDDLE_CONFIG``, else ``./huddle.yaml`` if it exists. Profiles name the environment
+variable that holds an API key (``api_key_env``), never the key itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from huddle.errors import ConfigError
+from huddle.yamlfile import Loc, describe_validation_error, read_yaml
+
+Provider = Literal["openai", "local", "scripted"]
+CONFIG_FILE_NAME = "huddle.yaml"
+LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+_PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Per-provider defaults for fields a profile leaves empty.
+    "openai": {"model": "gpt-4o-mini", "context_window": 128_000},
+    "local": {"model": LOCAL_MODEL_NAME, "context_window": 8192, "temperature": 0.0, "max_tokens": 512},
+    "scripted": {"model": "scripted", "context_window": 128_000},
+}
+
+
+class Price(BaseModel):
+    """Dollar price per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for one call with these token counts."""
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1_000_000
+
+
+class Capabilities(BaseModel):
+    """Overrides of autogen's ``model_info`` for a model it does not know (anything on a custom base_url)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vision: bool | None = None
+    function_calling: bool | None = None
+    json_output: bool | None = None
+    structured_output: bool | None = None
+    family: str | None = None
+
+
+class ModelProfile(BaseModel):
+    """How to reach one model: provider, endpoint, key variable, price, limits, and a cheaper fallback profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", description="Set from the key under `models:`; not written in the file.")
+    provider: Provider = "openai"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    price: Price = Price()
+    context_window: int | None = Field(None, gt=0)
+    fallback: str | None = None
+    model_info: Capabilities = Capabilities()
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    model_path: Path | None = Field(None, description="local: a GGUF file to run instead of the bundled SmolLM2.")
+    n_ctx: int = Field(4096, gt=0, description="local: llama.cpp context size.")
+    replies: list[str] = Field(default_factory=list, description="scripted: replies returned in turn.")
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider_alias(cls, value: object) -> object:
+        return "openai" if value == "openai-compatible" else value
+
+    @model_validator(mode="after")
+    def _fill_provider_defaults(self) -> ModelProfile:
+        if self.provider == "scripted" and not self.replies:
+            raise ValueError("a scripted profile needs `replies:`, a list of at least one reply")
+        for field, default in _PROVIDER_DEFAULTS[self.provider].items():
+            if getattr(self, field) is None:
+                setattr(self, field, default)
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The model's name as the provider knows it (always set after validation)."""
+        return self.model or _PROVIDER_DEFAULTS[self.provider]["model"]
+
+    def api_key(self) -> str | None:
+        """Read the key from the environment at the moment it is needed; it is never stored."""
+        return os.environ.get(self.api_key_env) or None
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/huddle``, i.e. ``~/.local/share/huddle`` by default."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "huddle"
+
+
+def builtin_profiles() -> dict[str, ModelProfile]:
+    """``default`` (OpenAI or $OPENAI_BASE_URL, gpt-4o-mini prices) and ``local`` (embedded SmolLM2, free)."""
+    return {
+        "default": ModelProfile(
+            name="default",
+            provider="openai",
+            base_url=os.environ.get("OPENAI_BASE_URL") or None,
+            price=Price(input_per_mtok=0.15, output_per_mtok=0.60),
+        ),
+        "local": ModelProfile(name="local", provider="local"),
+    }
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Build it with `load_settings`, which reports errors with file and line."""
+
+    model_config = SettingsConfigDict(env_prefix="HUDDLE_", env_nested_delimiter="__", extra="forbid")
+
+    models: dict[str, ModelProfile] = Field(default_factory=dict)
+    model: str | None = Field(None, description="Active profile name, or a model name for the `default` profile.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir, validation_alias=AliasChoices("data_dir", "huddle_home")
+    )
+    config_file: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init data; the environment must win over the file.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _name_profiles(self) -> Settings:
+        for key, profile in self.models.items():
+            profile.name = key
+        return self
+
+    @property
+    def profiles(self) -> dict[str, ModelProfile]:
+        """Built-in profiles overlaid with the configured ones (a configured name replaces the built-in)."""
+        return builtin_profiles() | self.models
+
+    def profile(self, choice: str | None = None) -> ModelProfile:
+        """The profile to use: `choice` (or ``model:``/``$HUDDLE_MODEL``) as a profile name or a model name.
+
+        With no choice: the configured ``default`` profile if the config defines one; else the built-in ``default``
+        when its API key is set; else the embedded ``local`` profile.
+        """
+        profiles = self.profiles
+        choice = choice or self.model
+        if choice in profiles:
+            return profiles[choice]
+        if choice:
+            default = profiles["default"]
+            if default.provider != "openai":
+                raise ConfigError(
+                    f"model: {choice!r} is neither a profile ({', '.join(sorted(profiles))}) nor usable as a model name "
+                    f"(profile 'default' has provider {default.provider!r}, not 'openai')"
+                )
+            return default.model_copy(update={"model": choice})
+        if "default" in self.models or profiles["default"].api_key():
+            return profiles["default"]
+        return profiles["local"]
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """``--config``, else ``$HUDDLE_CONFIG``, else ``./huddle.yaml`` when present."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get("HUDDLE_CONFIG")
+    if from_env:
+        return Path(from_env)
+    local = Path.cwd() / CONFIG_FILE_NAME
+    return local if local.is_file() else None
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings; `overrides` are CLI flags (``model=``, ``data_dir=``) and win over everything else.
+
+    Raises `ConfigError` naming the file, line and field for any invalid value.
+    """
+    path = find_config_file(config)
+    data: dict[str, Any] = {}
+    lines: dict[Loc, int] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        raw, lines = read_yaml(path)
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{path}:1: expected a mapping (models:, model:, data_dir:), got {type(raw).__name__}")
+        data = raw or {}
+    source = str(path) if path else "environment (HUDDLE_*)"
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source, lines)) from None
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(settings, key, value)
+    settings.config_file = path
+    _check_fallbacks(settings, source, lines)
+    return settings
+
+
+def _check_fallbacks(settings: Settings, source: str, lines: dict[Loc, int]) -> None:
+    """Every ``fallback`` names a known profile and the chain has no cycle."""
+    profiles = settings.profiles
+    for name, profile in profiles.items():
+        seen = {name}
+        current = profile
+        while current.fallback:
+            if current.fallback not in profiles:
+                line = lines.get(("models", current.name, "fallback"))
+                where = f"{source}:{line}" if line else source
+                raise ConfigError(
+                    f"{where}: models.{current.name}.fallback: unknown profile {current.fallback!r} "
+                    f"(expected one of: {', '.join(sorted(profiles))})"
+                )
+            if current.fallback in seen:
+                raise ConfigError(f"{source}: models.{name}.fallback: fallback chain loops back to {current.fallback!r}")
+            seen.add(current.fallback)
+            current = profiles[current.fallback]
+

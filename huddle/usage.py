@@ -1,0 +1,182 @@
+"""The usage ledger: one row per model call, queried per run, agent, model, profile and session.
+
+Rows are written by the metering client (`huddle.models.metering`) that wraps every client the framework builds, so
+agents' calls, the manager's selection calls and summaries all land here. Token counts are the server's ``usage``
+when it reported one (``token_source="server"``) and a tokenizer estimate otherwise (``"estimate"``); cached replies
+cost nothing (``"cache"``). The ledger is SQLite: in memory by default, or a file that survives the process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+TokenSource = Literal["server", "estimate", "cache", "none"]
+GroupKey = Literal["run_id", "session_id", "agent", "profile", "model"]
+
+
+class UsageRecord(BaseModel):
+    """One model call as the ledger keeps it."""
+
+    id: int | None = None
+    ts: float = Field(default_factory=time.time)
+    run_id: str | None = None
+    session_id: str | None = None
+    agent: str
+    profile: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    token_source: TokenSource = "server"
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    streamed: bool = False
+    error: str | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Totals(BaseModel):
+    """Sums over a set of ledger rows."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached_calls: int = 0
+    errors: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class UsageScope:
+    """Which run and session the calls made inside `usage_scope` belong to."""
+
+    run_id: str | None = None
+    session_id: str | None = None
+
+
+_scope: ContextVar[UsageScope] = ContextVar("huddle_usage_scope", default=UsageScope())  # noqa: B039
+
+
+@contextmanager
+def usage_scope(run_id: str | None = None, session_id: str | None = None) -> Iterator[UsageScope]:
+    """Attribute every metered call made in this context (and tasks started from it) to a run and session."""
+    token = _scope.set(UsageScope(run_id=run_id, session_id=session_id))
+    try:
+        yield _scope.get()
+    finally:
+        _scope.reset(token)
+
+
+def current_scope() -> UsageScope:
+    return _scope.get()
+
+
+_COLUMNS = tuple(name for name in UsageRecord.model_fields if name != "id")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL, run_id TEXT, session_id TEXT, agent TEXT NOT NULL, profile TEXT NOT NULL, model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, token_source TEXT NOT NULL,
+    cost_usd REAL NOT NULL, latency_s REAL NOT NULL, cached INTEGER NOT NULL, streamed INTEGER NOT NULL, error TEXT
+);
+CREATE INDEX IF NOT EXISTS usage_run ON usage(run_id);
+CREATE INDEX IF NOT EXISTS usage_session ON usage(session_id);
+"""
+_TOTALS_SQL = (
+    "COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cost_usd),0), "
+    "COALESCE(SUM(latency_s),0), COALESCE(SUM(cached),0), COUNT(error)"
+)
+
+
+class UsageLedger:
+    """Thread-safe store of `UsageRecord` rows with totals per run, session, agent, profile or model."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            if self.path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    def record(self, record: UsageRecord) -> UsageRecord:
+        """Append one call; returns it with its id."""
+        values = [getattr(record, c) for c in _COLUMNS]
+        with self._lock, self._db:
+            cursor = self._db.execute(
+                f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
+            )
+        return record.model_copy(update={"id": cursor.lastrowid})
+
+    def records(self, **filters: str | None) -> list[UsageRecord]:
+        """Rows in call order, filtered by any of run_id, session_id, agent, profile, model."""
+        where, params = _where(filters)
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, {', '.join(_COLUMNS)} FROM usage{where} ORDER BY id", params).fetchall()
+        return [UsageRecord(**dict(zip(("id", *_COLUMNS), row, strict=True))) for row in rows]
+
+    def totals(self, **filters: str | None) -> Totals:
+        """Sums over the rows matching `filters`."""
+        where, params = _where(filters)
+        with self._lock:
+            row = self._db.execute(f"SELECT {_TOTALS_SQL} FROM usage{where}", params).fetchone()
+        return _totals(row)
+
+    def by(self, key: GroupKey, **filters: str | None) -> dict[str, Totals]:
+        """Totals grouped by `key` (e.g. per agent within one run)."""
+        if key not in GroupKey.__args__:  # type: ignore[attr-defined]
+            raise ValueError(f"cannot group usage by {key!r}")
+        where, params = _where(filters)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT COALESCE({key}, '-'), {_TOTALS_SQL} FROM usage{where} GROUP BY 1 ORDER BY 1", params
+            ).fetchall()
+        return {row[0]: _totals(row[1:]) for row in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _where(filters: dict[str, str | None]) -> tuple[str, list[str]]:
+    unknown = set(filters) - set(GroupKey.__args__)  # type: ignore[attr-defined]
+    if unknown:
+        raise ValueError(f"unknown usage filter(s): {', '.join(sorted(unknown))}")
+    used = {k: v for k, v in filters.items() if v is not None}
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(f"{k} = ?" for k in used), list(used.values())
+
+
+def _totals(row: tuple[int | float, ...]) -> Totals:
+    calls, prompt, completion, cost, latency, cached, errors = row
+    return Totals(
+        calls=int(calls),
+        prompt_tokens=int(prompt),
+        completion_tokens=int(completion),
+        cost_usd=float(cost),
+        latency_s=float(latency),
+        cached_calls=int(cached),
+        errors=int(errors),
+    )

@@ -1,0 +1,1 @@
+"""Shared vector memory on ChromaDB and its embedders, installed as ``huddle.memory``."""
