@@ -108,19 +108,18 @@ def models_command(
     from rich import box
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, title="Model profiles (* = active)")
-    for column in ("", "profile", "provider", "model", "$/1M in/out", "context", "fallback", "API key"):
-        table.add_column(column, no_wrap=column in ("profile", "provider", "model"))
+    table = Table(box=box.SIMPLE_HEAD, title="Model profiles (* = active, → = fallback)")
+    for column in ("", "profile", "provider", "model", "$/1M in / out", "context", "API key"):
+        table.add_column(column)
     for row in rows:
         table.add_row(
             "*" if row["active"] else "",
-            row["name"],
+            row["name"] + (f" → {row['fallback']}" if row["fallback"] else ""),
             row["provider"],
             row["model"] + (f" @ {row['base_url']}" if row["base_url"] else ""),
             f"{row['input_per_mtok']:g} / {row['output_per_mtok']:g}",
             f"{row['context_window']:,}",
-            row["fallback"] or "-",
-            f"{row['api_key']} ({row['api_key_env']})" if row["api_key"] == "missing" else row["api_key"],
+            f"missing: {row['api_key_env']}" if row["api_key"] == "missing" else row["api_key"],
         )
     out.print(table)
     source = settings.config_file or "built-in defaults (no huddle.yaml)"

@@ -1,0 +1,18 @@
+"""Shared fixtures: every test gets its own data directory and a clean, key-free environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No user config, key or data directory leaks into a test; returns the test's data directory."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HUDDLE_CONFIG", "HUDDLE_MODEL", "HUDDLE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "huddle-home"
+    monkeypatch.setenv("HUDDLE_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    return home

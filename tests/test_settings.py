@@ -1,0 +1,109 @@
+"""Settings: profile selection, precedence, and config errors that name file, line and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from huddle.errors import ConfigError
+from huddle.settings import load_settings
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_without_config_or_key_the_embedded_model_is_used() -> None:
+    profile = load_settings().profile()
+    assert (profile.name, profile.provider, profile.model_name) == ("local", "local", "SmolLM2-135M-Instruct")
+    assert profile.price.cost(1_000_000, 1_000_000) == 0
+
+
+def test_with_openai_key_default_profile_talks_to_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    profile = load_settings().profile()
+    assert (profile.name, profile.model_name, profile.base_url) == ("default", "gpt-4o-mini", "http://127.0.0.1:9/v1")
+    assert profile.price.cost(1_000_000, 1_000_000) == pytest.approx(0.75)
+
+
+def test_model_flag_takes_a_profile_name_or_a_model_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    assert load_settings(model="local").profile().name == "local"
+    chosen = load_settings(model="gpt-4o").profile()
+    assert (chosen.name, chosen.model_name) == ("default", "gpt-4o")
+    monkeypatch.setenv("HUDDLE_MODEL", "llama3.2")
+    assert load_settings().profile().model_name == "llama3.2"
+
+
+def test_config_file_profiles_and_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(
+        tmp_path / "huddle.yaml",
+        """
+model: cheap
+models:
+  cheap: {provider: openai, model: qwen2.5, base_url: "http://127.0.0.1:11434/v1", api_key_env: OLLAMA_KEY,
+          price: {input_per_mtok: 0.1, output_per_mtok: 0.2}, fallback: local,
+          model_info: {function_calling: false}}
+""",
+    )
+    settings = load_settings()
+    assert settings.config_file == tmp_path / "huddle.yaml"
+    cheap = settings.profile()
+    assert (cheap.name, cheap.model_name, cheap.fallback, cheap.context_window) == ("cheap", "qwen2.5", "local", 128000)
+    assert "local" in settings.profiles and "default" in settings.profiles
+    monkeypatch.setenv("HUDDLE_MODELS__CHEAP__MODEL", "qwen3")
+    assert load_settings().profile().model_name == "qwen3"
+    monkeypatch.setenv("HUDDLE_MODEL", "local")
+    assert load_settings().profile().name == "local"
+    assert load_settings(model="cheap").profile().name == "cheap"
+
+
+def test_data_dir_from_env_and_flag(tmp_path: Path) -> None:
+    assert load_settings().data_dir == tmp_path / "huddle-home"
+    assert load_settings(data_dir=tmp_path / "x").data_dir == tmp_path / "x"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("models:\n  default:\n    provider: opnai\n", "huddle.yaml:3: models.default.provider: Input should be 'openai'"),
+        ("models:\n  a:\n    price:\n      input_per_mtok: -2\n", "huddle.yaml:4: models.a.price.input_per_mtok"),
+        ("models:\n  a: {provider: local, fallback: nope}\n", "huddle.yaml:2: models.a.fallback: unknown profile 'nope'"),
+        ("modles: {}\n", "huddle.yaml:1: modles: unknown field"),
+        ("models: [1, 2\n", "huddle.yaml:2:1: invalid YAML"),
+        ("- just\n- a list\n", "huddle.yaml:1: expected a mapping"),
+        ("models:\n  s: {provider: scripted}\n", "huddle.yaml:2: models.s: Value error, a scripted profile needs"),
+    ],
+)
+def test_bad_config_names_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    write(tmp_path / "huddle.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert expected in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_a_key_pasted_into_the_config_is_never_echoed(tmp_path: Path) -> None:
+    write(tmp_path / "huddle.yaml", "models:\n  default: {api_key_env: sk-proj-abcdefghijklmnopqrstu}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "api_key_env" in str(info.value)
+    assert "abcdefghij" not in str(info.value)
+
+
+def test_cli_reports_a_malformed_config_in_one_line_with_exit_2(tmp_path: Path) -> None:
+    bad = write(tmp_path / "team.yaml", "models:\n  default:\n    context_window: lots\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "huddle", "--config", str(bad), "models"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "team.yaml:3: models.default.context_window" in lines[0]
+    assert "integer" in lines[0]
