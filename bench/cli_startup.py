@@ -37,7 +37,7 @@ def main() -> None:
         "import autogen+openai eagerly": [sys.executable, "-c", "import autogen_agentchat, autogen_ext.models.openai"],
     }
     base = None
-    print(f"{'command':34} {'median s':>9} {'best s':>8} {'× python':>9}   ({runs} warm runs each)")
+    print(f"{'command':34} {'median s':>9} {'best s':>8} {'x python':>9}   ({runs} warm runs each)")
     for name, cmd in commands.items():
         walls = timed(cmd, runs)
         median = statistics.median(walls)

@@ -25,6 +25,8 @@ class MissingExtraError(HuddleError):
     exit_code = 2
 
     def __init__(self, what: str, extra: str) -> None:
-        super().__init__(f'{what} needs the "{extra}" extra: pip install "huddle-agents[{extra}]"  '
-                         f'(from a checkout: pip install -e ".[{extra}]")')
+        super().__init__(
+            f'{what} needs the "{extra}" extra: pip install "huddle-agents[{extra}]"  '
+            f'(from a checkout: pip install -e ".[{extra}]")'
+        )
         self.extra = extra

@@ -126,9 +126,7 @@ class Settings(BaseSettings):
 
     models: dict[str, ModelProfile] = Field(default_factory=dict)
     model: str | None = Field(None, description="Active profile name, or a model name for the `default` profile.")
-    data_dir: Path = Field(
-        default_factory=default_data_dir, validation_alias=AliasChoices("data_dir", "huddle_home")
-    )
+    data_dir: Path = Field(default_factory=default_data_dir, validation_alias=AliasChoices("data_dir", "huddle_home"))
     config_file: Path | None = Field(None, exclude=True)
 
     @classmethod
@@ -168,8 +166,8 @@ class Settings(BaseSettings):
             default = profiles["default"]
             if default.provider != "openai":
                 raise ConfigError(
-                    f"model: {choice!r} is neither a profile ({', '.join(sorted(profiles))}) nor usable as a model name "
-                    f"(profile 'default' has provider {default.provider!r}, not 'openai')"
+                    f"model: {choice!r} is neither a profile ({', '.join(sorted(profiles))}) nor usable as a model "
+                    f"name (profile 'default' has provider {default.provider!r}, not 'openai')"
                 )
             return default.model_copy(update={"model": choice})
         if "default" in self.models or profiles["default"].api_key():
@@ -231,7 +229,8 @@ def _check_fallbacks(settings: Settings, source: str, lines: dict[Loc, int]) -> 
                     f"(expected one of: {', '.join(sorted(profiles))})"
                 )
             if current.fallback in seen:
-                raise ConfigError(f"{source}: models.{name}.fallback: fallback chain loops back to {current.fallback!r}")
+                raise ConfigError(
+                    f"{source}: models.{name}.fallback: fallback chain loops back to {current.fallback!r}"
+                )
             seen.add(current.fallback)
             current = profiles[current.fallback]
-

@@ -90,7 +90,7 @@ def current_scope() -> UsageScope:
 
 
 _COLUMNS = tuple(name for name in UsageRecord.model_fields if name != "id")
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL, run_id TEXT, session_id TEXT, agent TEXT NOT NULL, profile TEXT NOT NULL, model TEXT NOT NULL,
@@ -133,7 +133,9 @@ class UsageLedger:
         """Rows in call order, filtered by any of run_id, session_id, agent, profile, model."""
         where, params = _where(filters)
         with self._lock:
-            rows = self._db.execute(f"SELECT id, {', '.join(_COLUMNS)} FROM usage{where} ORDER BY id", params).fetchall()
+            rows = self._db.execute(
+                f"SELECT id, {', '.join(_COLUMNS)} FROM usage{where} ORDER BY id", params
+            ).fetchall()
         return [UsageRecord(**dict(zip(("id", *_COLUMNS), row, strict=True))) for row in rows]
 
     def totals(self, **filters: str | None) -> Totals:

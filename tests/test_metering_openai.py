@@ -120,7 +120,7 @@ async def test_failed_call_is_recorded_without_the_key(server: ScriptedServer, p
     server.add_rule(Rule(fault=Fault(kind="server_error")))
     ledger = UsageLedger()
     client = build_client(profile, ledger, agent="planner")
-    with pytest.raises(Exception, match="500|Internal"):
+    with pytest.raises(Exception, match=r"500|Internal"):
         await client.create([UserMessage(content="hi", source="user")])
     (row,) = ledger.records()
     assert row.error and row.token_source == "none" and row.total_tokens == 0

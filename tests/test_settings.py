@@ -71,9 +71,15 @@ def test_data_dir_from_env_and_flag(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("models:\n  default:\n    provider: opnai\n", "huddle.yaml:3: models.default.provider: Input should be 'openai'"),
+        (
+            "models:\n  default:\n    provider: opnai\n",
+            "huddle.yaml:3: models.default.provider: Input should be 'openai'",
+        ),
         ("models:\n  a:\n    price:\n      input_per_mtok: -2\n", "huddle.yaml:4: models.a.price.input_per_mtok"),
-        ("models:\n  a: {provider: local, fallback: nope}\n", "huddle.yaml:2: models.a.fallback: unknown profile 'nope'"),
+        (
+            "models:\n  a: {provider: local, fallback: nope}\n",
+            "huddle.yaml:2: models.a.fallback: unknown profile 'nope'",
+        ),
         ("modles: {}\n", "huddle.yaml:1: modles: unknown field"),
         ("models: [1, 2\n", "huddle.yaml:2:1: invalid YAML"),
         ("- just\n- a list\n", "huddle.yaml:1: expected a mapping"),

@@ -11,7 +11,12 @@ from huddle.usage import UsageLedger, UsageRecord, current_scope, usage_scope
 
 def row(agent: str, model: str, prompt: int, completion: int, cost: float, **extra: object) -> UsageRecord:
     return UsageRecord(
-        agent=agent, profile="p", model=model, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost,
+        agent=agent,
+        profile="p",
+        model=model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=cost,
         **extra,  # type: ignore[arg-type]
     )
 

@@ -2,8 +2,9 @@
 
 Why a wrapper and not autogen's own counters: autogen's per-client ``total_usage`` mixes all agents and runs, misses
 nothing only if every caller shares one client, and cannot tell a server-reported count from a missing one. Here each
-agent gets its own metered client (`huddle.models.factory.build_client`), so every row carries the agent, run and session, and
-tokens are the server's ``usage`` exactly when it sent one, a tokenizer estimate (marked as such) when it did not.
+agent gets its own metered client (`huddle.models.factory.build_client`), so every row carries the agent, run and
+session, and tokens are the server's ``usage`` exactly when it sent one, a tokenizer estimate (marked as such)
+when it did not.
 """
 
 from __future__ import annotations
