@@ -31,7 +31,7 @@ _KEYLESS = "not-needed"  # local OpenAI-compatible servers ignore the key, but t
 class _StreamUsageOpenAIClient(OpenAIChatCompletionClient):
     """Asks the server for a final usage chunk on every stream, so streamed calls are metered from the server too."""
 
-    def create_stream(  # type: ignore[override]
+    def create_stream(
         self,
         messages: Sequence[LLMMessage],
         *,
@@ -56,7 +56,7 @@ def model_info_for(profile: ModelProfile) -> ModelInfo:
     except (ValueError, KeyError):
         info = dict(_UNKNOWN_MODEL_INFO)  # type: ignore[assignment]
     overrides = profile.model_info.model_dump(exclude_none=True)
-    return ModelInfo(**(info | overrides))  # type: ignore[typeddict-item]
+    return ModelInfo(**(info | overrides))  # type: ignore[typeddict-item,no-any-return]
 
 
 def _openai_client(profile: ModelProfile, agent: str) -> OpenAIChatCompletionClient:

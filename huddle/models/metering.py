@@ -19,7 +19,7 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,  # type: ignore[attr-defined]
+    ModelCapabilities,
     ModelInfo,
     RequestUsage,
 )
@@ -176,7 +176,7 @@ class MeteredClient(ChatCompletionClient):
         return self.inner.remaining_tokens(messages, tools=tools)
 
     @property
-    def capabilities(self) -> ModelCapabilities:  # type: ignore[valid-type]
+    def capabilities(self) -> ModelCapabilities:
         return self.inner.capabilities
 
     @property
