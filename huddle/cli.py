@@ -161,6 +161,75 @@ def ask_command(
     )
 
 
+TeamOption = Annotated[str, typer.Option("--team", "-t", help="A preset name (assistant) or a team YAML file.")]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="Profile (or model name) for the team; overrides the global flag.")
+]
+
+
+@app.command("run")
+def run_command(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Argument(help="The task for the team.")],
+    team: TeamOption = "assistant",
+    model: ModelOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: answer, messages, usage, ...")] = False,
+) -> None:
+    """Run one task on a team and print the answer (or, with --json, everything about the run)."""
+    import asyncio
+
+    from huddle.console import meter, run_once
+    from huddle.teams.spec import load_team
+
+    settings = ctx.obj.settings()
+    if model:
+        settings.model = model
+    spec = load_team(team)
+    result = asyncio.run(run_once(spec, settings, task, show=None if as_json else out))
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
+
+
+@app.command("chat")
+def chat_command(
+    ctx: typer.Context,
+    team: TeamOption = "assistant",
+    model: ModelOption = None,
+    session: Annotated[str | None, typer.Option("--session", help="Session id to record usage under.")] = None,
+) -> None:
+    """Chat with a team. Commands: /cost, /plan, /exit. Piped input: one message per line."""
+    import asyncio
+
+    from huddle.console import chat
+    from huddle.teams.spec import load_team
+
+    settings = ctx.obj.settings()
+    if model:
+        settings.model = model
+    asyncio.run(chat(load_team(team), settings, session_id=session, console=out))
+
+
+@app.command("prompts")
+def prompts_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the prompt templates with their placeholders and token counts (cl100k_base)."""
+    from huddle import prompts
+    from huddle.models.tokens import count_text
+
+    rows = [
+        {"name": n, "tokens": count_text(t.text, "gpt-4"), "placeholders": sorted(t.placeholders)}
+        for n, t in ((n, prompts.load(n)) for n in prompts.names())
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        out.print(f"{row['name']:16} {row['tokens']:5} tokens  {{{', '.join(row['placeholders'])}}}")
+
+
 def run(argv: list[str] | None = None) -> Any:
     """Entry point: runs the app and turns user errors into one line on stderr plus their exit code."""
     from rich.markup import escape

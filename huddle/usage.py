@@ -98,6 +98,11 @@ CREATE TABLE IF NOT EXISTS usage (
     cost_usd REAL NOT NULL, latency_s REAL NOT NULL, cached INTEGER NOT NULL, streamed INTEGER NOT NULL, error TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_run ON usage(run_id);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT, session_id TEXT,
+    turn INTEGER NOT NULL, speaker TEXT NOT NULL, policy TEXT NOT NULL, reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_run ON decisions(run_id);
 CREATE INDEX IF NOT EXISTS usage_session ON usage(session_id);
 """
 _TOTALS_SQL = (
@@ -155,6 +160,23 @@ class UsageLedger:
                 f"SELECT COALESCE({key}, '-'), {_TOTALS_SQL} FROM usage{where} GROUP BY 1 ORDER BY 1", params
             ).fetchall()
         return {row[0]: _totals(row[1:]) for row in rows}
+
+    def record_decision(self, turn: int, speaker: str, policy: str, reason: str) -> None:
+        """Keep a manager's speaker decision beside the calls of the same run (see `huddle.teams.manager`)."""
+        scope = current_scope()
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO decisions (ts, run_id, session_id, turn, speaker, policy, reason) VALUES (?,?,?,?,?,?,?)",
+                (time.time(), scope.run_id, scope.session_id, turn, speaker, policy, reason),
+            )
+
+    def decisions(self, run_id: str) -> list[dict[str, str | int]]:
+        """A run's speaker decisions in order: turn, speaker, policy, reason."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT turn, speaker, policy, reason FROM decisions WHERE run_id = ? ORDER BY id", (run_id,)
+            ).fetchall()
+        return [dict(zip(("turn", "speaker", "policy", "reason"), row, strict=True)) for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -32,7 +32,7 @@ class PromptTemplate:
     def placeholders(self) -> frozenset[str]:
         return frozenset(field for _, field, _, _ in string.Formatter().parse(self.text) if field)
 
-    def render(self, **values: object) -> str:
+    def render(self, /, **values: object) -> str:
         """Fill every placeholder; a missing or unexpected variable raises `PromptError` naming it."""
         missing = self.placeholders - values.keys()
         unknown = values.keys() - self.placeholders
@@ -65,6 +65,6 @@ def load(name: str) -> PromptTemplate:
     return PromptTemplate(name=name, text=text.strip() + "\n", meta=meta)
 
 
-def render(name: str, **values: object) -> str:
+def render(template: str, /, **values: object) -> str:
     """Shorthand for ``load(name).render(**values)``."""
-    return load(name).render(**values)
+    return load(template).render(**values)

@@ -1,0 +1,86 @@
+"""The memory agent: stores facts the user asks the team to remember and recalls what is relevant, with no model call.
+
+Both are decisions the framework can make itself: "remember that ..." is a pattern, and relevance is an embedding
+similarity in the shared vector memory. Recalled items are posted as one message, within a token budget, so every
+other agent sees the same context.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import BaseChatMessage, TextMessage
+from autogen_core import CancellationToken
+
+from huddle import prompts
+from huddle.agents.state import RunState
+
+if TYPE_CHECKING:
+    from huddle.memory.store import VectorMemory
+
+_REMEMBER = re.compile(r"\bremember(?:\s+that)?[:,]?\s+(?P<fact>[^?!\n]+[^?!\n.\s])", re.IGNORECASE)
+
+
+def stated_facts(text: str) -> list[str]:
+    """Facts the user explicitly asks to be remembered ("remember that my order number is 1042")."""
+    return [m.group("fact").strip() for m in _REMEMBER.finditer(text)]
+
+
+class MemoryAgent(BaseChatAgent):
+    """Stores stated facts and posts recalled items for the task; completes its plan steps."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        memory: VectorMemory,
+        state: RunState,
+        *,
+        scopes: Sequence[str],
+        k: int = 5,
+        min_score: float = 0.8,
+        token_budget: int = 400,
+        prompt: str = "memory",
+    ) -> None:
+        super().__init__(name, description)
+        self._memory = memory
+        self._state = state
+        self._scopes = list(scopes)
+        self._k, self._min_score, self._budget = k, min_score, token_budget
+        self._prompt = prompt
+
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (TextMessage,)
+
+    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        task = self._state.task
+        stored = [
+            self._memory.add(fact, scope=self._scopes[0], kind="fact", agent=self.name, run_id=self._state.run_id)
+            for fact in stated_facts(task)
+        ]
+        recalled = self._memory.recall(
+            task, scopes=self._scopes, k=self._k, min_score=self._min_score, token_budget=self._budget
+        )
+        items = [r for r in recalled if r.item.id not in {s.id for s in stored}]
+        content = prompts.render(
+            self._prompt,
+            stored=f" (stored: {'; '.join(s.text for s in stored)})" if stored else "",
+            items="\n".join(f"- {r.item.text} (score {r.score:.2f})" for r in items) or "- nothing relevant recalled",
+        )
+        for step in self._state.ready_for(self.name):
+            self._state.complete(step.id, content)
+        return Response(
+            chat_message=TextMessage(
+                content=content.strip(),
+                source=self.name,
+                metadata={"kind": "memory", "recalled": str(len(items)), "stored": str(len(stored))},
+            )
+        )
+
+    async def on_reset(self, cancellation_token: CancellationToken) -> None:
+        """Stateless between turns: the memory store is the state."""

@@ -1,0 +1,98 @@
+"""The planner: turns the task into a `Plan` with one structured-output model call.
+
+On OpenAI-compatible servers the call uses structured output; on the embedded model the same bounded schema becomes a
+grammar. Whatever comes back is sanitised against the roster and the tools; if it cannot be parsed at all the team
+answers directly (`fallback_plan`), so a weak model's failure never stalls a run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import BaseChatMessage, TextMessage
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient, SystemMessage, UserMessage
+from pydantic import ValidationError
+
+from huddle import prompts
+from huddle.agents.plan import MAX_STEPS, Plan, fallback_plan
+from huddle.agents.state import RunState
+from huddle.models.structured import structured_output_args
+from huddle.tools import ToolArgumentsError, ToolRegistry
+
+
+class PlannerAgent(BaseChatAgent):
+    """Writes the run's plan into the shared `RunState` and posts it to the conversation."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        client: ChatCompletionClient,
+        state: RunState,
+        *,
+        roster: Mapping[str, str],
+        tools: ToolRegistry,
+        responder: str,
+        tool_executor: str | None,
+        prompt: str = "planner",
+    ) -> None:
+        super().__init__(name, description)
+        self._client = client
+        self._state = state
+        self._roster = dict(roster)
+        self._tools = tools
+        self._responder = responder
+        self._tool_executor = tool_executor
+        self._prompt = prompt
+        self._context: list[str] = []
+
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (TextMessage,)
+
+    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        self._context.extend(f"{m.source}: {m.to_model_text()}" for m in messages if m.source != "user")
+        system = prompts.render(
+            self._prompt,
+            name=self.name,
+            max_steps=MAX_STEPS - 1,
+            roster="\n".join(f"- {n}: {d}" for n, d in self._roster.items() if n != self.name),
+            tools="\n".join(f"- {s['name']}: {s.get('description', '')} {json.dumps(s.get('parameters', {}))}"
+                            for s in self._tools.schemas()) or "(none)",
+        )
+        context = "\n".join(self._context[-6:])
+        user = f"Task: {self._state.task}" + (f"\n\nContext from the team:\n{context}" if context else "")
+        result = await self._client.create(
+            [SystemMessage(content=system), UserMessage(content=user, source="user")],
+            cancellation_token=cancellation_token,
+            **structured_output_args(self._client, Plan),
+        )
+        note = ""
+        try:
+            raw = Plan.model_validate_json(result.content if isinstance(result.content, str) else "")
+        except ValidationError:
+            raw, note = fallback_plan(self._state.task, self._responder), " (the planner's output was unusable)"
+        plan = raw.sanitised(self._roster, self._responder, self._valid_tool_call, self._tool_executor)
+        self._state.set_plan(plan)
+        return Response(
+            chat_message=TextMessage(
+                content=plan.describe() + note, source=self.name, models_usage=result.usage, metadata={"kind": "plan"}
+            )
+        )
+
+    def _valid_tool_call(self, tool: str, args: Mapping[str, Any]) -> bool:
+        if tool not in self._tools.names():
+            return False
+        try:
+            self._tools.get(tool).validate(args)
+        except ToolArgumentsError:
+            return False
+        return True
+
+    async def on_reset(self, cancellation_token: CancellationToken) -> None:
+        self._context.clear()

@@ -1,0 +1,50 @@
+"""What one run of a team knows beyond the message thread: the task, the plan and how far each step has got.
+
+The planner writes the plan, the tool executor and memory agent complete their steps, and the manager reads it to
+pick the next speaker without a model call. One `RunState` per run; nothing here is global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from huddle.agents.plan import Plan, PlanStep, StepStatus
+
+
+@dataclass
+class RunState:
+    """The task, the current plan and the status and result of each of its steps."""
+
+    task: str = ""
+    run_id: str | None = None
+    plan: Plan | None = None
+    status: dict[int, StepStatus] = field(default_factory=dict)
+    results: dict[int, str] = field(default_factory=dict)
+
+    def start(self, task: str, run_id: str | None) -> None:
+        """Begin a new task (a chat keeps its team and history across tasks, but not the plan)."""
+        self.task, self.run_id, self.plan = task, run_id, None
+        self.status.clear()
+        self.results.clear()
+
+    def set_plan(self, plan: Plan) -> None:
+        self.plan = plan
+        self.status = {step.id: "pending" for step in plan.steps}
+        self.results.clear()
+
+    def ready_steps(self) -> list[PlanStep]:
+        """Pending steps whose dependencies have finished (done or failed), in plan order."""
+        if self.plan is None:
+            return []
+        return [
+            step
+            for step in self.plan.steps
+            if self.status.get(step.id) == "pending" and all(self.status.get(d) != "pending" for d in step.depends_on)
+        ]
+
+    def ready_for(self, agent: str) -> list[PlanStep]:
+        return [step for step in self.ready_steps() if step.assignee == agent]
+
+    def complete(self, step_id: int, result: str, *, ok: bool = True) -> None:
+        self.status[step_id] = "done" if ok else "failed"
+        self.results[step_id] = result

@@ -1,0 +1,105 @@
+"""The tool executor: runs the plan's tool steps, without a model call whenever the plan already has valid arguments.
+
+Only a step whose tool or arguments the planner could not give costs a model call (a tool call chosen by the model
+among this agent's tools). Every failure — unknown tool, invalid arguments, an exception, a timeout, a model that
+does not call a tool — becomes a result line in the conversation and a failed step; the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import BaseChatMessage, TextMessage
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient, RequestUsage, SystemMessage, UserMessage
+
+from huddle import prompts
+from huddle.agents.plan import PlanStep
+from huddle.agents.state import RunState
+from huddle.tools import ToolRegistry, ToolResult
+
+
+class ToolExecutorAgent(BaseChatAgent):
+    """Runs every ready plan step assigned to it, concurrently, and reports one line per step."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        client: ChatCompletionClient,
+        state: RunState,
+        *,
+        tools: ToolRegistry,
+        prompt: str = "tool_executor",
+    ) -> None:
+        super().__init__(name, description)
+        self._client = client
+        self._state = state
+        self._tools = tools
+        self._prompt = prompt
+
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (TextMessage,)
+
+    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        steps = self._state.ready_for(self.name)
+        if not steps:
+            instruction = messages[-1].to_model_text() if messages else self._state.task
+            # Chosen by mention, similarity or the manager's model rather than the plan: an unplanned step 0.
+            steps = [PlanStep.model_construct(id=0, assignee=self.name, instruction=instruction, tool=None, args=None)]
+        outcomes = await asyncio.gather(*(self._run_step(step, cancellation_token) for step in steps))
+        lines, usage = [], RequestUsage(prompt_tokens=0, completion_tokens=0)
+        for step, (result, step_usage) in zip(steps, outcomes, strict=True):
+            if step.id:
+                self._state.complete(step.id, result.content, ok=result.ok)
+            call = f"{result.tool}({', '.join(f'{k}={v!r}' for k, v in result.args.items())})"
+            label = f"Step {step.id}" if step.id else "Request"
+            lines.append(f"{label}: {call} -> {'' if result.ok else 'ERROR '}{result.content}")
+            usage = RequestUsage(
+                prompt_tokens=usage.prompt_tokens + step_usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens + step_usage.completion_tokens,
+            )
+        return Response(
+            chat_message=TextMessage(
+                content="\n".join(lines),
+                source=self.name,
+                models_usage=usage if usage.prompt_tokens or usage.completion_tokens else None,
+                metadata={"kind": "tool_result", "model_calls": str(sum(1 for _, u in outcomes if u.prompt_tokens))},
+            )
+        )
+
+    async def _run_step(self, step: PlanStep, cancellation_token: CancellationToken) -> tuple[ToolResult, RequestUsage]:
+        """Run the step's tool directly when the plan gave valid arguments; otherwise let the model choose the call."""
+        args = step.arguments()
+        none = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        if step.tool in self._tools.names() and args is not None:
+            return await self._tools.get(step.tool).run(args), none
+        if not self._client.model_info["function_calling"]:
+            return _not_run(step.tool, "the step gives no valid tool call and this model cannot call tools"), none
+        system = prompts.render(self._prompt, name=self.name, task=self._state.task, instruction=step.instruction)
+        result = await self._client.create(
+            [SystemMessage(content=system), UserMessage(content=step.instruction, source="user")],
+            tools=self._tools.schemas(),
+            cancellation_token=cancellation_token,
+        )
+        if isinstance(result.content, str) or not result.content:
+            return _not_run(step.tool, "the model did not call a tool"), result.usage
+        call = result.content[0]
+        if call.name not in self._tools.names():
+            return _not_run(call.name, f"no tool named {call.name!r} (tools: {', '.join(self._tools.names())})"), result.usage
+        return await self._tools.get(call.name).run(call.arguments), result.usage
+
+    async def on_reset(self, cancellation_token: CancellationToken) -> None:
+        """Stateless between turns: everything it needs is in the run state."""
+
+
+def _not_run(tool: str | None, message: str) -> ToolResult:
+    """A step whose tool could not be called at all (no call, or an unknown tool); the model sees why."""
+    return ToolResult(
+        tool=tool or "none", ok=False, content=json.dumps({"error": "no_tool_call", "message": message}), error=message
+    )

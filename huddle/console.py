@@ -1,0 +1,126 @@
+"""What ``huddle run`` and ``huddle chat`` show: speakers' messages as they arrive, the answer streamed, a cost meter.
+
+Kept apart from `huddle.cli` so the CLI module stays light: this one imports the team stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+
+from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChunkEvent
+from rich.console import Console
+from rich.markup import escape
+
+from huddle.models.ask import LEDGER_FILE
+from huddle.settings import Settings
+from huddle.teams.group_chat import Event, GroupChatTeam, RunResult
+from huddle.teams.spec import TeamSpec
+from huddle.usage import UsageLedger
+
+CHAT_COMMANDS = "/cost  /plan  /exit"
+
+
+class Transcript:
+    """Prints one run's events: other agents' messages dimmed and labelled, the responder's answer streamed."""
+
+    def __init__(self, console: Console, responder: str, *, verbose: bool) -> None:
+        self.console, self.responder, self.verbose = console, responder, verbose
+        self._streaming = False
+
+    def show(self, item: Event) -> None:
+        if isinstance(item, ModelClientStreamingChunkEvent) and item.source == self.responder:
+            if not self._streaming:
+                self.console.print(f"[bold green]{self.responder}>[/bold green] ", end="")
+                self._streaming = True
+            self.console.print(item.content, end="", markup=False, highlight=False)
+        elif isinstance(item, BaseChatMessage) and item.source == self.responder:
+            if self._streaming:
+                self.console.print()
+            else:
+                self.console.print(f"[bold green]{self.responder}>[/bold green] {escape(item.to_text())}")
+            self._streaming = False
+        elif isinstance(item, BaseChatMessage) and item.source != "user" and self.verbose:
+            self.console.print(f"[cyan]{item.source}>[/cyan] [dim]{escape(item.to_text())}[/dim]")
+
+
+def meter(result: RunResult, session: UsageLedger | None = None, session_id: str | None = None) -> str:
+    """One line: this run's tokens, calls and dollars (and the session's, in a chat)."""
+    line = (
+        f"{result.usage.total_tokens} tokens ({result.usage.prompt_tokens} in / {result.usage.completion_tokens} out) "
+        f"· {result.usage.calls} model calls · ${result.usage.cost_usd:.6f} · stop: {result.stop_reason}"
+    )
+    if session is not None and session_id is not None:
+        total = session.totals(session_id=session_id)
+        line += f" · session {total.total_tokens} tokens ${total.cost_usd:.6f}"
+    return line
+
+
+async def run_once(spec: TeamSpec, settings: Settings, task: str, *, show: Console | None) -> RunResult:
+    """Run one task on a fresh team; print the transcript to `show` if given."""
+    ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
+    team = GroupChatTeam(spec, settings, ledger=ledger)
+    transcript = Transcript(show, team.responder, verbose=True) if show else None
+    try:
+        async for item in team.run_stream(task):
+            if isinstance(item, RunResult):
+                return item
+            if transcript:
+                transcript.show(item)
+    finally:
+        await team.close()
+        ledger.close()
+    raise AssertionError("run_stream ended without a result")  # unreachable: run_stream always yields one
+
+
+async def chat(spec: TeamSpec, settings: Settings, *, session_id: str | None, console: Console) -> None:
+    """The REPL. On a terminal: a prompt, streamed answers, a meter. Piped: one message per line, answers printed."""
+    interactive = sys.stdin.isatty()
+    session_id = session_id or uuid.uuid4().hex[:12]
+    ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
+    team = GroupChatTeam(spec, settings, ledger=ledger, session_id=session_id)
+    transcript = Transcript(console, team.responder, verbose=interactive)
+    if interactive:
+        console.print(f"[bold]huddle chat[/bold] · team {spec.team.name} · session {session_id} · {CHAT_COMMANDS}")
+    try:
+        while True:
+            line = await asyncio.to_thread(_read_line, "you> " if interactive else "")
+            if line is None or line.strip() == "/exit":
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text == "/cost":
+                console.print(_session_cost(ledger, session_id))
+            elif text == "/plan":
+                plan = team.state.plan
+                console.print(escape(plan.describe()) if plan else "No plan yet.")
+            elif text.startswith("/"):
+                console.print(f"unknown command {escape(text)}; commands: {CHAT_COMMANDS}")
+            else:
+                async for item in team.run_stream(text):
+                    if isinstance(item, RunResult):
+                        if interactive:
+                            console.print(f"[dim]{meter(item, ledger, session_id)}[/dim]")
+                    else:
+                        transcript.show(item)
+    finally:
+        await team.close()
+        ledger.close()
+
+
+def _read_line(prompt: str) -> str | None:
+    try:
+        return input(prompt) if prompt else (sys.stdin.readline() or None)
+    except EOFError:
+        return None
+
+
+def _session_cost(ledger: UsageLedger, session_id: str) -> str:
+    lines = [f"session {session_id}:"]
+    for agent, totals in ledger.by("agent", session_id=session_id).items():
+        lines.append(f"  {agent:14} {totals.calls:3} calls {totals.total_tokens:7} tokens ${totals.cost_usd:.6f}")
+    total = ledger.totals(session_id=session_id)
+    lines.append(f"  {'total':14} {total.calls:3} calls {total.total_tokens:7} tokens ${total.cost_usd:.6f}")
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""Asking any client for JSON that matches a pydantic model, in the form that client understands.
+
+autogen's ``json_output=<model>`` on OpenAI-compatible clients goes through the SDK's ``parse``, which raises on a reply
+that does not match — and the call's tokens are then lost to the ledger. So for those clients we send the strict JSON
+schema as a plain ``response_format`` and parse the reply ourselves; the embedded model takes the pydantic model and
+turns it into a grammar; a server without structured output gets JSON mode, or nothing but the prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autogen_core.models import ChatCompletionClient
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from pydantic import BaseModel
+
+from huddle.models.metering import MeteredClient
+
+
+def structured_output_args(client: ChatCompletionClient, model: type[BaseModel]) -> dict[str, Any]:
+    """Keyword arguments for ``client.create`` that request JSON matching `model`; parse ``result.content`` yourself."""
+    inner = client.inner if isinstance(client, MeteredClient) else client
+    info = client.model_info
+    if not isinstance(inner, OpenAIChatCompletionClient):
+        return {"json_output": model} if info["json_output"] else {}
+    if info.get("structured_output"):
+        from openai.lib._pydantic import to_strict_json_schema
+
+        schema = {"name": model.__name__, "schema": to_strict_json_schema(model), "strict": True}
+        return {"extra_create_args": {"response_format": {"type": "json_schema", "json_schema": schema}}}
+    return {"json_output": True} if info["json_output"] else {}

@@ -1,0 +1,226 @@
+"""A managed group chat: role agents built from a `TeamSpec`, autogen's ``SelectorGroupChat`` driven by our `Manager`.
+
+One `GroupChatTeam` lives as long as a chat session: each `run` is one task (one user message), with a fresh plan
+but the same agents and conversation history. Every model client is metered into one ledger, the manager's decisions
+are kept beside them, and a run returns a `RunResult` with the answer, the messages, usage and decisions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import ChatAgent, TaskResult
+from autogen_agentchat.conditions import ExternalTermination, SourceMatchTermination, TextMentionTermination
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
+from autogen_agentchat.teams import SelectorGroupChat
+from autogen_core import CancellationToken
+from pydantic import BaseModel
+
+from huddle import prompts
+from huddle.agents.memory_agent import MemoryAgent
+from huddle.agents.planner import PlannerAgent
+from huddle.agents.state import RunState
+from huddle.agents.tool_executor import ToolExecutorAgent
+from huddle.agents.builtin_tools import builtin_registry
+from huddle.models.factory import build_client
+from huddle.models.metering import MeteredClient
+from huddle.settings import Settings
+from huddle.teams.manager import Decision, Manager, Roles
+from huddle.teams.spec import AgentSpec, TeamSpec
+from huddle.usage import Totals, UsageLedger, usage_scope
+
+if TYPE_CHECKING:
+    from huddle.memory.store import VectorMemory
+
+Event = BaseAgentEvent | BaseChatMessage
+
+
+class MessageRecord(BaseModel):
+    source: str
+    type: str
+    content: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class UsageSummary(Totals):
+    by_agent: dict[str, Totals] = {}
+    by_model: dict[str, Totals] = {}
+
+
+class RunResult(BaseModel):
+    """Everything a caller (or ``huddle run --json``) needs to know about one task."""
+
+    run_id: str
+    session_id: str | None
+    team: str
+    answer: str
+    stop_reason: str
+    messages: list[MessageRecord]
+    usage: UsageSummary
+    decisions: list[Decision]
+
+
+class GroupChatTeam:
+    """A team built from a spec; run tasks on it one after another (a chat) with `run` or `run_stream`."""
+
+    def __init__(
+        self,
+        spec: TeamSpec,
+        settings: Settings,
+        *,
+        ledger: UsageLedger | None = None,
+        memory: VectorMemory | None = None,
+        session_id: str | None = None,
+        workspace: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.ledger = ledger or UsageLedger()
+        self.session_id = session_id
+        self.state = RunState()
+        self.workspace = workspace or settings.data_dir / "workspace"
+        self._memory = memory
+        self._clients: list[MeteredClient] = []
+        self.stopper = ExternalTermination()  # the budget's and the caller's way to end a run gracefully
+        roster = {a.agent_name: a.agent_description for a in spec.agents}
+        roles = Roles(
+            planner=_name(spec.member("planner")),
+            tool_executor=_name(spec.member("tool_executor")),
+            memory=_name(spec.member("memory")),
+            responder=_name(spec.member("responder")) or "responder",
+        )
+        self.manager = Manager(
+            roster,
+            roles,
+            self.state,
+            client=self._client(None, "manager"),
+            allow_repeated_speaker=spec.team.allow_repeated_speaker,
+            on_decision=self._record_decision,
+        )
+        participants = [self._build_agent(a, roster, roles) for a in spec.agents]
+        self.responder = roles.responder
+        self._chat = SelectorGroupChat(
+            participants,
+            model_client=self.manager.client,  # never called: `Manager.select` always names a speaker
+            selector_func=self.manager.select,
+            max_turns=spec.team.max_turns,
+            allow_repeated_speaker=True,  # the manager enforces its own rule (see Manager)
+            termination_condition=SourceMatchTermination([roles.responder])
+            | TextMentionTermination("TERMINATE", sources=[a.agent_name for a in spec.agents])
+            | self.stopper,
+            emit_team_events=False,
+        )
+
+    def _client(self, spec: AgentSpec | None, agent: str) -> MeteredClient:
+        choice = (spec.model if spec else None) or self.settings.model or self.spec.team.model
+        client = build_client(self.settings.profile(choice), self.ledger, agent=agent)
+        self._clients.append(client)
+        return client
+
+    def _build_agent(self, spec: AgentSpec, roster: dict[str, str], roles: Roles) -> ChatAgent:
+        name, description = spec.agent_name, spec.agent_description
+        if spec.role == "planner":
+            tools = builtin_registry(self.workspace).subset(self._executor_tools())
+            return PlannerAgent(
+                name, description, self._client(spec, name), self.state, roster=roster, tools=tools,
+                responder=roles.responder, tool_executor=roles.tool_executor, prompt=spec.prompt_name,
+            )
+        if spec.role == "tool_executor":
+            tools = builtin_registry(self.workspace).subset(spec.tools)
+            return ToolExecutorAgent(
+                name, description, self._client(spec, name), self.state, tools=tools, prompt=spec.prompt_name
+            )
+        if spec.role == "memory":
+            scopes = spec.memory_scopes or ["user:default", f"team:{self.spec.team.name}"]
+            return MemoryAgent(name, description, self.memory, self.state, scopes=scopes, prompt=spec.prompt_name)
+        return AssistantAgent(
+            name,
+            model_client=self._client(spec, name),
+            description=description,
+            system_message=prompts.render(spec.prompt_name, name=name),
+            model_client_stream=True,
+        )
+
+    def _executor_tools(self) -> list[str]:
+        executor = self.spec.member("tool_executor")
+        return executor.tools if executor else []
+
+    @property
+    def memory(self) -> VectorMemory:
+        """The shared vector memory, opened on first use (only teams with a memory agent pay for it)."""
+        if self._memory is None:
+            from huddle.memory.store import VectorMemory
+
+            self._memory = VectorMemory.from_settings(self.settings)
+        return self._memory
+
+    def _record_decision(self, decision: Decision) -> None:
+        self.ledger.record_decision(decision.turn, decision.speaker, decision.policy, decision.reason)
+
+    async def run_stream(
+        self, task: str, *, run_id: str | None = None, cancellation_token: CancellationToken | None = None
+    ) -> AsyncIterator[Event | RunResult]:
+        """Yield every message and event as the team produces it, then the `RunResult`."""
+        run_id = run_id or uuid.uuid4().hex[:12]
+        self.state.start(task, run_id)
+        self.manager.start_task()
+        messages: list[BaseChatMessage] = []
+        stop_reason = "unknown"
+        with usage_scope(run_id=run_id, session_id=self.session_id):
+            async for item in self._chat.run_stream(task=task, cancellation_token=cancellation_token):
+                if isinstance(item, TaskResult):
+                    stop_reason = item.stop_reason or "finished"
+                    continue
+                if isinstance(item, BaseChatMessage):
+                    messages.append(item)
+                yield item
+        yield self._result(run_id, messages, stop_reason)
+
+    async def run(self, task: str, **kwargs: Any) -> RunResult:
+        """Run one task to the end and return its result."""
+        result: RunResult | None = None
+        async for item in self.run_stream(task, **kwargs):
+            if isinstance(item, RunResult):
+                result = item
+        assert result is not None  # run_stream always ends with a result
+        return result
+
+    def _result(self, run_id: str, messages: list[BaseChatMessage], stop_reason: str) -> RunResult:
+        answers = [m for m in messages if m.source == self.responder]
+        return RunResult(
+            run_id=run_id,
+            session_id=self.session_id,
+            team=self.spec.team.name,
+            answer=answers[-1].to_text() if answers else "",
+            stop_reason=stop_reason,
+            messages=[
+                MessageRecord(
+                    source=m.source,
+                    type=type(m).__name__,
+                    content=m.to_text(),
+                    prompt_tokens=m.models_usage.prompt_tokens if m.models_usage else 0,
+                    completion_tokens=m.models_usage.completion_tokens if m.models_usage else 0,
+                )
+                for m in messages
+            ],
+            usage=UsageSummary(
+                **self.ledger.totals(run_id=run_id).model_dump(),
+                by_agent=self.ledger.by("agent", run_id=run_id),
+                by_model=self.ledger.by("model", run_id=run_id),
+            ),
+            decisions=list(self.manager.decisions),
+        )
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+
+def _name(spec: AgentSpec | None) -> str | None:
+    return spec.agent_name if spec else None
+

@@ -1,0 +1,216 @@
+"""The group-chat manager: picks the next speaker through a chain of policies, cheapest first.
+
+1. ``mention``    — the last message hands off to or @-mentions a member.
+2. ``rule``       — fixed rules: a new task goes to the memory agent (recall) and then the planner.
+3. ``plan``       — the plan's next ready step names its assignee; a finished plan goes to the responder.
+4. ``similarity`` — the member whose description is most similar to the last message (when an embedder is given).
+5. ``llm``        — the manager's model chooses among the allowed candidates; an invalid name is ``repaired`` once
+                    with feedback; then
+6. ``fallback``   — a deterministic choice: the responder (which ends the run) or the next allowed member in roster
+                    order. It never picks a forbidden speaker, so it cannot livelock (AutoGen #7471).
+
+Only policies 4-6 are bound by ``allow_repeated_speaker``: the plan and rules may give one agent consecutive turns.
+Every decision is recorded with its policy and reason; the manager's model calls are metered as agent ``manager``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, Protocol
+
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, HandoffMessage
+from autogen_core.models import ChatCompletionClient, SystemMessage, UserMessage
+from pydantic import BaseModel
+
+from huddle import prompts
+from huddle.agents.state import RunState
+
+Policy = Literal["mention", "rule", "plan", "similarity", "llm", "repaired", "fallback"]
+_HISTORY_MESSAGES = 8
+_HISTORY_CHARS = 300
+
+
+class Decision(BaseModel):
+    """Why an agent spoke: the turn, the speaker, the policy that chose it and a short reason."""
+
+    turn: int
+    speaker: str
+    policy: Policy
+    reason: str
+
+
+class Similarity(Protocol):
+    """Scores a text against each member's description (e.g. cosine similarity of embeddings)."""
+
+    def __call__(self, text: str, descriptions: Mapping[str, str]) -> dict[str, float]: ...
+
+
+class Roles(BaseModel):
+    """Which member plays which built-in role (None when the team has no such member)."""
+
+    planner: str | None = None
+    tool_executor: str | None = None
+    memory: str | None = None
+    responder: str
+
+
+class Manager:
+    """A speaker selector for autogen's ``SelectorGroupChat`` (pass `select` as its ``selector_func``)."""
+
+    def __init__(
+        self,
+        roster: Mapping[str, str],
+        roles: Roles,
+        state: RunState,
+        *,
+        client: ChatCompletionClient | None = None,
+        similarity: Similarity | None = None,
+        similarity_threshold: float = 0.85,
+        allow_repeated_speaker: bool = False,
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> None:
+        self.roster = dict(roster)
+        self.roles = roles
+        self.state = state
+        self.client = client
+        self.similarity = similarity
+        self.similarity_threshold = similarity_threshold
+        self.allow_repeated_speaker = allow_repeated_speaker
+        self.skipped: set[str] = set()  # optional members removed from the candidates (the budget's hook)
+        self.decisions: list[Decision] = []
+        self._on_decision = on_decision
+        self._previous: str | None = None
+        self._spoken: set[str] = set()
+
+    def start_task(self) -> None:
+        """Forget per-task progress (a chat runs one task per user message on the same team)."""
+        self.decisions.clear()
+        self._previous = None
+        self._spoken.clear()
+
+    @property
+    def available(self) -> list[str]:
+        return [name for name in self.roster if name not in self.skipped]
+
+    async def select(self, thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str:
+        """Choose the next speaker; always returns a member, so autogen's own model selection never runs."""
+        messages = [m for m in thread if isinstance(m, BaseChatMessage)]
+        last = messages[-1] if messages else None
+        if last is not None and last.source in self.roster:
+            self._spoken.add(last.source)
+            self._previous = last.source
+        choice = (
+            self._by_mention(last)
+            or self._by_rule()
+            or self._by_plan()
+            or self._by_similarity(last)
+            or await self._by_llm(messages)
+            or self._fallback()
+        )
+        speaker, policy, reason = choice
+        return self._decide(speaker, policy, reason)
+
+    def _decide(self, speaker: str, policy: Policy, reason: str) -> str:
+        decision = Decision(turn=len(self.decisions) + 1, speaker=speaker, policy=policy, reason=reason)
+        self.decisions.append(decision)
+        if self._on_decision is not None:
+            self._on_decision(decision)
+        return speaker
+
+    def _candidates(self) -> list[str]:
+        """Members the open-ended policies may pick: available, and not the previous speaker unless repeats are allowed."""
+        return [n for n in self.available if self.allow_repeated_speaker or n != self._previous]
+
+    def _by_mention(self, last: BaseChatMessage | None) -> tuple[str, Policy, str] | None:
+        if isinstance(last, HandoffMessage) and last.target in self.available:
+            return last.target, "mention", f"{last.source} handed off to {last.target}"
+        if last is None:
+            return None
+        text = last.to_model_text()
+        for name in self.available:
+            if name != last.source and re.search(rf"(?<![\w@])@{re.escape(name)}\b", text):
+                return name, "mention", f"{last.source} mentioned @{name}"
+        return None
+
+    def _by_rule(self) -> tuple[str, Policy, str] | None:
+        if self.state.plan is not None:
+            return None
+        memory, planner = self.roles.memory, self.roles.planner
+        if memory is not None and memory in self.available and memory not in self._spoken:
+            return memory, "rule", "new task: recall shared memory before planning"
+        if planner is not None and planner in self.available:
+            return planner, "rule", "new task: the planner drafts a plan"
+        return None
+
+    def _by_plan(self) -> tuple[str, Policy, str] | None:
+        if self.state.plan is None:
+            return None
+        for step in self.state.ready_steps():
+            if step.assignee in self.available:
+                return step.assignee, "plan", f"step {step.id} is ready: {step.instruction}"
+            self.state.complete(step.id, f"skipped: {step.assignee} is not available", ok=False)
+        if self.roles.responder in self.available and not self.state.ready_steps():
+            return self.roles.responder, "plan", "all plan steps are finished"
+        return None
+
+    def _by_similarity(self, last: BaseChatMessage | None) -> tuple[str, Policy, str] | None:
+        candidates = self._candidates()
+        if self.similarity is None or last is None or not candidates:
+            return None
+        scores = self.similarity(last.to_model_text(), {n: self.roster[n] for n in candidates})
+        best = max(scores, key=scores.__getitem__)
+        if scores[best] < self.similarity_threshold:
+            return None
+        return best, "similarity", f"last message is closest to {best}'s description ({scores[best]:.2f})"
+
+    async def _by_llm(self, messages: Sequence[BaseChatMessage]) -> tuple[str, Policy, str] | None:
+        candidates = self._candidates()
+        if self.client is None or not candidates:
+            return None
+        if len(candidates) == 1:
+            return candidates[0], "rule", "only one allowed candidate"
+        history = "\n".join(
+            f"{m.source}: {m.to_model_text()[:_HISTORY_CHARS]}" for m in messages[-_HISTORY_MESSAGES:]
+        )
+        ask = prompts.render(
+            "manager_select",
+            roster="\n".join(f"- {n}: {self.roster[n]}" for n in candidates),
+            history=history or "(empty)",
+            candidates=", ".join(candidates),
+        )
+        conversation = [SystemMessage(content=ask)]
+        reply = await self._ask(conversation)
+        if (name := _exact_name(reply, candidates)) is not None:
+            return name, "llm", "chosen by the manager's model"
+        conversation += [
+            UserMessage(content=prompts.render("manager_repair", reply=reply[:80], candidates=", ".join(candidates)),
+                        source="user"),
+        ]
+        repaired = await self._ask(conversation)
+        if (name := _exact_name(repaired, candidates)) is not None:
+            return name, "repaired", f"model first answered {reply[:40]!r}, then {name!r} after feedback"
+        return None
+
+    async def _ask(self, conversation: list[SystemMessage | UserMessage]) -> str:
+        assert self.client is not None
+        result = await self.client.create(conversation, extra_create_args={"max_tokens": 20})
+        return result.content if isinstance(result.content, str) else ""
+
+    def _fallback(self) -> tuple[str, Policy, str]:
+        candidates = self._candidates()
+        if self.roles.responder in candidates:
+            return self.roles.responder, "fallback", "no policy chose a valid speaker: the responder answers"
+        order = list(self.roster)
+        start = order.index(self._previous) + 1 if self._previous in order else 0
+        for name in order[start:] + order[:start]:
+            if name in candidates:
+                return name, "fallback", "no policy chose a valid speaker: next member in roster order"
+        # Everything else is forbidden or skipped: only the previous speaker remains, so repeating it is the only move.
+        return self.roles.responder, "fallback", "no other member is available"
+
+
+def _exact_name(reply: str, candidates: Sequence[str]) -> str | None:
+    """The candidate the reply names exactly (ignoring case, quotes and a trailing period), else None."""
+    cleaned = reply.strip().strip("\"'`*.").strip().lower()
+    return next((c for c in candidates if c.lower() == cleaned), None)

@@ -1,0 +1,112 @@
+"""Team specs: what a team YAML (or the equivalent Python) declares, validated by pydantic.
+
+```yaml
+team: {name: assistant, kind: group_chat, max_turns: 12}
+agents:
+  - {role: planner}
+  - {role: tool_executor, tools: [calculator, clock]}
+  - {role: memory, optional: true}
+  - {role: responder}
+```
+
+Presets ship as YAML in ``teams/presets/``; `load_team` accepts a preset name or a path. Errors name the file, the
+line and the field.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from huddle import prompts
+from huddle.errors import ConfigError
+from huddle.yamlfile import load_model
+
+Role = Literal["planner", "tool_executor", "memory", "responder"]
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
+
+
+class AgentSpec(BaseModel):
+    """One member: its role and how it differs from the role's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="Defaults to the role.")
+    description: str | None = Field(None, max_length=300, description="What the manager reads; defaults to the role's.")
+    model: str | None = Field(None, description="Model profile for this agent; defaults to the team's.")
+    tools: list[str] = Field(default_factory=list, description="tool_executor: the tools it may call (allowlist).")
+    optional: bool = Field(False, description="The budget may skip this agent.")
+    prompt: str | None = Field(None, description="Prompt template name; defaults to the role's.")
+    memory_scopes: list[str] = Field(default_factory=list, description="memory: scopes to recall from; first stores.")
+
+    @property
+    def agent_name(self) -> str:
+        return self.name or self.role
+
+    @property
+    def prompt_name(self) -> str:
+        return self.prompt or self.role
+
+    @property
+    def agent_description(self) -> str:
+        return self.description or prompts.load(self.prompt_name).meta.get("description", self.role)
+
+
+class TeamInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: Literal["group_chat"] = "group_chat"
+    max_turns: int = Field(12, ge=1, le=200)
+    allow_repeated_speaker: bool = False
+    model: str | None = Field(None, description="Default model profile for the team's agents and manager.")
+
+
+class TeamSpec(BaseModel):
+    """A whole team: its settings and members, in roster order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: TeamInfo
+    agents: list[AgentSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_members(self) -> TeamSpec:
+        names = [a.agent_name for a in self.agents]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)} (set `name:`)")
+        responders = [a for a in self.agents if a.role == "responder"]
+        if len(responders) != 1:
+            raise ValueError(f"a team needs exactly one responder (it ends the run), found {len(responders)}")
+        if responders[0].optional:
+            raise ValueError("the responder cannot be optional: it gives the answer")
+        for role in ("planner", "tool_executor", "memory"):
+            if sum(a.role == role for a in self.agents) > 1:
+                raise ValueError(f"at most one {role} per team")
+        return self
+
+    def member(self, role: Role) -> AgentSpec | None:
+        return next((a for a in self.agents if a.role == role), None)
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("huddle.teams") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_team(name_or_path: str | Path) -> TeamSpec:
+    """A preset by name (``assistant``) or a team YAML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix and str(name_or_path) in preset_names():
+        with resources.as_file(resources.files("huddle.teams") / "presets" / f"{name_or_path}.yaml") as preset:
+            return load_model(preset, TeamSpec)
+    if not path.is_file():
+        raise ConfigError(
+            f"team {str(name_or_path)!r}: no such preset ({', '.join(preset_names())}) or file"
+        )
+    return load_model(path, TeamSpec)
