@@ -69,7 +69,9 @@ class Plan(BaseModel):
         steps = steps[: MAX_STEPS - 1]
         renumber = {old.id: new for new, old in enumerate(steps, start=1)}
         fixed = [
-            s.model_copy(update={"id": renumber[s.id], "depends_on": [renumber[d] for d in s.depends_on if d in renumber]})
+            s.model_copy(
+                update={"id": renumber[s.id], "depends_on": [renumber[d] for d in s.depends_on if d in renumber]}
+            )
             for s in steps
         ]
         fixed.append(

@@ -91,7 +91,8 @@ class ToolExecutorAgent(BaseChatAgent):
             return _not_run(step.tool, "the model did not call a tool"), result.usage
         call = result.content[0]
         if call.name not in self._tools.names():
-            return _not_run(call.name, f"no tool named {call.name!r} (tools: {', '.join(self._tools.names())})"), result.usage
+            known = ", ".join(self._tools.names())
+            return _not_run(call.name, f"no tool named {call.name!r} (tools: {known})"), result.usage
         return await self._tools.get(call.name).run(call.arguments), result.usage
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:

@@ -173,7 +173,7 @@ def run_command(
     task: Annotated[str, typer.Argument(help="The task for the team.")],
     team: TeamOption = "assistant",
     model: ModelOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: answer, messages, usage, ...")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: answer, usage, ...")] = False,
 ) -> None:
     """Run one task on a team and print the answer (or, with --json, everything about the run)."""
     import asyncio

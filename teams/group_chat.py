@@ -12,20 +12,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import ChatAgent, TaskResult
 from autogen_agentchat.conditions import ExternalTermination, SourceMatchTermination, TextMentionTermination
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import CancellationToken
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from huddle import prompts
+from huddle.agents.builtin_tools import builtin_registry
 from huddle.agents.memory_agent import MemoryAgent
 from huddle.agents.planner import PlannerAgent
+from huddle.agents.responder import ResponderAgent
 from huddle.agents.state import RunState
 from huddle.agents.tool_executor import ToolExecutorAgent
-from huddle.agents.builtin_tools import builtin_registry
 from huddle.models.factory import build_client
 from huddle.models.metering import MeteredClient
 from huddle.settings import Settings
@@ -48,8 +47,8 @@ class MessageRecord(BaseModel):
 
 
 class UsageSummary(Totals):
-    by_agent: dict[str, Totals] = {}
-    by_model: dict[str, Totals] = {}
+    by_agent: dict[str, Totals] = Field(default_factory=dict)
+    by_model: dict[str, Totals] = Field(default_factory=dict)
 
 
 class RunResult(BaseModel):
@@ -127,8 +126,15 @@ class GroupChatTeam:
         if spec.role == "planner":
             tools = builtin_registry(self.workspace).subset(self._executor_tools())
             return PlannerAgent(
-                name, description, self._client(spec, name), self.state, roster=roster, tools=tools,
-                responder=roles.responder, tool_executor=roles.tool_executor, prompt=spec.prompt_name,
+                name,
+                description,
+                self._client(spec, name),
+                self.state,
+                roster=roster,
+                tools=tools,
+                responder=roles.responder,
+                tool_executor=roles.tool_executor,
+                prompt=spec.prompt_name,
             )
         if spec.role == "tool_executor":
             tools = builtin_registry(self.workspace).subset(spec.tools)
@@ -138,13 +144,7 @@ class GroupChatTeam:
         if spec.role == "memory":
             scopes = spec.memory_scopes or ["user:default", f"team:{self.spec.team.name}"]
             return MemoryAgent(name, description, self.memory, self.state, scopes=scopes, prompt=spec.prompt_name)
-        return AssistantAgent(
-            name,
-            model_client=self._client(spec, name),
-            description=description,
-            system_message=prompts.render(spec.prompt_name, name=name),
-            model_client_stream=True,
-        )
+        return ResponderAgent(name, description, self._client(spec, name), self.state, prompt=spec.prompt_name)
 
     def _executor_tools(self) -> list[str]:
         executor = self.spec.member("tool_executor")
@@ -223,4 +223,3 @@ class GroupChatTeam:
 
 def _name(spec: AgentSpec | None) -> str | None:
     return spec.agent_name if spec else None
-

@@ -119,7 +119,7 @@ class Manager:
         return speaker
 
     def _candidates(self) -> list[str]:
-        """Members the open-ended policies may pick: available, and not the previous speaker unless repeats are allowed."""
+        """Members the open-ended policies may pick: available, and not the previous speaker unless repeats allowed."""
         return [n for n in self.available if self.allow_repeated_speaker or n != self._previous]
 
     def _by_mention(self, last: BaseChatMessage | None) -> tuple[str, Policy, str] | None:
@@ -170,9 +170,7 @@ class Manager:
             return None
         if len(candidates) == 1:
             return candidates[0], "rule", "only one allowed candidate"
-        history = "\n".join(
-            f"{m.source}: {m.to_model_text()[:_HISTORY_CHARS]}" for m in messages[-_HISTORY_MESSAGES:]
-        )
+        history = "\n".join(f"{m.source}: {m.to_model_text()[:_HISTORY_CHARS]}" for m in messages[-_HISTORY_MESSAGES:])
         ask = prompts.render(
             "manager_select",
             roster="\n".join(f"- {n}: {self.roster[n]}" for n in candidates),
@@ -184,8 +182,10 @@ class Manager:
         if (name := _exact_name(reply, candidates)) is not None:
             return name, "llm", "chosen by the manager's model"
         conversation += [
-            UserMessage(content=prompts.render("manager_repair", reply=reply[:80], candidates=", ".join(candidates)),
-                        source="user"),
+            UserMessage(
+                content=prompts.render("manager_repair", reply=reply[:80], candidates=", ".join(candidates)),
+                source="user",
+            ),
         ]
         repaired = await self._ask(conversation)
         if (name := _exact_name(repaired, candidates)) is not None:

@@ -106,7 +106,5 @@ def load_team(name_or_path: str | Path) -> TeamSpec:
         with resources.as_file(resources.files("huddle.teams") / "presets" / f"{name_or_path}.yaml") as preset:
             return load_model(preset, TeamSpec)
     if not path.is_file():
-        raise ConfigError(
-            f"team {str(name_or_path)!r}: no such preset ({', '.join(preset_names())}) or file"
-        )
+        raise ConfigError(f"team {str(name_or_path)!r}: no such preset ({', '.join(preset_names())}) or file")
     return load_model(path, TeamSpec)

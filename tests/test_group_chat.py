@@ -66,7 +66,9 @@ def settings(server: ScriptedServer, tmp_path: Path) -> Settings:
     return load_settings()
 
 
-async def run(settings: Settings, task: str, spec: dict[str, object] = NO_MEMORY_TEAM) -> tuple[RunResult, GroupChatTeam]:
+async def run(
+    settings: Settings, task: str, spec: dict[str, object] = NO_MEMORY_TEAM
+) -> tuple[RunResult, GroupChatTeam]:
     team = GroupChatTeam(TeamSpec.model_validate(spec), settings)
     try:
         return await team.run(task), team
@@ -78,8 +80,10 @@ async def test_plan_routes_to_tools_without_manager_or_executor_model_calls(
     server: ScriptedServer, settings: Settings
 ) -> None:
     server.add_rule(
-        Rule(agent="planner", reply=Reply(content=plan(step(1, "calculator", {"expression": "17*23"}),
-                                                      step(2, "clock", {}))))
+        Rule(
+            agent="planner",
+            reply=Reply(content=plan(step(1, "calculator", {"expression": "17*23"}), step(2, "clock", {}))),
+        )
     )
     server.add_rule(Rule(agent="responder", reply=answer_from_tool_results))
 
@@ -99,7 +103,8 @@ async def test_plan_routes_to_tools_without_manager_or_executor_model_calls(
     served = [r.usage for r in server.chat_requests]
     assert result.usage.calls == 2
     assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (
-        sum(u[0] for u in served if u), sum(u[1] for u in served if u)
+        sum(u[0] for u in served if u),
+        sum(u[1] for u in served if u),
     )
     assert result.stop_reason and result.usage.cost_usd > 0
     assert team.ledger.decisions(result.run_id)[1]["policy"] == "plan"
@@ -137,7 +142,10 @@ async def test_model_chosen_tool_call_then_the_only_allowed_speaker(server: Scri
     """The model keeps naming the previous speaker; with one other member left, the manager does not even ask."""
     server.add_rule(Rule(agent="manager", reply=Reply(content="tool_executor")))
     server.add_rule(
-        Rule(agent="tool_executor", reply=Reply(tool_calls=[ToolCall(name="calculator", arguments={"expression": "6*7"})]))
+        Rule(
+            agent="tool_executor",
+            reply=Reply(tool_calls=[ToolCall(name="calculator", arguments={"expression": "6*7"})]),
+        )
     )
     server.add_rule(Rule(agent="responder", reply=Reply(content="42")))
     result, _ = await run(settings, "what is six times seven", NO_PLANNER_TEAM)
@@ -154,8 +162,9 @@ async def test_tool_errors_come_back_as_messages_and_the_run_finishes(
     server.add_rule(
         Rule(
             agent="planner",
-            reply=Reply(content=plan(step(1, "calculator", {"expression": "1/0"}),
-                                     step(2, "calculator", {"expr": "2+2"}))),
+            reply=Reply(
+                content=plan(step(1, "calculator", {"expression": "1/0"}), step(2, "calculator", {"expr": "2+2"}))
+            ),
         )
     )
     # Step 2's arguments are invalid, so the executor asks its model, which also gets them wrong.

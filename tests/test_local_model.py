@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from huddle.errors import ConfigError
 from huddle.models.local import (
+    REPEAT_PENALTY,
     LocalChatCompletionClient,
     find_smollm2_gguf,
     load_llama,
@@ -88,6 +89,7 @@ async def test_usage_equals_what_llama_reports(client: LocalChatCompletionClient
             temperature=0.0,
             max_tokens=SHORT["max_tokens"],
             seed=0,
+            repeat_penalty=REPEAT_PENALTY,
         )
     assert isinstance(raw, dict)
     assert result.content == raw["choices"][0]["message"]["content"]

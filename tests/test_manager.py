@@ -44,8 +44,13 @@ async def test_mentions_and_plans_cost_no_model_call() -> None:
     assert await mgr.select([said("user"), said("researcher", "over to @critic please")]) == "critic"
     assert mgr.decisions[-1].policy == "mention"
     mgr.state.set_plan(
-        Plan(goal="g", steps=[PlanStep(id=1, assignee="writer", instruction="draft"),
-                              PlanStep(id=2, assignee="responder", instruction="answer", depends_on=[1])])
+        Plan(
+            goal="g",
+            steps=[
+                PlanStep(id=1, assignee="writer", instruction="draft"),
+                PlanStep(id=2, assignee="responder", instruction="answer", depends_on=[1]),
+            ],
+        )
     )
     assert await mgr.select([said("user"), said("critic")]) == "writer"
     assert mgr.decisions[-1].policy == "plan"

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-from huddle.agents.builtin_tools import MAX_NOTE_BYTES, builtin_registry, calculator, clock, make_notes_tools
 from pydantic import Field
 
+from huddle.agents.builtin_tools import MAX_NOTE_BYTES, builtin_registry, calculator, clock, make_notes_tools
 from huddle.errors import HuddleError
 from huddle.models.tokens import count_text
 from huddle.tools import (

@@ -74,6 +74,7 @@ _WHAT = "the embedded model (provider: local)"
 _EXTRA = "local"
 SEED = 0
 """Fixed sampling seed, so that even temperature > 0 replies are reproducible for the same messages."""
+REPEAT_PENALTY = 1.1
 DEFAULT_MAX_TOKENS = 512
 _PER_MESSAGE_OVERHEAD = 5
 """Estimate for templates we cannot render ourselves: ChatML's ``<|im_start|>role\\n … <|im_end|>\\n`` is 5 tokens."""
@@ -356,6 +357,9 @@ class LocalChatCompletionClient(ChatCompletionClient):
             "temperature": self._temperature,
             "max_tokens": self._max_tokens,
             "seed": SEED,
+            # Greedy decoding of a 135M model loops on its own sentences; a mild penalty (llama.cpp's own CLI
+            # default) keeps answers from repeating until max_tokens.
+            "repeat_penalty": REPEAT_PENALTY,
         }
         response_format = _response_format(json_output)
         if response_format is not None:

@@ -1,0 +1,92 @@
+"""The responder: writes the user-facing answer, streamed, from the task and what the team found.
+
+It is not shown the raw transcript: plans and routing chatter cost tokens and confuse small models. Its prompt is the
+task, the results other members posted (tool results, recalled memory, custom agents' findings) and the last few
+exchanges of the chat, so a follow-up question still has its context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient, CreateResult, SystemMessage, UserMessage
+
+from huddle import prompts
+from huddle.agents.state import RunState
+
+_ROUTING_KINDS = {"plan"}  # messages that organise the work rather than contribute to the answer
+
+
+class ResponderAgent(BaseChatAgent):
+    """Answers the task from the team's findings; its message ends the run."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        client: ChatCompletionClient,
+        state: RunState,
+        *,
+        prompt: str = "responder",
+        history_turns: int = 3,
+    ) -> None:
+        super().__init__(name, description)
+        self._client = client
+        self._state = state
+        self._prompt = prompt
+        self._history_turns = history_turns
+        self._findings: list[str] = []
+        self._history: list[tuple[str, str]] = []
+
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (TextMessage,)
+
+    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        async for item in self.on_messages_stream(messages, cancellation_token):
+            if isinstance(item, Response):
+                return item
+        raise RuntimeError("the responder produced no response")  # on_messages_stream always ends with one
+
+    async def on_messages_stream(
+        self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
+    ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
+        self._findings.extend(
+            f"{m.source}: {m.to_model_text()}"
+            for m in messages
+            if m.source not in ("user", self.name) and m.metadata.get("kind") not in _ROUTING_KINDS
+        )
+        request = [
+            SystemMessage(content=prompts.render(self._prompt, name=self.name)),
+            UserMessage(content=self._request_text(), source="user"),
+        ]
+        result: CreateResult | None = None
+        async for item in self._client.create_stream(request, cancellation_token=cancellation_token):
+            if isinstance(item, CreateResult):
+                result = item
+            else:
+                yield ModelClientStreamingChunkEvent(content=item, source=self.name)
+        if result is None:
+            raise RuntimeError("the model stream ended without a result")
+        answer = result.content if isinstance(result.content, str) else str(result.content)
+        self._history.append((self._state.task, answer))
+        self._findings.clear()
+        yield Response(chat_message=TextMessage(content=answer, source=self.name, models_usage=result.usage))
+
+    def _request_text(self) -> str:
+        parts = []
+        earlier = self._history[-self._history_turns :]
+        if earlier:
+            parts.append("Earlier in this chat:\n" + "\n".join(f"User: {q}\nYou: {a}" for q, a in earlier))
+        if self._findings:
+            parts.append("What the team found:\n" + "\n".join(self._findings))
+        parts.append(f"User's request: {self._state.task}")
+        return "\n\n".join(parts)
+
+    async def on_reset(self, cancellation_token: CancellationToken) -> None:
+        self._findings.clear()
+        self._history.clear()
