@@ -62,8 +62,11 @@ class PlannerAgent(BaseChatAgent):
             name=self.name,
             max_steps=MAX_STEPS - 1,
             roster="\n".join(f"- {n}: {d}" for n, d in self._roster.items() if n != self.name),
-            tools="\n".join(f"- {s['name']}: {s.get('description', '')} {json.dumps(s.get('parameters', {}))}"
-                            for s in self._tools.schemas()) or "(none)",
+            tools="\n".join(
+                f"- {s['name']}: {s.get('description', '')} {json.dumps(s.get('parameters', {}))}"
+                for s in self._tools.schemas()
+            )
+            or "(none)",
         )
         context = "\n".join(self._context[-6:])
         user = f"Task: {self._state.task}" + (f"\n\nContext from the team:\n{context}" if context else "")
