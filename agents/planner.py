@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from huddle import prompts
 from huddle.agents.plan import MAX_STEPS, Plan, fallback_plan
+from huddle.agents.plan_rules import evident_tool_steps
 from huddle.agents.state import RunState
 from huddle.models.structured import structured_output_args
 from huddle.tools import ToolArgumentsError, ToolRegistry
@@ -80,6 +81,16 @@ class PlannerAgent(BaseChatAgent):
             raw = Plan.model_validate_json(result.content if isinstance(result.content, str) else "")
         except ValidationError:
             raw, note = fallback_plan(self._state.task, self._responder), " (the planner's output was unusable)"
+        if self._tool_executor and not any(s.assignee == self._tool_executor for s in raw.steps):
+            evident = evident_tool_steps(self._state.task, self._tool_executor, self._tools.names())
+            if evident:
+                shift = len(evident)
+                shifted = [
+                    s.model_copy(update={"id": s.id + shift, "depends_on": [d + shift for d in s.depends_on]})
+                    for s in raw.steps
+                ]
+                raw = raw.model_copy(update={"steps": evident + shifted})
+                note += f" (+{len(evident)} tool steps evident from the task)"
         plan = raw.sanitised(self._roster, self._responder, self._valid_tool_call, self._tool_executor)
         self._state.set_plan(plan)
         return Response(

@@ -1,0 +1,42 @@
+"""The assistant team from Python: build it, run one task, print the answer, who spoke and why, and what it cost.
+
+    python examples/assistant_team.py "What is 17*23 plus the current year?"
+
+Uses the active model profile (the embedded SmolLM2 when no OPENAI_API_KEY is set; see README "Configuration").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from huddle.settings import load_settings
+from huddle.teams.group_chat import GroupChatTeam
+from huddle.teams.spec import TeamSpec
+
+
+async def main(task: str) -> None:
+    spec = TeamSpec.model_validate(
+        {
+            "team": {"name": "assistant", "max_turns": 12},
+            "agents": [
+                {"role": "planner"},
+                {"role": "tool_executor", "tools": ["calculator", "clock"]},
+                {"role": "responder"},
+            ],
+        }
+    )
+    team = GroupChatTeam(spec, load_settings())
+    try:
+        result = await team.run(task)
+    finally:
+        await team.close()
+    print(result.answer)
+    for decision in result.decisions:
+        print(f"  turn {decision.turn}: {decision.speaker:14} by {decision.policy:10} {decision.reason}")
+    usage = result.usage
+    print(f"  {usage.calls} model calls, {usage.total_tokens} tokens, ${usage.cost_usd:.6f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(" ".join(sys.argv[1:]) or "What is 17*23 plus the current year?"))
