@@ -1,0 +1,114 @@
+"""``huddle run`` and ``huddle chat`` as a user runs them: subprocesses, the scripted server, the embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from huddle.testing import Reply, Rule, ScriptedServer
+
+TEAM = """
+team: {name: calc, max_turns: 12}
+agents:
+  - {role: planner}
+  - {role: tool_executor, tools: [calculator, clock]}
+  - {role: responder}
+"""
+PLAN = json.dumps(
+    {
+        "goal": "multiply",
+        "steps": [
+            {
+                "id": 1,
+                "assignee": "tool_executor",
+                "instruction": "multiply",
+                "tool": "calculator",
+                "args": json.dumps({"expression": "17*23"}),
+                "depends_on": [],
+            }
+        ],
+        "done": False,
+    }
+)
+
+
+def huddle(*args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "huddle", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+
+
+@pytest.fixture
+def scripted_project(tmp_path: Path) -> Iterator[ScriptedServer]:
+    with ScriptedServer(
+        rules=[
+            Rule(agent="planner", reply=Reply(content=PLAN)),
+            Rule(agent="responder", reply=Reply(content="17*23 is 391.")),
+        ]
+    ) as server:
+        (tmp_path / "huddle.yaml").write_text(
+            f"models:\n  default: {{model: scripted, base_url: '{server.base_url}'}}\n"
+        )
+        (tmp_path / "team.yaml").write_text(TEAM)
+        yield server
+
+
+def test_run_json_has_the_documented_shape(scripted_project: ScriptedServer) -> None:
+    proc = huddle("run", "What is 17*23?", "--team", "team.yaml", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) >= {"run_id", "team", "answer", "stop_reason", "messages", "usage", "decisions"}
+    assert (result["team"], result["answer"]) == ("calc", "17*23 is 391.")
+    assert [m["source"] for m in result["messages"]] == ["user", "planner", "tool_executor", "responder"]
+    assert set(result["messages"][1]) == {"source", "type", "content", "prompt_tokens", "completion_tokens"}
+    assert [d["policy"] for d in result["decisions"]] == ["rule", "plan", "plan"]
+    usage = result["usage"]
+    assert usage["calls"] == 2 and set(usage["by_agent"]) == {"planner", "responder"}
+    served = [r.usage for r in scripted_project.chat_requests]
+    assert usage["prompt_tokens"] == sum(u[0] for u in served if u)
+    assert usage["completion_tokens"] == sum(u[1] for u in served if u)
+
+
+def test_run_prints_the_answer_and_a_meter(scripted_project: ScriptedServer) -> None:
+    proc = huddle("run", "What is 17*23?", "--team", "team.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "responder> 17*23 is 391." in proc.stdout
+    assert "2 model calls" in proc.stderr
+
+
+def test_chat_reads_piped_lines(scripted_project: ScriptedServer) -> None:
+    proc = huddle("chat", "--team", "team.yaml", stdin="hi\n\n/cost\n/plan\n/exit\nnever sent\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "17*23 is 391." in proc.stdout
+    assert "total" in proc.stdout and "Plan: multiply" in proc.stdout
+    assert len(scripted_project.chat_requests) == 2  # one task; nothing after /exit
+
+
+def test_unknown_team_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = huddle("run", "x", "--team", "nope")
+    assert proc.returncode == 2 and "no such preset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.local_model
+def test_embedded_default_answers_offline_within_the_turn_limit() -> None:
+    proc = huddle("run", "Give me three tips for writing clear emails", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["answer"].strip()
+    assert len(result["decisions"]) <= 12 and result["stop_reason"]
+    usage = result["usage"]
+    assert usage["cost_usd"] == 0 and set(usage["by_model"]) == {"SmolLM2-135M-Instruct"}
+    by_message = [(m["prompt_tokens"], m["completion_tokens"]) for m in result["messages"]]
+    assert usage["prompt_tokens"] == sum(p for p, _ in by_message) > 0
+    assert usage["completion_tokens"] == sum(c for _, c in by_message) > 0
