@@ -13,7 +13,7 @@ from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_core import CancellationToken
-from autogen_core.models import ChatCompletionClient, CreateResult, SystemMessage, UserMessage
+from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, SystemMessage, UserMessage
 
 from huddle import prompts
 from huddle.agents.state import RunState
@@ -60,7 +60,7 @@ class ResponderAgent(BaseChatAgent):
             for m in messages
             if m.source not in ("user", self.name) and m.metadata.get("kind") not in _ROUTING_KINDS
         )
-        request = [
+        request: list[LLMMessage] = [
             SystemMessage(content=prompts.render(self._prompt, name=self.name)),
             UserMessage(content=self._request_text(), source="user"),
         ]

@@ -219,7 +219,7 @@ def prompts_command(
     from huddle import prompts
     from huddle.models.tokens import count_text
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": n, "tokens": count_text(t.text, "gpt-4"), "placeholders": sorted(t.placeholders)}
         for n, t in ((n, prompts.load(n)) for n in prompts.names())
     ]

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autogen_agentchat.base import ChatAgent, TaskResult
+from autogen_agentchat.base import ChatAgent, TaskResult, Team
 from autogen_agentchat.conditions import ExternalTermination, SourceMatchTermination, TextMentionTermination
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_agentchat.teams import SelectorGroupChat
@@ -93,19 +93,20 @@ class GroupChatTeam:
             memory=_name(spec.member("memory")),
             responder=_name(spec.member("responder")) or "responder",
         )
+        manager_client = self._client(None, "manager")
         self.manager = Manager(
             roster,
             roles,
             self.state,
-            client=self._client(None, "manager"),
+            client=manager_client,
             allow_repeated_speaker=spec.team.allow_repeated_speaker,
             on_decision=self._record_decision,
         )
-        participants = [self._build_agent(a, roster, roles) for a in spec.agents]
+        participants: list[ChatAgent | Team] = [self._build_agent(a, roster, roles) for a in spec.agents]
         self.responder = roles.responder
         self._chat = SelectorGroupChat(
             participants,
-            model_client=self.manager.client,  # never called: `Manager.select` always names a speaker
+            model_client=manager_client,  # never called: `Manager.select` always names a speaker
             selector_func=self.manager.select,
             max_turns=spec.team.max_turns,
             allow_repeated_speaker=True,  # the manager enforces its own rule (see Manager)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol
 
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, HandoffMessage
-from autogen_core.models import ChatCompletionClient, SystemMessage, UserMessage
+from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 from pydantic import BaseModel
 
 from huddle import prompts
@@ -177,7 +177,7 @@ class Manager:
             history=history or "(empty)",
             candidates=", ".join(candidates),
         )
-        conversation = [SystemMessage(content=ask)]
+        conversation: list[LLMMessage] = [SystemMessage(content=ask)]
         reply = await self._ask(conversation)
         if (name := _exact_name(reply, candidates)) is not None:
             return name, "llm", "chosen by the manager's model"
@@ -192,7 +192,7 @@ class Manager:
             return name, "repaired", f"model first answered {reply[:40]!r}, then {name!r} after feedback"
         return None
 
-    async def _ask(self, conversation: list[SystemMessage | UserMessage]) -> str:
+    async def _ask(self, conversation: list[LLMMessage]) -> str:
         assert self.client is not None
         result = await self.client.create(conversation, extra_create_args={"max_tokens": 20})
         return result.content if isinstance(result.content, str) else ""
