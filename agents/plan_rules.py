@@ -12,16 +12,19 @@ import re
 
 from huddle.agents.plan import PlanStep
 
-_ARITHMETIC = re.compile(r"(?<![\w.])\(?\d+(?:\.\d+)?(?:\s*(?:\*\*|[-+*/%^×x÷])\s*\(?\d+(?:\.\d+)?\)?)+")
+_TIMES, _DIVIDE = "\u00d7", "\u00f7"  # the multiplication and division signs people type
+_ARITHMETIC = re.compile(
+    rf"(?<![\w.])\(?\d+(?:\.\d+)?(?:\s*(?:\*\*|[-+*/%^x{_TIMES}{_DIVIDE}])\s*\(?\d+(?:\.\d+)?\)?)+"
+)
 _TIME_WORDS = re.compile(r"\b(current|this) (year|month|date|time|day)\b|\btoday\b|\bwhat time\b|\bwhat day\b", re.I)
 
 
 def evident_tool_steps(task: str, executor: str, tools: list[str]) -> list[PlanStep]:
-    """Calculator steps for each arithmetic expression and a clock step for date/time questions, if those tools exist."""
+    """Calculator steps for arithmetic expressions and a clock step for date/time questions, if those tools exist."""
     steps: list[PlanStep] = []
     if "calculator" in tools:
         for match in _ARITHMETIC.finditer(task):
-            expression = match.group(0).replace("×", "*").replace("÷", "/").replace("^", "**").replace("x", "*")
+            expression = match.group(0).replace(_TIMES, "*").replace(_DIVIDE, "/").replace("^", "**").replace("x", "*")
             if any(op in expression for op in "+-*/%"):
                 steps.append(_step(len(steps) + 1, executor, "calculator", {"expression": expression.strip()}))
     if "clock" in tools and _TIME_WORDS.search(task):

@@ -81,8 +81,18 @@ _PER_MESSAGE_OVERHEAD = 5
 _REPLY_PRIMER = 3
 """Estimate of the generation prompt (``<|im_start|>assistant\\n``) for templates we cannot render ourselves."""
 _OVERRIDABLE = frozenset(
-    {"max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "repeat_penalty",
-     "presence_penalty", "frequency_penalty"}
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "seed",
+        "stop",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+    }
 )
 """``extra_create_args`` keys passed through to llama-cpp; anything else is refused rather than silently dropped."""
 
