@@ -22,6 +22,7 @@ from huddle import prompts
 from huddle.agents.plan import MAX_STEPS, Plan, fallback_plan
 from huddle.agents.plan_rules import evident_tool_steps
 from huddle.agents.state import RunState
+from huddle.budget import BudgetExhausted
 from huddle.models.structured import structured_output_args
 from huddle.tools import ToolArgumentsError, ToolRegistry
 
@@ -71,16 +72,19 @@ class PlannerAgent(BaseChatAgent):
         )
         context = "\n".join(self._context[-6:])
         user = f"Task: {self._state.task}" + (f"\n\nContext from the team:\n{context}" if context else "")
-        result = await self._client.create(
-            [SystemMessage(content=system), UserMessage(content=user, source="user")],
-            cancellation_token=cancellation_token,
-            **structured_output_args(self._client, Plan),
-        )
-        note = ""
+        note, usage = "", None
         try:
+            result = await self._client.create(
+                [SystemMessage(content=system), UserMessage(content=user, source="user")],
+                cancellation_token=cancellation_token,
+                **structured_output_args(self._client, Plan),
+            )
+            usage = result.usage
             raw = Plan.model_validate_json(result.content if isinstance(result.content, str) else "")
         except ValidationError:
             raw, note = fallback_plan(self._state.task, self._responder), " (the planner's output was unusable)"
+        except BudgetExhausted as exc:
+            raw, note = fallback_plan(self._state.task, self._responder), f" ({exc})"
         if self._tool_executor and not any(s.assignee == self._tool_executor for s in raw.steps):
             evident = evident_tool_steps(self._state.task, self._tool_executor, self._tools.names())
             if evident:
@@ -95,7 +99,7 @@ class PlannerAgent(BaseChatAgent):
         self._state.set_plan(plan)
         return Response(
             chat_message=TextMessage(
-                content=plan.describe() + note, source=self.name, models_usage=result.usage, metadata={"kind": "plan"}
+                content=plan.describe() + note, source=self.name, models_usage=usage, metadata={"kind": "plan"}
             )
         )
 

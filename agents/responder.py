@@ -17,6 +17,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, 
 
 from huddle import prompts
 from huddle.agents.state import RunState
+from huddle.budget import BudgetExhausted
 
 _ROUTING_KINDS = {"plan"}  # messages that organise the work rather than contribute to the answer
 
@@ -65,17 +66,24 @@ class ResponderAgent(BaseChatAgent):
             UserMessage(content=self._request_text(), source="user"),
         ]
         result: CreateResult | None = None
-        async for item in self._client.create_stream(request, cancellation_token=cancellation_token):
-            if isinstance(item, CreateResult):
-                result = item
-            else:
-                yield ModelClientStreamingChunkEvent(content=item, source=self.name)
-        if result is None:
-            raise RuntimeError("the model stream ended without a result")
-        answer = result.content if isinstance(result.content, str) else str(result.content)
+        try:
+            async for item in self._client.create_stream(request, cancellation_token=cancellation_token):
+                if isinstance(item, CreateResult):
+                    result = item
+                else:
+                    yield ModelClientStreamingChunkEvent(content=item, source=self.name)
+        except BudgetExhausted as exc:
+            # No budget left even for the answer: a template with what the team found, no model call.
+            findings = "\n".join(self._findings) or "Nothing was found before the budget ran out."
+            answer, usage = prompts.render("budget_stop", reason=str(exc), findings=findings).strip(), None
+        else:
+            if result is None:
+                raise RuntimeError("the model stream ended without a result")
+            answer = result.content if isinstance(result.content, str) else str(result.content)
+            usage = result.usage
         self._history.append((self._state.task, answer))
         self._findings.clear()
-        yield Response(chat_message=TextMessage(content=answer, source=self.name, models_usage=result.usage))
+        yield Response(chat_message=TextMessage(content=answer, source=self.name, models_usage=usage))
 
     def _request_text(self) -> str:
         parts = []
@@ -85,6 +93,8 @@ class ResponderAgent(BaseChatAgent):
         if self._findings:
             parts.append("What the team found:\n" + "\n".join(self._findings))
         parts.append(f"User's request: {self._state.task}")
+        if self._state.stop_note:
+            parts.append(prompts.render("budget_note", reason=self._state.stop_note).strip())
         return "\n\n".join(parts)
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:

@@ -20,10 +20,11 @@ class RunState:
     plan: Plan | None = None
     status: dict[int, StepStatus] = field(default_factory=dict)
     results: dict[int, str] = field(default_factory=dict)
+    stop_note: str | None = None  # why the run is wrapping up early (the budget), for the responder to say
 
     def start(self, task: str, run_id: str | None) -> None:
         """Begin a new task (a chat keeps its team and history across tasks, but not the plan)."""
-        self.task, self.run_id, self.plan = task, run_id, None
+        self.task, self.run_id, self.plan, self.stop_note = task, run_id, None, None
         self.status.clear()
         self.results.clear()
 

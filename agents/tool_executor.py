@@ -20,6 +20,7 @@ from autogen_core.models import ChatCompletionClient, RequestUsage, SystemMessag
 from huddle import prompts
 from huddle.agents.plan import PlanStep
 from huddle.agents.state import RunState
+from huddle.budget import BudgetExhausted
 from huddle.tools import ToolRegistry, ToolResult
 
 
@@ -82,11 +83,14 @@ class ToolExecutorAgent(BaseChatAgent):
         if not self._client.model_info["function_calling"]:
             return _not_run(step.tool, "the step gives no valid tool call and this model cannot call tools"), none
         system = prompts.render(self._prompt, name=self.name, task=self._state.task, instruction=step.instruction)
-        result = await self._client.create(
-            [SystemMessage(content=system), UserMessage(content=step.instruction, source="user")],
-            tools=self._tools.schemas(),
-            cancellation_token=cancellation_token,
-        )
+        try:
+            result = await self._client.create(
+                [SystemMessage(content=system), UserMessage(content=step.instruction, source="user")],
+                tools=self._tools.schemas(),
+                cancellation_token=cancellation_token,
+            )
+        except BudgetExhausted as exc:
+            return _not_run(step.tool, str(exc)), none
         if isinstance(result.content, str) or not result.content:
             return _not_run(step.tool, "the model did not call a tool"), result.usage
         call = result.content[0]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from huddle.budget import Budget
 from huddle.errors import ConfigError
 from huddle.yamlfile import Loc, describe_validation_error, read_yaml
 
@@ -142,6 +143,8 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="Active profile name, or a model name for the `default` profile.")
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias=AliasChoices("data_dir", "huddle_home"))
     memory: MemorySettings = MemorySettings()
+    budget: Budget = Budget()
+    cache: bool = Field(False, description="Answer identical model requests from a disk cache under data_dir/cache.")
     config_file: Path | None = Field(None, exclude=True)
 
     @classmethod

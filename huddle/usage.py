@@ -103,6 +103,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     turn INTEGER NOT NULL, speaker TEXT NOT NULL, policy TEXT NOT NULL, reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_run ON decisions(run_id);
+CREATE TABLE IF NOT EXISTS budget_decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT, session_id TEXT,
+    agent TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS usage_session ON usage(session_id);
 """
 _TOTALS_SQL = (
@@ -169,6 +173,23 @@ class UsageLedger:
                 "INSERT INTO decisions (ts, run_id, session_id, turn, speaker, policy, reason) VALUES (?,?,?,?,?,?,?)",
                 (time.time(), scope.run_id, scope.session_id, turn, speaker, policy, reason),
             )
+
+    def record_budget_decision(self, agent: str, action: str, reason: str) -> None:
+        """Keep a budget governor's decision (trim, downgrade, skip, stop) beside the calls of the same run."""
+        scope = current_scope()
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO budget_decisions (ts, run_id, session_id, agent, action, reason) VALUES (?,?,?,?,?,?)",
+                (time.time(), scope.run_id, scope.session_id, agent, action, reason),
+            )
+
+    def budget_decisions(self, run_id: str) -> list[dict[str, str]]:
+        """A run's budget decisions in order: agent, action, reason."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT agent, action, reason FROM budget_decisions WHERE run_id = ? ORDER BY id", (run_id,)
+            ).fetchall()
+        return [dict(zip(("agent", "action", "reason"), row, strict=True)) for row in rows]
 
     def decisions(self, run_id: str) -> list[dict[str, str | int]]:
         """A run's speaker decisions in order: turn, speaker, policy, reason."""

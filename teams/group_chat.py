@@ -25,6 +25,7 @@ from huddle.agents.planner import PlannerAgent
 from huddle.agents.responder import ResponderAgent
 from huddle.agents.state import RunState
 from huddle.agents.tool_executor import ToolExecutorAgent
+from huddle.budget import Governor
 from huddle.models.factory import build_client
 from huddle.models.metering import MeteredClient
 from huddle.settings import Settings
@@ -62,6 +63,7 @@ class RunResult(BaseModel):
     messages: list[MessageRecord]
     usage: UsageSummary
     decisions: list[Decision]
+    budget: dict[str, Any] | None = None
 
 
 class GroupChatTeam:
@@ -85,13 +87,15 @@ class GroupChatTeam:
         self.workspace = workspace or settings.data_dir / "workspace"
         self._memory = memory
         self._clients: list[MeteredClient] = []
-        self.stopper = ExternalTermination()  # the budget's and the caller's way to end a run gracefully
+        self.stopper = ExternalTermination()  # the caller's way to end a run gracefully
         roster = {a.agent_name: a.agent_description for a in spec.agents}
+        responder = _name(spec.member("responder")) or "responder"
+        self.governor = Governor(settings.budget, self.ledger, final_agent=responder)
         roles = Roles(
             planner=_name(spec.member("planner")),
             tool_executor=_name(spec.member("tool_executor")),
             memory=_name(spec.member("memory")),
-            responder=_name(spec.member("responder")) or "responder",
+            responder=responder,
         )
         manager_client = self._client(None, "manager")
         self.manager = Manager(
@@ -101,6 +105,8 @@ class GroupChatTeam:
             client=manager_client,
             allow_repeated_speaker=spec.team.allow_repeated_speaker,
             on_decision=self._record_decision,
+            governor=self.governor,
+            optional=[a.agent_name for a in spec.agents if a.optional],
         )
         participants: list[ChatAgent | Team] = [self._build_agent(a, roster, roles) for a in spec.agents]
         self.responder = roles.responder
@@ -118,7 +124,14 @@ class GroupChatTeam:
 
     def _client(self, spec: AgentSpec | None, agent: str) -> MeteredClient:
         choice = (spec.model if spec else None) or self.settings.model or self.spec.team.model
-        client = build_client(self.settings.profile(choice), self.ledger, agent=agent)
+        client = build_client(
+            self.settings.profile(choice),
+            self.ledger,
+            agent=agent,
+            governor=self.governor,
+            profiles=self.settings.profiles,
+            cache_dir=self.settings.data_dir / "cache" if self.settings.cache else None,
+        )
         self._clients.append(client)
         return client
 
@@ -170,6 +183,7 @@ class GroupChatTeam:
         run_id = run_id or uuid.uuid4().hex[:12]
         self.state.start(task, run_id)
         self.manager.start_task()
+        self.governor.start_run()
         messages: list[BaseChatMessage] = []
         stop_reason = "unknown"
         with usage_scope(run_id=run_id, session_id=self.session_id):
@@ -180,7 +194,9 @@ class GroupChatTeam:
                 if isinstance(item, BaseChatMessage):
                     messages.append(item)
                 yield item
-        yield self._result(run_id, messages, stop_reason)
+            if self.governor.stopped is not None:
+                stop_reason = f"budget: {self.governor.stopped.reason}"
+            yield self._result(run_id, messages, stop_reason)
 
     async def run(self, task: str, **kwargs: Any) -> RunResult:
         """Run one task to the end and return its result."""
@@ -215,6 +231,7 @@ class GroupChatTeam:
                 by_model=self.ledger.by("model", run_id=run_id),
             ),
             decisions=list(self.manager.decisions),
+            budget=self.governor.report() if self.settings.budget.active else None,
         )
 
     async def close(self) -> None:

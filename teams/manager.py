@@ -1,7 +1,8 @@
 """The group-chat manager: picks the next speaker through a chain of policies, cheapest first.
 
 1. ``mention``    — the last message hands off to or @-mentions a member.
-2. ``rule``       — fixed rules: a new task goes to the memory agent (recall) and then the planner.
+2. ``rule``       — fixed rules: once the budget refused a call, the responder wraps up; a new task goes to the
+                    memory agent (recall) and then the planner.
 3. ``plan``       — the plan's next ready step names its assignee; a finished plan goes to the responder.
 4. ``similarity`` — the member whose description is most similar to the last message (when an embedder is given).
 5. ``llm``        — the manager's model chooses among the allowed candidates; an invalid name is ``repaired`` once
@@ -9,6 +10,7 @@
 6. ``fallback``   — a deterministic choice: the responder (which ends the run) or the next allowed member in roster
                     order. It never picks a forbidden speaker, so it cannot livelock (AutoGen #7471).
 
+Past the budget's soft threshold, optional members are skipped (no longer candidates).
 Only policies 4-6 are bound by ``allow_repeated_speaker``: the plan and rules may give one agent consecutive turns.
 Every decision is recorded with its policy and reason; the manager's model calls are metered as agent ``manager``.
 """
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 
 from huddle import prompts
 from huddle.agents.state import RunState
+from huddle.budget import BudgetExhausted, Governor
 
 Policy = Literal["mention", "rule", "plan", "similarity", "llm", "repaired", "fallback"]
 _HISTORY_MESSAGES = 8
@@ -69,6 +72,8 @@ class Manager:
         similarity_threshold: float = 0.85,
         allow_repeated_speaker: bool = False,
         on_decision: Callable[[Decision], None] | None = None,
+        governor: Governor | None = None,
+        optional: Sequence[str] = (),
     ) -> None:
         self.roster = dict(roster)
         self.roles = roles
@@ -79,6 +84,8 @@ class Manager:
         self.allow_repeated_speaker = allow_repeated_speaker
         self.skipped: set[str] = set()  # optional members removed from the candidates (the budget's hook)
         self.decisions: list[Decision] = []
+        self.governor = governor
+        self.optional = [name for name in optional if name in self.roster]
         self._on_decision = on_decision
         self._previous: str | None = None
         self._spoken: set[str] = set()
@@ -86,6 +93,7 @@ class Manager:
     def start_task(self) -> None:
         """Forget per-task progress (a chat runs one task per user message on the same team)."""
         self.decisions.clear()
+        self.skipped.clear()
         self._previous = None
         self._spoken.clear()
 
@@ -100,8 +108,10 @@ class Manager:
         if last is not None and last.source in self.roster:
             self._spoken.add(last.source)
             self._previous = last.source
+        self._economise()
         choice = (
-            self._by_mention(last)
+            self._by_budget()
+            or self._by_mention(last)
             or self._by_rule()
             or self._by_plan()
             or self._by_similarity(last)
@@ -117,6 +127,22 @@ class Manager:
         if self._on_decision is not None:
             self._on_decision(decision)
         return speaker
+
+    def _economise(self) -> None:
+        """Past the budget's soft threshold, optional members stop being candidates (the governor's ``skip``)."""
+        if self.governor is None or not self.governor.budget.active or self.governor.level() == "ok":
+            return
+        for name in self.optional:
+            if name not in self.skipped:
+                self.skipped.add(name)
+                self.governor.record(name, "skip", f"budget past {self.governor.budget.soft_fraction:.0%}: optional")
+
+    def _by_budget(self) -> tuple[str, Policy, str] | None:
+        """Once the governor has refused a call, the responder wraps up with what the team has."""
+        if self.governor is None or self.governor.stopped is None:
+            return None
+        self.state.stop_note = self.governor.stopped.reason
+        return self.roles.responder, "rule", f"wrap up: {self.governor.stopped.reason}"
 
     def _candidates(self) -> list[str]:
         """Members the open-ended policies may pick: available, and not the previous speaker unless repeats allowed."""
@@ -193,8 +219,12 @@ class Manager:
         return None
 
     async def _ask(self, conversation: list[LLMMessage]) -> str:
+        """The model's reply, or "" when the budget refuses the call (the fallback then decides)."""
         assert self.client is not None
-        result = await self.client.create(conversation, extra_create_args={"max_tokens": 20})
+        try:
+            result = await self.client.create(conversation, extra_create_args={"max_tokens": 20})
+        except BudgetExhausted:
+            return ""
         return result.content if isinstance(result.content, str) else ""
 
     def _fallback(self) -> tuple[str, Policy, str]:

@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, ModelFamily, ModelInfo
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
+from huddle.budget import Governor
 from huddle.errors import ConfigError, MissingExtraError
 from huddle.models import tokens
 from huddle.models.metering import MeteredClient, TextCounter
@@ -105,14 +107,51 @@ def _text_counter(profile: ModelProfile, inner: ChatCompletionClient) -> TextCou
     return lambda text: tokens.count_text(text, model)
 
 
-def build_client(profile: ModelProfile, ledger: UsageLedger, *, agent: str = "anonymous") -> MeteredClient:
-    """A metered client for `profile` whose calls land in `ledger` as `agent`'s."""
+def build_client(
+    profile: ModelProfile,
+    ledger: UsageLedger,
+    *,
+    agent: str = "anonymous",
+    governor: Governor | None = None,
+    profiles: Mapping[str, ModelProfile] | None = None,
+    cache_dir: Path | None = None,
+) -> MeteredClient:
+    """A metered client for `profile` whose calls land in `ledger` as `agent`'s.
+
+    With a `governor`, every call is checked against its budget first; the profile's ``fallback`` (looked up in
+    `profiles`) is what a ``downgrade`` switches to. With a `cache_dir`, identical requests are answered from a disk
+    cache (autogen's ``ChatCompletionCache``), recorded in the ledger as cached, at no cost.
+    """
     tokens.ensure_offline_tiktoken()
-    inner: ChatCompletionClient
+    raw: ChatCompletionClient
     if profile.provider == "openai":
-        inner = _openai_client(profile, agent)
+        raw = _openai_client(profile, agent)
     elif profile.provider == "local":
-        inner = _local_client(profile)
+        raw = _local_client(profile)
     else:
-        inner = _scripted_client(profile)
-    return MeteredClient(inner, ledger=ledger, profile=profile, count_text=_text_counter(profile, inner), agent=agent)
+        raw = _scripted_client(profile)
+    inner = _cached(raw, profile, cache_dir) if cache_dir is not None else raw
+    fallback = None
+    if governor is not None and profile.fallback and profiles is not None:
+        fallback = build_client(profiles[profile.fallback], ledger, agent=agent, cache_dir=cache_dir)
+    return MeteredClient(
+        inner,
+        ledger=ledger,
+        profile=profile,
+        count_text=_text_counter(profile, raw),
+        agent=agent,
+        governor=governor,
+        fallback=fallback,
+    )
+
+
+def _cached(client: ChatCompletionClient, profile: ModelProfile, cache_dir: Path) -> ChatCompletionClient:
+    """Wrap `client` in a disk cache of its own: autogen's cache key leaves out the model, so one folder per model."""
+    import hashlib
+
+    from autogen_ext.cache_store.diskcache import DiskCacheStore
+    from autogen_ext.models.cache import ChatCompletionCache
+    from diskcache import Cache
+
+    key = hashlib.sha256(f"{profile.provider}|{profile.base_url}|{profile.model_name}".encode()).hexdigest()[:16]
+    return ChatCompletionCache(client, DiskCacheStore(Cache(str(cache_dir / key))))

@@ -26,6 +26,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
+from huddle.budget import BudgetExhausted, Estimate, Governor, trim_messages
 from huddle.secrets import redact
 from huddle.settings import ModelProfile
 from huddle.usage import TokenSource, UsageLedger, UsageRecord, current_scope
@@ -46,11 +47,15 @@ class MeteredClient(ChatCompletionClient):
         profile: ModelProfile,
         count_text: TextCounter,
         agent: str = "anonymous",
+        governor: Governor | None = None,
+        fallback: MeteredClient | None = None,
     ) -> None:
         self.inner = inner
         self.ledger = ledger
         self.profile = profile
         self.agent = agent
+        self.governor = governor
+        self.fallback = fallback
         self._count_text = count_text
 
     def count_text(self, text: str) -> int:
@@ -67,21 +72,27 @@ class MeteredClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        started = time.perf_counter()
+        messages, downgrade, admitted = self._govern(messages, tools, extra_create_args)
+        args: dict[str, Any] = {
+            "tools": tools,
+            "tool_choice": tool_choice,
+            "json_output": json_output,
+            "extra_create_args": extra_create_args,
+            "cancellation_token": cancellation_token,
+        }
         try:
-            result = await self.inner.create(
-                messages,
-                tools=tools,
-                tool_choice=tool_choice,
-                json_output=json_output,
-                extra_create_args=extra_create_args,
-                cancellation_token=cancellation_token,
-            )
-        except BaseException as exc:
-            self._record_failure(exc, started, streamed=False)
-            raise
-        self._record(result, messages, tools, started, streamed=False)
-        return result
+            if downgrade is not None:
+                return await downgrade.create(messages, **args)  # recorded under the fallback's profile
+            started = time.perf_counter()
+            try:
+                result = await self.inner.create(messages, **args)
+            except BaseException as exc:
+                self._record_failure(exc, started, streamed=False)
+                raise
+            self._record(result, messages, tools, started, streamed=False)
+            return result
+        finally:
+            self._release(admitted)
 
     async def create_stream(
         self,
@@ -93,27 +104,89 @@ class MeteredClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
-        started = time.perf_counter()
-        result: CreateResult | None = None
+        messages, downgrade, admitted = self._govern(messages, tools, extra_create_args)
+        args: dict[str, Any] = {
+            "tools": tools,
+            "tool_choice": tool_choice,
+            "json_output": json_output,
+            "extra_create_args": extra_create_args,
+            "cancellation_token": cancellation_token,
+        }
         try:
-            async for item in self.inner.create_stream(
-                messages,
-                tools=tools,
-                tool_choice=tool_choice,
-                json_output=json_output,
-                extra_create_args=extra_create_args,
-                cancellation_token=cancellation_token,
-            ):
-                if isinstance(item, CreateResult):
-                    result = item
-                yield item
-        except BaseException as exc:
-            self._record_failure(exc, started, streamed=True)
-            raise
-        if result is None:
-            self._record_failure(RuntimeError("stream ended without a final result"), started, streamed=True)
-        else:
-            self._record(result, messages, tools, started, streamed=True)
+            if downgrade is not None:
+                async for item in downgrade.create_stream(messages, **args):  # recorded under the fallback's profile
+                    yield item
+                return
+            started = time.perf_counter()
+            result: CreateResult | None = None
+            try:
+                async for item in self.inner.create_stream(messages, **args):
+                    if isinstance(item, CreateResult):
+                        result = item
+                    yield item
+            except BaseException as exc:
+                self._record_failure(exc, started, streamed=True)
+                raise
+            if result is None:
+                self._record_failure(RuntimeError("stream ended without a final result"), started, streamed=True)
+            else:
+                self._record(result, messages, tools, started, streamed=True)
+        finally:
+            self._release(admitted)
+
+    def _govern(
+        self,
+        messages: Sequence[LLMMessage],
+        tools: Sequence[Tool | ToolSchema],
+        extra_create_args: Mapping[str, Any],
+    ) -> tuple[Sequence[LLMMessage], MeteredClient | None, Estimate | None]:
+        """Ask the governor about this call: the messages to send, the fallback client if it downgrades, and the
+        estimate reserved for the call (to `_release` once it is recorded).
+
+        Raises `BudgetExhausted` when the call must not be made.
+        """
+        if self.governor is None or not self.governor.budget.active:
+            return messages, None, None
+        budget = self.governor.budget
+        estimate = self._estimate(messages, tools, extra_create_args)
+        downgrade = None
+        if self.governor.over_soft(self.agent, estimate):
+            trimmed = trim_messages(messages, budget.keep_last_messages)
+            if len(trimmed) < len(messages):
+                before = estimate.prompt_tokens
+                messages = trimmed  # type: ignore[assignment]
+                estimate = self._estimate(messages, tools, extra_create_args)
+                after = estimate.prompt_tokens
+                reason = f"over {budget.soft_fraction:.0%} of budget: prompt {before} -> {after} tokens"
+                self.governor.record(self.agent, "trim", reason, estimate)
+            if self.fallback is not None and self.governor.over_soft(self.agent, estimate):
+                downgrade = self.fallback
+                estimate = downgrade._estimate(messages, tools, extra_create_args)
+                reason = f"over {budget.soft_fraction:.0%} of budget: {self.profile.name} -> {downgrade.profile.name}"
+                self.governor.record(self.agent, "downgrade", reason, estimate)
+        refusal = self.governor.admit(self.agent, estimate)
+        if refusal is not None:
+            raise BudgetExhausted(self.governor.record(self.agent, "stop", refusal, estimate))
+        return messages, downgrade, estimate
+
+    def _release(self, admitted: Estimate | None) -> None:
+        if admitted is not None and self.governor is not None:
+            self.governor.release(admitted)
+
+    def _estimate(
+        self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], extra_create_args: Mapping[str, Any]
+    ) -> Estimate:
+        """Tokens of the actual prompt, the completion this call may produce, and their price on this profile."""
+        assert self.governor is not None
+        prompt = self.inner.count_tokens(messages, tools=tools)
+        completion = int(
+            extra_create_args.get("max_tokens")
+            or self.profile.max_tokens
+            or self.governor.budget.expected_completion_tokens
+        )
+        return Estimate(
+            prompt_tokens=prompt, completion_tokens=completion, usd=self.profile.price.cost(prompt, completion)
+        )
 
     def _record(
         self,

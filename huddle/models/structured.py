@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from autogen_core.models import ChatCompletionClient
+from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
@@ -20,6 +21,8 @@ from huddle.models.metering import MeteredClient
 def structured_output_args(client: ChatCompletionClient, model: type[BaseModel]) -> dict[str, Any]:
     """Keyword arguments for ``client.create`` that request JSON matching `model`; parse ``result.content`` yourself."""
     inner = client.inner if isinstance(client, MeteredClient) else client
+    if isinstance(inner, ChatCompletionCache):
+        inner = inner.client
     info = client.model_info
     if not isinstance(inner, OpenAIChatCompletionClient):
         return {"json_output": model} if info["json_output"] else {}
