@@ -195,7 +195,7 @@ class GroupChatTeam:
                     messages.append(item)
                 yield item
             if self.governor.stopped is not None:
-                stop_reason = f"budget: {self.governor.stopped.reason}"
+                stop_reason = self.governor.stopped.reason  # always starts with "budget"
             yield self._result(run_id, messages, stop_reason)
 
     async def run(self, task: str, **kwargs: Any) -> RunResult:

@@ -148,20 +148,20 @@ class MeteredClient(ChatCompletionClient):
         if self.governor is None or not self.governor.budget.active:
             return messages, None, None
         budget = self.governor.budget
-        estimate = self._estimate(messages, tools, extra_create_args)
+        estimate = self._estimate(messages, tools, extra_create_args, budget.expected_completion_tokens)
         downgrade = None
         if self.governor.over_soft(self.agent, estimate):
             trimmed = trim_messages(messages, budget.keep_last_messages)
             if len(trimmed) < len(messages):
                 before = estimate.prompt_tokens
                 messages = trimmed  # type: ignore[assignment]
-                estimate = self._estimate(messages, tools, extra_create_args)
+                estimate = self._estimate(messages, tools, extra_create_args, budget.expected_completion_tokens)
                 after = estimate.prompt_tokens
                 reason = f"over {budget.soft_fraction:.0%} of budget: prompt {before} -> {after} tokens"
                 self.governor.record(self.agent, "trim", reason, estimate)
             if self.fallback is not None and self.governor.over_soft(self.agent, estimate):
                 downgrade = self.fallback
-                estimate = downgrade._estimate(messages, tools, extra_create_args)
+                estimate = downgrade._estimate(messages, tools, extra_create_args, budget.expected_completion_tokens)
                 reason = f"over {budget.soft_fraction:.0%} of budget: {self.profile.name} -> {downgrade.profile.name}"
                 self.governor.record(self.agent, "downgrade", reason, estimate)
         refusal = self.governor.admit(self.agent, estimate)
@@ -174,16 +174,15 @@ class MeteredClient(ChatCompletionClient):
             self.governor.release(admitted)
 
     def _estimate(
-        self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], extra_create_args: Mapping[str, Any]
+        self,
+        messages: Sequence[LLMMessage],
+        tools: Sequence[Tool | ToolSchema],
+        extra_create_args: Mapping[str, Any],
+        expected_completion: int,
     ) -> Estimate:
         """Tokens of the actual prompt, the completion this call may produce, and their price on this profile."""
-        assert self.governor is not None
         prompt = self.inner.count_tokens(messages, tools=tools)
-        completion = int(
-            extra_create_args.get("max_tokens")
-            or self.profile.max_tokens
-            or self.governor.budget.expected_completion_tokens
-        )
+        completion = int(extra_create_args.get("max_tokens") or self.profile.max_tokens or expected_completion)
         return Estimate(
             prompt_tokens=prompt, completion_tokens=completion, usd=self.profile.price.cost(prompt, completion)
         )
