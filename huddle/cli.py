@@ -165,6 +165,27 @@ TeamOption = Annotated[str, typer.Option("--team", "-t", help="A preset name (as
 ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Profile (or model name) for the team; overrides the global flag.")
 ]
+MaxUsdOption = Annotated[float | None, typer.Option("--max-usd", min=0, help="Hard dollar limit per run.")]
+MaxTokensOption = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Hard token limit per run.")]
+CacheOption = Annotated[
+    bool | None, typer.Option("--cache/--no-cache", help="Answer identical model requests from the disk cache.")
+]
+
+
+def _team_settings(
+    ctx: typer.Context, model: str | None, max_usd: float | None, max_tokens: int | None, cache: bool | None
+) -> Settings:
+    """Settings with the run/chat flags applied over the config (flags win)."""
+    settings: Settings = ctx.obj.settings()
+    if model:
+        settings.model = model
+    if max_usd is not None:
+        settings.budget.run.max_usd = max_usd
+    if max_tokens is not None:
+        settings.budget.run.max_tokens = max_tokens
+    if cache is not None:
+        settings.cache = cache
+    return settings
 
 
 @app.command("run")
@@ -173,6 +194,9 @@ def run_command(
     task: Annotated[str, typer.Argument(help="The task for the team.")],
     team: TeamOption = "assistant",
     model: ModelOption = None,
+    max_usd: MaxUsdOption = None,
+    max_tokens: MaxTokensOption = None,
+    cache: CacheOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: answer, usage, ...")] = False,
 ) -> None:
     """Run one task on a team and print the answer (or, with --json, everything about the run)."""
@@ -181,9 +205,7 @@ def run_command(
     from huddle.console import meter, run_once
     from huddle.teams.spec import load_team
 
-    settings = ctx.obj.settings()
-    if model:
-        settings.model = model
+    settings = _team_settings(ctx, model, max_usd, max_tokens, cache)
     spec = load_team(team)
     result = asyncio.run(run_once(spec, settings, task, show=None if as_json else out))
     if as_json:
@@ -197,6 +219,9 @@ def chat_command(
     ctx: typer.Context,
     team: TeamOption = "assistant",
     model: ModelOption = None,
+    max_usd: MaxUsdOption = None,
+    max_tokens: MaxTokensOption = None,
+    cache: CacheOption = None,
     session: Annotated[str | None, typer.Option("--session", help="Session id to record usage under.")] = None,
 ) -> None:
     """Chat with a team. Commands: /cost, /plan, /exit. Piped input: one message per line."""
@@ -205,10 +230,54 @@ def chat_command(
     from huddle.console import chat
     from huddle.teams.spec import load_team
 
-    settings = ctx.obj.settings()
-    if model:
-        settings.model = model
+    settings = _team_settings(ctx, model, max_usd, max_tokens, cache)
     asyncio.run(chat(load_team(team), settings, session_id=session, console=out))
+
+
+@app.command("usage")
+def usage_command(
+    ctx: typer.Context,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    session_id: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Tokens, calls and cost from the usage ledger, per agent and per model (all runs unless filtered)."""
+    from huddle.models.ask import LEDGER_FILE
+    from huddle.usage import UsageLedger
+
+    settings = ctx.obj.settings()
+    ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
+    try:
+        filters = {"run_id": run_id, "session_id": session_id}
+        report = {
+            "total": ledger.totals(**filters).model_dump(),
+            "by_agent": {k: v.model_dump() for k, v in ledger.by("agent", **filters).items()},
+            "by_model": {k: v.model_dump() for k, v in ledger.by("model", **filters).items()},
+        }
+    finally:
+        ledger.close()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich import box
+    from rich.table import Table
+
+    for key, title in (("by_agent", "agent"), ("by_model", "model")):
+        table = Table(box=box.SIMPLE_HEAD, title=f"Usage by {title}")
+        for column in (title, "calls", "prompt", "completion", "cached", "errors", "cost $"):
+            table.add_column(column, justify="left" if column == title else "right")
+        rows: dict[str, dict[str, Any]] = {**report[key], "total": report["total"]}  # type: ignore[dict-item]
+        for name, t in rows.items():
+            table.add_row(
+                name,
+                str(t["calls"]),
+                str(t["prompt_tokens"]),
+                str(t["completion_tokens"]),
+                str(t["cached_calls"]),
+                str(t["errors"]),
+                f"{t['cost_usd']:.6f}",
+            )
+        out.print(table)
 
 
 @app.command("prompts")

@@ -17,9 +17,10 @@ from huddle.models.ask import LEDGER_FILE
 from huddle.settings import Settings
 from huddle.teams.group_chat import Event, GroupChatTeam, RunResult
 from huddle.teams.spec import TeamSpec
-from huddle.usage import UsageLedger
+from huddle.usage import UsageLedger, usage_scope
 
 CHAT_COMMANDS = "/cost  /plan  /exit"
+_LEVEL_COLOURS = {"ok": "dim", "soft": "yellow", "hard": "red"}  # the meter past the budget's soft and hard limits
 
 
 class Transcript:
@@ -102,7 +103,9 @@ async def chat(spec: TeamSpec, settings: Settings, *, session_id: str | None, co
                 async for item in team.run_stream(text):
                     if isinstance(item, RunResult):
                         if interactive:
-                            console.print(f"[dim]{meter(item, ledger, session_id)}[/dim]")
+                            with usage_scope(run_id=item.run_id, session_id=session_id):
+                                colour = _LEVEL_COLOURS[team.governor.level()]
+                            console.print(f"[{colour}]{meter(item, ledger, session_id)}[/{colour}]")
                     else:
                         transcript.show(item)
     finally:
