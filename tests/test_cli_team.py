@@ -112,3 +112,15 @@ def test_embedded_default_answers_offline_within_the_turn_limit() -> None:
     by_message = [(m["prompt_tokens"], m["completion_tokens"]) for m in result["messages"]]
     assert usage["prompt_tokens"] == sum(p for p, _ in by_message) > 0
     assert usage["completion_tokens"] == sum(c for _, c in by_message) > 0
+
+
+def test_run_with_a_budget_reports_it_and_usage_shows_the_run(scripted_project: ScriptedServer) -> None:
+    proc = huddle("run", "What is 17*23?", "--team", "team.yaml", "--json", "--max-usd", "0.5", "--max-tokens", "99999")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    budget = result["budget"]
+    assert budget["limits"]["run"] == {"max_tokens": 99999, "max_usd": 0.5}
+    assert budget["spent_run"]["calls"] == 2 and budget["level"] == "ok" and budget["decisions"] == []
+    usage = json.loads(huddle("usage", "--run", result["run_id"], "--json").stdout)
+    assert usage["total"]["calls"] == 2 and set(usage["by_agent"]) == {"planner", "responder"}
+    assert "Usage by agent" in huddle("usage").stdout
