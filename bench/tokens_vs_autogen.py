@@ -1,0 +1,206 @@
+"""Tokens spent by a huddle team versus a vanilla autogen SelectorGroupChat doing the same tasks.
+
+Run: ``python bench/tokens_vs_autogen.py``. Both teams have the same four agents (planner, tool executor, memory,
+responder) with the same prompts (``prompts/*.md``) and talk to one scripted OpenAI-compatible server that answers
+every agent identically on both sides. Tokens are counted by the server (tiktoken over each request it received and
+each reply it sent), so neither side can under-report. Vanilla autogen selects speakers with its model and lets its
+tool executor ask the model for tool calls; huddle routes by plan and rule and runs plan-given tool calls directly.
+Prints per task: server-side tokens and model calls for each side, the ratio huddle / vanilla, and whether both
+reached the same final answer. The goal is a ratio <= 0.4 at equal outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.conditions import MaxMessageTermination, SourceMatchTermination
+from autogen_agentchat.teams import SelectorGroupChat
+
+from huddle import prompts
+from huddle.agents.builtin_tools import builtin_registry
+from huddle.models.factory import build_client
+from huddle.settings import load_settings
+from huddle.teams.group_chat import GroupChatTeam
+from huddle.teams.spec import AgentSpec, TeamSpec
+from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer, ToolCall
+from huddle.usage import UsageLedger
+
+
+@dataclass(frozen=True)
+class Task:
+    text: str
+    calls: tuple[tuple[str, dict[str, str]], ...]  # the tool calls the task needs
+    answer: str
+
+
+TASKS = (
+    Task("What is 17*23 plus 1000?", (("calculator", {"expression": "17*23+1000"}),), "17*23 + 1000 = 1391."),
+    Task("How many minutes are in 7 weeks?", (("calculator", {"expression": "7*7*24*60"}),), "70560 minutes."),
+    Task(
+        "What year is it, and what is 2**10?",
+        (("clock", {}), ("calculator", {"expression": "2**10"})),
+        "It is the current year, and 2**10 = 1024.",
+    ),
+    Task("Give me three tips for writing clear emails.", (), "1. Lead with the ask. 2. Keep it short. 3. Proofread."),
+    Task("Split a 250 euro bill between 4 people.", (("calculator", {"expression": "250/4"}),), "62.50 euro each."),
+)
+TEAM = TeamSpec.model_validate(
+    {
+        "team": {"name": "assistant", "max_turns": 12},
+        "agents": [
+            {"role": "planner"},
+            {"role": "tool_executor", "tools": ["calculator", "clock"]},
+            {"role": "memory", "optional": True},
+            {"role": "responder"},
+        ],
+    }
+)
+NAMES = [a.agent_name for a in TEAM.agents]
+
+
+def task_of(request: RecordedRequest) -> Task:
+    text = json.dumps(request.messages)
+    return next(t for t in TASKS if t.text in text)
+
+
+def plan_for(request: RecordedRequest) -> Reply:
+    task = task_of(request)
+    steps = [
+        {
+            "id": i,
+            "assignee": "tool_executor",
+            "instruction": f"run {name}",
+            "tool": name,
+            "args": json.dumps(args),
+            "depends_on": [],
+        }
+        for i, (name, args) in enumerate(task.calls, start=1)
+    ]
+    return Reply(content=json.dumps({"goal": task.text, "steps": steps, "done": not steps}))
+
+
+def tool_calls_for(request: RecordedRequest) -> Reply:
+    if request.last_role == "tool":
+        return Reply(content="Tool results are above.")
+    calls = task_of(request).calls
+    return Reply(tool_calls=[ToolCall(name=n, arguments=a) for n, a in calls]) if calls else Reply(content="No tool.")
+
+
+def next_speaker(request: RecordedRequest) -> Reply:
+    """What a well-behaved selector model answers: user -> memory -> planner -> tool_executor (if needed) -> responder."""
+    history = request.system_text + " ".join(str(m.get("content")) for m in request.messages)
+    spoken = re.findall(rf"^({'|'.join(NAMES)}|user):", history, flags=re.M)
+    last = spoken[-1] if spoken else "user"
+    needs_tools = bool(task_of(request).calls)
+    order = {"user": "memory", "memory": "planner", "planner": "tool_executor" if needs_tools else "responder"}
+    return Reply(content=order.get(last, "responder"))
+
+
+def server_rules() -> list[Rule]:
+    return [
+        Rule(agent="manager", reply=next_speaker),
+        Rule(agent="planner", reply=plan_for),
+        Rule(agent="tool_executor", reply=tool_calls_for),
+        Rule(agent="memory", reply=Reply(content="Nothing relevant in memory.")),
+        Rule(agent="responder", reply=lambda r: Reply(content=task_of(r).answer)),
+    ]
+
+
+async def run_vanilla(task: Task, settings_dir: Path) -> str:
+    """autogen as documented: AssistantAgents with our prompts, model-based selection."""
+    settings = load_settings()
+    ledger = UsageLedger()
+    profile = settings.profile()
+    tools = builtin_registry(settings_dir / "workspace").subset(["calculator", "clock"]).as_autogen()
+
+    def client(agent: str):  # type: ignore[no-untyped-def]
+        return build_client(profile, ledger, agent=agent)
+
+    roster = "\n".join(f"- {a.agent_name}: {a.agent_description}" for a in TEAM.agents)
+    tool_lines = "\n".join(f"- {t.name}: {t.description}" for t in tools)
+    agents = [
+        AssistantAgent(
+            "planner",
+            client("planner"),
+            description=TEAM.agents[0].agent_description,
+            system_message=prompts.render("planner", name="planner", max_steps=5, roster=roster, tools=tool_lines),
+        ),
+        AssistantAgent(
+            "tool_executor",
+            client("tool_executor"),
+            tools=tools,
+            description=TEAM.agents[1].agent_description,
+            system_message=prompts.render(
+                "tool_executor", name="tool_executor", task="see above", instruction="the plan's tool steps"
+            ),
+        ),
+        AssistantAgent(
+            "memory",
+            client("memory"),
+            description=TEAM.agents[2].agent_description,
+            system_message=TEAM.agents[2].agent_description,
+        ),
+        AssistantAgent(
+            "responder",
+            client("responder"),
+            description=TEAM.agents[3].agent_description,
+            system_message=prompts.render("responder", name="responder"),
+        ),
+    ]
+    team = SelectorGroupChat(
+        agents,  # type: ignore[arg-type]
+        model_client=client("manager"),
+        termination_condition=SourceMatchTermination(["responder"]) | MaxMessageTermination(12),
+        allow_repeated_speaker=False,
+    )
+    result = await team.run(task=task.text)
+    return result.messages[-1].to_text() if result.messages[-1].source == "responder" else ""
+
+
+async def run_huddle(task: Task) -> str:
+    team = GroupChatTeam(TEAM, load_settings())
+    try:
+        return (await team.run(task.text)).answer
+    finally:
+        await team.close()
+
+
+def served(server: ScriptedServer) -> tuple[int, int]:
+    requests = server.chat_requests
+    return sum(sum(r.usage) for r in requests if r.usage), len(requests)
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, ScriptedServer(rules=server_rules()) as server:
+        home = Path(tmp)
+        os.environ["HUDDLE_HOME"] = str(home / "data")
+        os.environ.pop("HUDDLE_CONFIG", None)
+        os.chdir(home)
+        (home / "huddle.yaml").write_text(f"models:\n  default: {{model: scripted, base_url: '{server.base_url}'}}\n")
+        print(f"{'task':46} {'vanilla tok':>11} {'calls':>5} {'huddle tok':>10} {'calls':>5} {'ratio':>6}  same answer")
+        totals = [0, 0, 0, 0]
+        for task in TASKS:
+            server.reset()
+            vanilla_answer = await run_vanilla(task, home)
+            vanilla = served(server)
+            server.reset()
+            huddle_answer = await run_huddle(task)
+            ours = served(server)
+            same = vanilla_answer == huddle_answer == task.answer
+            totals = [totals[0] + vanilla[0], totals[1] + vanilla[1], totals[2] + ours[0], totals[3] + ours[1]]
+            print(
+                f"{task.text[:46]:46} {vanilla[0]:11} {vanilla[1]:5} {ours[0]:10} {ours[1]:5} "
+                f"{ours[0] / vanilla[0]:6.2f}  {same}"
+            )
+        print(f"{'total':46} {totals[0]:11} {totals[1]:5} {totals[2]:10} {totals[3]:5} {totals[2] / totals[0]:6.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
