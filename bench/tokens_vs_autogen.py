@@ -28,7 +28,7 @@ from huddle.agents.builtin_tools import builtin_registry
 from huddle.models.factory import build_client
 from huddle.settings import load_settings
 from huddle.teams.group_chat import GroupChatTeam
-from huddle.teams.spec import AgentSpec, TeamSpec
+from huddle.teams.spec import TeamSpec
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer, ToolCall
 from huddle.usage import UsageLedger
 
@@ -94,7 +94,7 @@ def tool_calls_for(request: RecordedRequest) -> Reply:
 
 
 def next_speaker(request: RecordedRequest) -> Reply:
-    """What a well-behaved selector model answers: user -> memory -> planner -> tool_executor (if needed) -> responder."""
+    """A well-behaved selector model: user -> memory -> planner -> tool_executor (if needed) -> responder."""
     history = request.system_text + " ".join(str(m.get("content")) for m in request.messages)
     spoken = re.findall(rf"^({'|'.join(NAMES)}|user):", history, flags=re.M)
     last = spoken[-1] if spoken else "user"
