@@ -12,6 +12,8 @@ import ast
 import math
 import operator
 import os
+import shlex
+import subprocess
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -243,6 +245,49 @@ def make_notes_tools(workspace: Path) -> list[Tool]:
     return [write_note, read_note, list_notes]
 
 
-def builtin_registry(workspace: Path) -> ToolRegistry:
-    """The assistant team's default tools: calculator, clock and notes in `workspace`."""
-    return ToolRegistry([calculator, clock, *make_notes_tools(workspace)])
+SHELL_TIMEOUT_S = 30.0
+MAX_SHELL_OUTPUT_CHARS = 20_000
+
+
+def make_shell_tool(workspace: Path, timeout_s: float = SHELL_TIMEOUT_S) -> Tool:
+    """``run_command``: one program run in `workspace` with a timeout. Offered only when a team enables it.
+
+    No shell is involved (the command is split like a shell would, then executed directly), so pipes, redirections
+    and ``;`` are not interpreted; the working directory is the workspace; the process is killed at the timeout.
+    """
+    root = Path(workspace)
+
+    @tool(name="run_command", side_effects="external", timeout_s=timeout_s + 5)
+    def run_command(command: str) -> dict[str, str | int]:
+        """Run one program in the team's workspace and return its exit code and output.
+
+        Args:
+            command: The program and its arguments, e.g. "python --version" (no pipes or redirections).
+        """
+        argv = shlex.split(command)
+        if not argv:
+            raise ValueError("empty command")
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            done = subprocess.run(
+                argv, cwd=root, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+            )
+        except FileNotFoundError:
+            raise ValueError(f"no such program: {argv[0]!r}") from None
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"{argv[0]!r} did not finish within {timeout_s:g}s and was killed") from None
+        return {
+            "exit_code": done.returncode,
+            "stdout": done.stdout[-MAX_SHELL_OUTPUT_CHARS:],
+            "stderr": done.stderr[-MAX_SHELL_OUTPUT_CHARS:],
+        }
+
+    return run_command
+
+
+def builtin_registry(workspace: Path, *, shell: bool = False) -> ToolRegistry:
+    """The built-in tools: calculator, clock and notes in `workspace`; ``run_command`` only if `shell` is enabled."""
+    tools = [calculator, clock, *make_notes_tools(workspace)]
+    if shell:
+        tools.append(make_shell_tool(workspace))
+    return ToolRegistry(tools)

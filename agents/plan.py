@@ -53,17 +53,20 @@ class Plan(BaseModel):
         self,
         roster: Mapping[str, str],
         responder: str,
-        validate_tool_args: Callable[[str, Mapping[str, Any]], bool],
-        tool_executor: str | None,
+        validate_tool_call: Callable[[str, str, Mapping[str, Any]], bool],
     ) -> Plan:
-        """A copy that only uses known agents and tools, with numbered steps, ending with the responder."""
+        """A copy that only uses known agents and tools, with numbered steps, ending with the responder.
+
+        `validate_tool_call(assignee, tool, args)` says whether the assignee can run that call as given; when it
+        cannot, the arguments are cleared and the assignee will ask its model.
+        """
         steps: list[PlanStep] = []
         for step in self.steps:
             if step.assignee not in roster or step.assignee == responder:
                 continue
-            if step.assignee == tool_executor and step.tool:
+            if step.tool:
                 args = step.arguments()
-                if args is None or not validate_tool_args(step.tool, args):
+                if args is None or not validate_tool_call(step.assignee, step.tool, args):
                     step = step.model_copy(update={"args": None})
             steps.append(step)
         steps = steps[: MAX_STEPS - 1]

@@ -38,16 +38,18 @@ class PlannerAgent(BaseChatAgent):
         state: RunState,
         *,
         roster: Mapping[str, str],
-        tools: ToolRegistry,
+        toolsets: Mapping[str, ToolRegistry],
         responder: str,
         tool_executor: str | None,
         prompt: str = "planner",
     ) -> None:
+        """`toolsets`: the tools each tool-running member may call (the built-in executor and custom tool agents);
+        `tool_executor`: the member that gets tool steps evident from the task (arithmetic, dates)."""
         super().__init__(name, description)
         self._client = client
         self._state = state
         self._roster = dict(roster)
-        self._tools = tools
+        self._toolsets = dict(toolsets)
         self._responder = responder
         self._tool_executor = tool_executor
         self._prompt = prompt
@@ -65,8 +67,9 @@ class PlannerAgent(BaseChatAgent):
             max_steps=MAX_STEPS - 1,
             roster="\n".join(f"- {n}: {d}" for n, d in self._roster.items() if n != self.name),
             tools="\n".join(
-                f"- {s['name']}: {s.get('description', '')} {json.dumps(s.get('parameters', {}))}"
-                for s in self._tools.schemas()
+                f"- {member} runs {s['name']}: {s.get('description', '')} {json.dumps(s.get('parameters', {}))}"
+                for member, tools in self._toolsets.items()
+                for s in tools.schemas()
             )
             or "(none)",
         )
@@ -85,8 +88,9 @@ class PlannerAgent(BaseChatAgent):
             raw, note = fallback_plan(self._state.task, self._responder), " (the planner's output was unusable)"
         except BudgetExhausted as exc:
             raw, note = fallback_plan(self._state.task, self._responder), f" ({exc})"
-        if self._tool_executor and not any(s.assignee == self._tool_executor for s in raw.steps):
-            evident = evident_tool_steps(self._state.task, self._tool_executor, self._tools.names())
+        executor = self._tool_executor
+        if executor in self._toolsets and not any(s.assignee in self._toolsets for s in raw.steps):
+            evident = evident_tool_steps(self._state.task, executor, self._toolsets[executor].names())
             if evident:
                 shift = len(evident)
                 shifted = [
@@ -95,7 +99,7 @@ class PlannerAgent(BaseChatAgent):
                 ]
                 raw = raw.model_copy(update={"steps": evident + shifted})
                 note += f" (+{len(evident)} tool steps evident from the task)"
-        plan = raw.sanitised(self._roster, self._responder, self._valid_tool_call, self._tool_executor)
+        plan = raw.sanitised(self._roster, self._responder, self._valid_tool_call)
         self._state.set_plan(plan)
         return Response(
             chat_message=TextMessage(
@@ -103,11 +107,12 @@ class PlannerAgent(BaseChatAgent):
             )
         )
 
-    def _valid_tool_call(self, tool: str, args: Mapping[str, Any]) -> bool:
-        if tool not in self._tools.names():
+    def _valid_tool_call(self, assignee: str, tool: str, args: Mapping[str, Any]) -> bool:
+        tools = self._toolsets.get(assignee)
+        if tools is None or tool not in tools:
             return False
         try:
-            self._tools.get(tool).validate(args)
+            tools.get(tool).validate(args)
         except ToolArgumentsError:
             return False
         return True

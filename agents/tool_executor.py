@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 
 from autogen_agentchat.agents import BaseChatAgent
@@ -22,6 +23,9 @@ from huddle.agents.plan import PlanStep
 from huddle.agents.state import RunState
 from huddle.budget import BudgetExhausted
 from huddle.tools import ToolRegistry, ToolResult
+
+
+logger = logging.getLogger("huddle.tools")
 
 
 class ToolExecutorAgent(BaseChatAgent):
@@ -95,8 +99,11 @@ class ToolExecutorAgent(BaseChatAgent):
             return _not_run(step.tool, "the model did not call a tool"), result.usage
         call = result.content[0]
         if call.name not in self._tools.names():
-            known = ", ".join(self._tools.names())
-            return _not_run(call.name, f"no tool named {call.name!r} (tools: {known})"), result.usage
+            allowed = ", ".join(self._tools.names())
+            logger.warning("%s refused tool %r: not on its allowlist (%s)", self.name, call.name, allowed)
+            return _not_run(
+                call.name, f"tool {call.name!r} is not on {self.name}'s allowlist ({allowed})"
+            ), result.usage
         return await self._tools.get(call.name).run(call.arguments), result.usage
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:

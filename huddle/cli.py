@@ -280,6 +280,48 @@ def usage_command(
         out.print(table)
 
 
+@app.command("tools")
+def tools_command(
+    ctx: typer.Context,
+    team: TeamOption = "assistant",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, with full schemas.")] = False,
+) -> None:
+    """The tools and agents a team can see: each member's tool allowlist with schemas, and installed plugins."""
+    from huddle.plugins import AGENTS_GROUP, TOOLS_GROUP, installed
+    from huddle.teams.group_chat import Members
+    from huddle.teams.spec import load_team
+
+    settings = ctx.obj.settings()
+    spec = load_team(team)
+    members = Members.resolve(spec, settings.data_dir / "workspace")
+    report = {
+        "team": spec.team.name,
+        "agents": [
+            {
+                "name": name,
+                "kind": (spec.agents[i].role or f"use: {spec.agents[i].use}"),
+                "description": members.roster[name],
+                "tools": [t.schema for t in members.toolsets.get(name, [])],
+            }
+            for i, name in enumerate(members.roster)
+        ],
+        "installed": {TOOLS_GROUP: installed(TOOLS_GROUP), AGENTS_GROUP: installed(AGENTS_GROUP)},
+    }
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    out.print(f"[bold]team {spec.team.name}[/bold]")
+    for agent in report["agents"]:  # type: ignore[attr-defined]
+        out.print(f"  [cyan]{agent['name']}[/cyan] ({agent['kind']}): {agent['description']}", highlight=False)
+        for schema in agent["tools"]:
+            params = schema.get("parameters", {}).get("properties", {})
+            args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in params.items())
+            out.print(f"      {schema['name']}({args}) — {schema.get('description', '')}", highlight=False)
+    for group, entries in report["installed"].items():  # type: ignore[attr-defined]
+        listed = ", ".join(f"{n} ({v})" for n, v in entries) or "none"
+        out.print(f"[dim]installed {group}: {listed}[/dim]")
+
+
 @app.command("prompts")
 def prompts_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

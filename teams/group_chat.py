@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +27,14 @@ from huddle.agents.responder import ResponderAgent
 from huddle.agents.state import RunState
 from huddle.agents.tool_executor import ToolExecutorAgent
 from huddle.budget import Governor
+from huddle.errors import ConfigError
 from huddle.models.factory import build_client
 from huddle.models.metering import MeteredClient
+from huddle.plugins import ToolAgent, load_agent, load_tools
 from huddle.settings import Settings
 from huddle.teams.manager import Decision, Manager, Roles
 from huddle.teams.spec import AgentSpec, TeamSpec
+from huddle.tools import ToolRegistry
 from huddle.usage import Totals, UsageLedger, usage_scope
 
 if TYPE_CHECKING:
@@ -66,6 +70,36 @@ class RunResult(BaseModel):
     budget: dict[str, Any] | None = None
 
 
+@dataclass
+class Members:
+    """What a spec's members resolve to before any model client exists: custom agent objects, the roster the manager
+    and planner read (name -> description), and each tool-running member's tool allowlist."""
+
+    custom: dict[str, Any]
+    roster: dict[str, str]
+    toolsets: dict[str, ToolRegistry]
+
+    @classmethod
+    def resolve(cls, spec: TeamSpec, workspace: Path) -> Members:
+        builtin = builtin_registry(workspace, shell=spec.team.shell)
+        custom = {
+            a.agent_name: load_agent(a.use, a.config, where=_where(spec, i, "use"))
+            for i, a in enumerate(spec.agents)
+            if a.use is not None
+        }
+        roster, toolsets = {}, {}
+        for i, member in enumerate(spec.agents):
+            name, obj = member.agent_name, custom.get(member.agent_name)
+            own = getattr(obj, "description", None)
+            roster[name] = own if member.description is None and isinstance(own, str) else member.agent_description
+            if member.role == "tool_executor":
+                toolsets[name] = load_tools(member.tools, builtin, where=_where(spec, i, "tools"))
+            elif isinstance(obj, ToolAgent):
+                tools = ToolRegistry(obj.tools())
+                toolsets[name] = tools.subset(member.tools) if member.tools else tools
+        return cls(custom=custom, roster=roster, toolsets=toolsets)
+
+
 class GroupChatTeam:
     """A team built from a spec; run tasks on it one after another (a chat) with `run` or `run_stream`."""
 
@@ -88,7 +122,9 @@ class GroupChatTeam:
         self._memory = memory
         self._clients: list[MeteredClient] = []
         self.stopper = ExternalTermination()  # the caller's way to end a run gracefully
-        roster = {a.agent_name: a.agent_description for a in spec.agents}
+        members = Members.resolve(spec, self.workspace)
+        self._custom, self.toolsets = members.custom, members.toolsets
+        roster = members.roster
         responder = _name(spec.member("responder")) or "responder"
         self.governor = Governor(settings.budget, self.ledger, final_agent=responder)
         roles = Roles(
@@ -136,33 +172,37 @@ class GroupChatTeam:
         return client
 
     def _build_agent(self, spec: AgentSpec, roster: dict[str, str], roles: Roles) -> ChatAgent:
-        name, description = spec.agent_name, spec.agent_description
+        name, description = spec.agent_name, roster[spec.agent_name]
+        custom = self._custom.get(name)
+        if isinstance(custom, ChatAgent):
+            return custom
         if spec.role == "planner":
-            tools = builtin_registry(self.workspace).subset(self._executor_tools())
             return PlannerAgent(
                 name,
                 description,
                 self._client(spec, name),
                 self.state,
                 roster=roster,
-                tools=tools,
+                toolsets=self.toolsets,
                 responder=roles.responder,
                 tool_executor=roles.tool_executor,
                 prompt=spec.prompt_name,
             )
-        if spec.role == "tool_executor":
-            tools = builtin_registry(self.workspace).subset(spec.tools)
+        if spec.role == "tool_executor" or isinstance(custom, ToolAgent):
+            model = spec.model or getattr(custom, "model", None)
+            client = self._client(spec.model_copy(update={"model": model}), name)
             return ToolExecutorAgent(
-                name, description, self._client(spec, name), self.state, tools=tools, prompt=spec.prompt_name
+                name, description, client, self.state, tools=self.toolsets[name], prompt=spec.prompt_name
             )
         if spec.role == "memory":
             scopes = spec.memory_scopes or ["user:default", f"team:{self.spec.team.name}"]
             return MemoryAgent(name, description, self.memory, self.state, scopes=scopes, prompt=spec.prompt_name)
-        return ResponderAgent(name, description, self._client(spec, name), self.state, prompt=spec.prompt_name)
-
-    def _executor_tools(self) -> list[str]:
-        executor = self.spec.member("tool_executor")
-        return executor.tools if executor else []
+        if spec.role == "responder":
+            return ResponderAgent(name, description, self._client(spec, name), self.state, prompt=spec.prompt_name)
+        raise ConfigError(
+            f"{_where(self.spec, self.spec.agents.index(spec), 'use')}: {spec.use!r} is neither an autogen ChatAgent "
+            "nor a tool agent (a class with name, description and tools())"
+        )
 
     @property
     def memory(self) -> VectorMemory:
@@ -241,3 +281,8 @@ class GroupChatTeam:
 
 def _name(spec: AgentSpec | None) -> str | None:
     return spec.agent_name if spec else None
+
+
+def _where(spec: TeamSpec, index: int, field: str) -> str:
+    """Where in a team spec a member's field is, for error messages."""
+    return f"team {spec.team.name!r}: agents.{index}.{field}"

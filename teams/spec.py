@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,12 +30,16 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
 
 
 class AgentSpec(BaseModel):
-    """One member: its role and how it differs from the role's defaults."""
+    """One member: a built-in role (and how it differs from the role's defaults), or a custom agent to `use`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    role: Role
-    name: str | None = Field(None, pattern=NAME_PATTERN, description="Defaults to the role.")
+    role: Role | None = None
+    use: str | None = Field(
+        None, description="A custom agent: 'module:Class' or the name of an installed huddle.agents entry point."
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the custom agent class.")
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="Defaults to the role; required with `use`.")
     description: str | None = Field(None, max_length=300, description="What the manager reads; defaults to the role's.")
     model: str | None = Field(None, description="Model profile for this agent; defaults to the team's.")
     tools: list[str] = Field(default_factory=list, description="tool_executor: the tools it may call (allowlist).")
@@ -43,17 +47,27 @@ class AgentSpec(BaseModel):
     prompt: str | None = Field(None, description="Prompt template name; defaults to the role's.")
     memory_scopes: list[str] = Field(default_factory=list, description="memory: scopes to recall from; first stores.")
 
+    @model_validator(mode="after")
+    def _role_or_use(self) -> AgentSpec:
+        if (self.role is None) == (self.use is None):
+            raise ValueError("give exactly one of `role` (a built-in role) or `use` (a custom agent)")
+        if self.use is not None and self.name is None:
+            raise ValueError("a custom agent (`use`) needs a `name`")
+        if self.role is not None and self.config:
+            raise ValueError("`config` is only for custom agents (`use`)")
+        return self
+
     @property
     def agent_name(self) -> str:
-        return self.name or self.role
+        return self.name or self.role or ""
 
     @property
     def prompt_name(self) -> str:
-        return self.prompt or self.role
+        return self.prompt or self.role or "tool_executor"
 
     @property
     def agent_description(self) -> str:
-        return self.description or prompts.load(self.prompt_name).meta.get("description", self.role)
+        return self.description or prompts.load(self.prompt_name).meta.get("description", self.agent_name)
 
 
 class TeamInfo(BaseModel):
@@ -64,6 +78,7 @@ class TeamInfo(BaseModel):
     max_turns: int = Field(12, ge=1, le=200)
     allow_repeated_speaker: bool = False
     model: str | None = Field(None, description="Default model profile for the team's agents and manager.")
+    shell: bool = Field(False, description="Offer the run_command tool (in the workspace, with a timeout).")
 
 
 class TeamSpec(BaseModel):

@@ -22,7 +22,7 @@ def test_sanitised_drops_unknown_agents_clears_bad_args_and_ends_with_the_respon
             PlanStep(id=6, assignee="responder", instruction="answer"),
         ],
     )
-    plan = raw.sanitised(ROSTER, "responder", lambda tool, args: "expression" in args, "tool_executor")
+    plan = raw.sanitised(ROSTER, "responder", lambda member, tool, args: "expression" in args)
     assert [(s.id, s.assignee, s.args, s.depends_on) for s in plan.steps] == [
         (1, "tool_executor", '{"expression": "1+1"}', []),
         (2, "tool_executor", None, [1]),
