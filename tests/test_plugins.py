@@ -34,7 +34,8 @@ def entry_points_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: huddle-inventory-example\nVersion: 0.1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[huddle.agents]\ninventory = inventory_agent:InventoryAgent\n\n[huddle.tools]\nsku_info = inventory_agent:sku_info\n"
+        "[huddle.agents]\ninventory = inventory_agent:InventoryAgent\n\n"
+        "[huddle.tools]\nsku_info = inventory_agent:sku_info\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
 
