@@ -7,6 +7,7 @@ other agent sees the same context.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -59,12 +60,20 @@ class MemoryAgent(BaseChatAgent):
 
     async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
         task = self._state.task
+        # Embedding and the store are blocking CPU/disk work: keep them off the event loop.
         stored = [
-            self._memory.add(fact, scope=self._scopes[0], kind="fact", agent=self.name, run_id=self._state.run_id)
+            await asyncio.to_thread(
+                self._memory.add, fact, scope=self._scopes[0], kind="fact", agent=self.name, run_id=self._state.run_id
+            )
             for fact in stated_facts(task)
         ]
-        recalled = self._memory.recall(
-            task, scopes=self._scopes, k=self._k, min_score=self._min_score, token_budget=self._budget
+        recalled = await asyncio.to_thread(
+            self._memory.recall,
+            task,
+            scopes=self._scopes,
+            k=self._k,
+            min_score=self._min_score,
+            token_budget=self._budget,
         )
         items = [r for r in recalled if r.item.id not in {s.id for s in stored}]
         content = prompts.render(

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from huddle import __version__
+from huddle.memory.cli import memory_app
 
 if TYPE_CHECKING:
     from huddle.settings import Settings
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+app.add_typer(memory_app, name="memory")
 
 
 @dataclass
