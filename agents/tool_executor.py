@@ -24,7 +24,6 @@ from huddle.agents.state import RunState
 from huddle.budget import BudgetExhausted
 from huddle.tools import ToolRegistry, ToolResult
 
-
 logger = logging.getLogger("huddle.tools")
 
 
