@@ -46,9 +46,9 @@ def test_fact_from_run_one_is_recalled_in_run_two(tmp_path: Path, isolated_env: 
         first = huddle("run", "Please remember that my order number is 1042.", "--team", "team.yaml")
         second = huddle("run", "What is my order number?", "--team", "team.yaml")
 
-    stored = [m for m in first["messages"] if m["source"] == "memory"][0]  # type: ignore[index, union-attr]
+    stored = next(m for m in first["messages"] if m["source"] == "memory")  # type: ignore[index, union-attr]
     assert "stored: my order number is 1042" in stored["content"]
-    recall = [m for m in second["messages"] if m["source"] == "memory"][0]  # type: ignore[index, union-attr]
+    recall = next(m for m in second["messages"] if m["source"] == "memory")  # type: ignore[index, union-attr]
     assert "my order number is 1042 (score" in recall["content"]
     assert [d["speaker"] for d in second["decisions"]] == ["memory", "responder"]  # type: ignore[index, union-attr]
     assert "1042" in str(second["answer"])  # the responder was shown the recalled fact
