@@ -7,8 +7,9 @@ are kept beside them, and a run returns a `RunResult` with the answer, the messa
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from huddle.agents.state import RunState
 from huddle.agents.tool_executor import ToolExecutorAgent
 from huddle.budget import Governor
 from huddle.errors import ConfigError
-from huddle.models.factory import build_client
+from huddle.models.factory import ClientWrapper, build_client
 from huddle.models.metering import MeteredClient
 from huddle.plugins import ToolAgent, load_agent, load_tools
 from huddle.settings import Settings
@@ -100,6 +101,16 @@ class Members:
         return cls(custom=custom, roster=roster, toolsets=toolsets)
 
 
+@dataclass
+class TeamContext:
+    """What a custom agent with a ``bind(context)`` method receives when its team is built: the team (its run
+    ``state``, shared ``memory``, ``settings``, ``workspace``) and a factory for a metered model client in its name."""
+
+    team: GroupChatTeam
+    name: str
+    client: Callable[[], MeteredClient]
+
+
 class GroupChatTeam:
     """A team built from a spec; run tasks on it one after another (a chat) with `run` or `run_stream`."""
 
@@ -112,12 +123,15 @@ class GroupChatTeam:
         memory: VectorMemory | None = None,
         session_id: str | None = None,
         workspace: Path | None = None,
+        wrap_client: ClientWrapper | None = None,
     ) -> None:
+        """`wrap_client` is passed to `build_client` for every model client of the team (e.g. record/replay)."""
         self.spec = spec
+        self._wrap_client = wrap_client
         self.settings = settings
         self.ledger = ledger or UsageLedger()
         self.session_id = session_id
-        self.state = RunState()
+        self.state = RunState(session_scope=f"session:{session_id}" if session_id else None)
         self.workspace = workspace or settings.data_dir / "workspace"
         self._memory = memory
         self._clients: list[MeteredClient] = []
@@ -167,6 +181,7 @@ class GroupChatTeam:
             governor=self.governor,
             profiles=self.settings.profiles,
             cache_dir=self.settings.data_dir / "cache" if self.settings.cache else None,
+            wrap=self._wrap_client,
         )
         self._clients.append(client)
         return client
@@ -174,6 +189,9 @@ class GroupChatTeam:
     def _build_agent(self, spec: AgentSpec, roster: dict[str, str], roles: Roles) -> ChatAgent:
         name, description = spec.agent_name, roster[spec.agent_name]
         custom = self._custom.get(name)
+        bind = getattr(custom, "bind", None)
+        if callable(bind):
+            bind(TeamContext(team=self, name=name, client=lambda: self._client(spec, name)))
         if isinstance(custom, ChatAgent):
             return custom
         if spec.role == "planner":
@@ -236,7 +254,9 @@ class GroupChatTeam:
                 yield item
             if self.governor.stopped is not None:
                 stop_reason = self.governor.stopped.reason  # always starts with "budget"
-            yield self._result(run_id, messages, stop_reason)
+            result = self._result(run_id, messages, stop_reason)
+            await self._remember_answer(result)
+            yield result
 
     async def run(self, task: str, **kwargs: Any) -> RunResult:
         """Run one task to the end and return its result."""
@@ -246,6 +266,19 @@ class GroupChatTeam:
                 result = item
         assert result is not None  # run_stream always ends with a result
         return result
+
+    async def _remember_answer(self, result: RunResult) -> None:
+        """In a chat with a memory member, keep each answer as an episodic item of the session, with provenance."""
+        if self.state.session_scope is None or self.spec.member("memory") is None or not result.answer:
+            return
+        await asyncio.to_thread(
+            self.memory.add,
+            f"Q: {self.state.task}\nA: {result.answer}",
+            scope=self.state.session_scope,
+            kind="message",
+            agent=self.responder,
+            run_id=result.run_id,
+        )
 
     def _result(self, run_id: str, messages: list[BaseChatMessage], stop_reason: str) -> RunResult:
         answers = [m for m in messages if m.source == self.responder]

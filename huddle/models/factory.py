@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from huddle.settings import ModelProfile
 from huddle.usage import UsageLedger
 
 AGENT_HEADER = "X-Huddle-Agent"
+ClientWrapper = Callable[[ChatCompletionClient, ModelProfile, str], ChatCompletionClient]
 # For a model autogen does not know (any custom server): what current OpenAI-compatible servers generally support.
 _UNKNOWN_MODEL_INFO = ModelInfo(
     vision=False, function_calling=True, json_output=True, structured_output=True, family=ModelFamily.UNKNOWN
@@ -115,12 +116,14 @@ def build_client(
     governor: Governor | None = None,
     profiles: Mapping[str, ModelProfile] | None = None,
     cache_dir: Path | None = None,
+    wrap: ClientWrapper | None = None,
 ) -> MeteredClient:
     """A metered client for `profile` whose calls land in `ledger` as `agent`'s.
 
     With a `governor`, every call is checked against its budget first; the profile's ``fallback`` (looked up in
     `profiles`) is what a ``downgrade`` switches to. With a `cache_dir`, identical requests are answered from a disk
-    cache (autogen's ``ChatCompletionCache``), recorded in the ledger as cached, at no cost.
+    cache (autogen's ``ChatCompletionCache``), recorded in the ledger as cached, at no cost. `wrap(client, profile,
+    agent)` may put a layer of the caller's between the provider's client and the cache and meter (record/replay).
     """
     tokens.ensure_offline_tiktoken()
     raw: ChatCompletionClient
@@ -130,10 +133,11 @@ def build_client(
         raw = _local_client(profile)
     else:
         raw = _scripted_client(profile)
-    inner = _cached(raw, profile, cache_dir) if cache_dir is not None else raw
+    wrapped = wrap(raw, profile, agent) if wrap is not None else raw
+    inner = _cached(wrapped, profile, cache_dir) if cache_dir is not None else wrapped
     fallback = None
     if governor is not None and profile.fallback and profiles is not None:
-        fallback = build_client(profiles[profile.fallback], ledger, agent=agent, cache_dir=cache_dir)
+        fallback = build_client(profiles[profile.fallback], ledger, agent=agent, cache_dir=cache_dir, wrap=wrap)
     return MeteredClient(
         inner,
         ledger=ledger,
