@@ -67,10 +67,11 @@ class MemoryAgent(BaseChatAgent):
             )
             for fact in stated_facts(task)
         ]
+        scopes = self._scopes + ([self._state.session_scope] if self._state.session_scope else [])
         recalled = await asyncio.to_thread(
             self._memory.recall,
             task,
-            scopes=self._scopes,
+            scopes=scopes,
             k=self._k,
             min_score=self._min_score,
             token_budget=self._budget,

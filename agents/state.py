@@ -21,12 +21,15 @@ class RunState:
     status: dict[int, StepStatus] = field(default_factory=dict)
     results: dict[int, str] = field(default_factory=dict)
     stop_note: str | None = None  # why the run is wrapping up early (the budget), for the responder to say
+    session_scope: str | None = None  # memory scope of the chat session (its episodic answers), if any
+    failures: dict[str, str] = field(default_factory=dict)  # member -> why it failed, in this task
 
     def start(self, task: str, run_id: str | None) -> None:
         """Begin a new task (a chat keeps its team and history across tasks, but not the plan)."""
         self.task, self.run_id, self.plan, self.stop_note = task, run_id, None, None
         self.status.clear()
         self.results.clear()
+        self.failures.clear()
 
     def set_plan(self, plan: Plan) -> None:
         self.plan = plan
@@ -45,6 +48,21 @@ class RunState:
 
     def ready_for(self, agent: str) -> list[PlanStep]:
         return [step for step in self.ready_steps() if step.assignee == agent]
+
+    def reassign(self, failed: str, alternate: str) -> list[int]:
+        """Give `failed`'s failed steps to `alternate` and make them pending again; returns their ids."""
+        if self.plan is None:
+            return []
+        moved = [s.id for s in self.plan.steps if s.assignee == failed and self.status.get(s.id) == "failed"]
+        self.plan = self.plan.model_copy(
+            update={
+                "steps": [s.model_copy(update={"assignee": alternate}) if s.id in moved else s for s in self.plan.steps]
+            }
+        )
+        for step_id in moved:
+            self.status[step_id] = "pending"
+            self.results.pop(step_id, None)
+        return moved
 
     def complete(self, step_id: int, result: str, *, ok: bool = True) -> None:
         self.status[step_id] = "done" if ok else "failed"

@@ -22,6 +22,7 @@ from autogen_core import CancellationToken
 from pydantic import BaseModel, Field
 
 from huddle.agents.builtin_tools import builtin_registry
+from huddle.agents.guard import GuardedAgent
 from huddle.agents.memory_agent import MemoryAgent
 from huddle.agents.planner import PlannerAgent
 from huddle.agents.responder import ResponderAgent
@@ -157,8 +158,11 @@ class GroupChatTeam:
             on_decision=self._record_decision,
             governor=self.governor,
             optional=[a.agent_name for a in spec.agents if a.optional],
+            reroutes={a.agent_name: a.reroute_to for a in spec.agents if a.reroute_to},
         )
-        participants: list[ChatAgent | Team] = [self._build_agent(a, roster, roles) for a in spec.agents]
+        participants: list[ChatAgent | Team] = [
+            GuardedAgent(self._build_agent(a, roster, roles), self.state) for a in spec.agents
+        ]
         self.responder = roles.responder
         self._chat = SelectorGroupChat(
             participants,

@@ -1,7 +1,8 @@
 """The group-chat manager: picks the next speaker through a chain of policies, cheapest first.
 
 1. ``mention``    — the last message hands off to or @-mentions a member.
-2. ``rule``       — fixed rules: once the budget refused a call, the responder wraps up; a new task goes to the
+2. ``rule``       — fixed rules: once the budget refused a call, the responder wraps up; a failed member's steps go
+                    to its ``reroute_to`` alternate (an optional member is skipped); a new task goes to the
                     memory agent (recall) and then the planner.
 3. ``plan``       — the plan's next ready step names its assignee; a finished plan goes to the responder.
 4. ``similarity`` — the member whose description is most similar to the last message (when an embedder is given).
@@ -74,6 +75,7 @@ class Manager:
         on_decision: Callable[[Decision], None] | None = None,
         governor: Governor | None = None,
         optional: Sequence[str] = (),
+        reroutes: Mapping[str, str] | None = None,
     ) -> None:
         self.roster = dict(roster)
         self.roles = roles
@@ -86,6 +88,7 @@ class Manager:
         self.decisions: list[Decision] = []
         self.governor = governor
         self.optional = [name for name in optional if name in self.roster]
+        self.reroutes = dict(reroutes or {})  # failed member -> the member that takes over its steps
         self._on_decision = on_decision
         self._previous: str | None = None
         self._spoken: set[str] = set()
@@ -111,6 +114,7 @@ class Manager:
         self._economise()
         choice = (
             self._by_budget()
+            or self._after_failure(last)
             or self._by_mention(last)
             or self._by_rule()
             or self._by_plan()
@@ -143,6 +147,20 @@ class Manager:
             return None
         self.state.stop_note = self.governor.stopped.reason
         return self.roles.responder, "rule", f"wrap up: {self.governor.stopped.reason}"
+
+    def _after_failure(self, last: BaseChatMessage | None) -> tuple[str, Policy, str] | None:
+        """A member failed: hand its steps to its alternate; an optional member is skipped; else the plan moves on."""
+        if last is None or last.metadata.get("kind") != "failure":
+            return None
+        failed = last.source
+        alternate = self.reroutes.get(failed)
+        if alternate is not None and alternate in self.available and alternate != failed:
+            moved = self.state.reassign(failed, alternate)
+            steps = f" (steps {', '.join(map(str, moved))})" if moved else ""
+            return alternate, "rule", f"{failed} failed: rerouted to {alternate}{steps}"
+        if failed in self.optional:
+            self.skipped.add(failed)
+        return None
 
     def _candidates(self) -> list[str]:
         """Members the open-ended policies may pick: available, and not the previous speaker unless repeats allowed."""

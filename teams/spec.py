@@ -43,7 +43,8 @@ class AgentSpec(BaseModel):
     description: str | None = Field(None, max_length=300, description="What the manager reads; defaults to the role's.")
     model: str | None = Field(None, description="Model profile for this agent; defaults to the team's.")
     tools: list[str] = Field(default_factory=list, description="tool_executor: the tools it may call (allowlist).")
-    optional: bool = Field(False, description="The budget may skip this agent.")
+    optional: bool = Field(False, description="The budget may skip this agent, and so may a failure.")
+    reroute_to: str | None = Field(None, description="If this member fails, the member that takes over its steps.")
     prompt: str | None = Field(None, description="Prompt template name; defaults to the role's.")
     memory_scopes: list[str] = Field(default_factory=list, description="memory: scopes to recall from; first stores.")
 
@@ -103,6 +104,9 @@ class TeamSpec(BaseModel):
         for role in ("planner", "tool_executor", "memory"):
             if sum(a.role == role for a in self.agents) > 1:
                 raise ValueError(f"at most one {role} per team")
+        for agent in self.agents:
+            if agent.reroute_to is not None and agent.reroute_to not in names:
+                raise ValueError(f"{agent.agent_name}.reroute_to: no member named {agent.reroute_to!r}")
         return self
 
     def member(self, role: Role) -> AgentSpec | None:

@@ -74,7 +74,7 @@ def _openai_client(profile: ModelProfile, agent: str) -> OpenAIChatCompletionCli
         "api_key": key or _KEYLESS,
         "model_info": model_info_for(profile),
         "timeout": profile.timeout_s,
-        "max_retries": profile.max_retries,
+        "max_retries": 0,  # retried by the metering client, so every attempt is metered (huddle/resilience.py)
         "default_headers": {AGENT_HEADER: agent},
     }
     if profile.base_url:
@@ -120,8 +120,9 @@ def build_client(
 ) -> MeteredClient:
     """A metered client for `profile` whose calls land in `ledger` as `agent`'s.
 
-    With a `governor`, every call is checked against its budget first; the profile's ``fallback`` (looked up in
-    `profiles`) is what a ``downgrade`` switches to. With a `cache_dir`, identical requests are answered from a disk
+    Failed calls are retried (``max_retries``, backoff honouring Retry-After), then go to the profile's ``fallback``
+    (looked up in `profiles`), which is also what a budget ``downgrade`` switches to. With a `governor`, every call is
+    checked against its budget first. With a `cache_dir`, identical requests are answered from a disk
     cache (autogen's ``ChatCompletionCache``), recorded in the ledger as cached, at no cost. `wrap(client, profile,
     agent)` may put a layer of the caller's between the provider's client and the cache and meter (record/replay).
     """
@@ -136,8 +137,11 @@ def build_client(
     wrapped = wrap(raw, profile, agent) if wrap is not None else raw
     inner = _cached(wrapped, profile, cache_dir) if cache_dir is not None else wrapped
     fallback = None
-    if governor is not None and profile.fallback and profiles is not None:
-        fallback = build_client(profiles[profile.fallback], ledger, agent=agent, cache_dir=cache_dir, wrap=wrap)
+    if profile.fallback and profiles is not None:
+        # The next profile in the chain: a budget downgrade, or where a call goes once its retries are spent.
+        fallback = build_client(
+            profiles[profile.fallback], ledger, agent=agent, profiles=profiles, cache_dir=cache_dir, wrap=wrap
+        )
     return MeteredClient(
         inner,
         ledger=ledger,

@@ -9,7 +9,9 @@ when it did not.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -27,6 +29,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from huddle.budget import BudgetExhausted, Estimate, Governor, trim_messages
+from huddle.resilience import RetryPolicy, is_retryable
 from huddle.secrets import redact
 from huddle.settings import ModelProfile
 from huddle.usage import TokenSource, UsageLedger, UsageRecord, current_scope
@@ -83,14 +86,16 @@ class MeteredClient(ChatCompletionClient):
         try:
             if downgrade is not None:
                 return await downgrade.create(messages, **args)  # recorded under the fallback's profile
-            started = time.perf_counter()
-            try:
-                result = await self.inner.create(messages, **args)
-            except BaseException as exc:
-                self._record_failure(exc, started, streamed=False)
-                raise
-            self._record(result, messages, tools, started, streamed=False)
-            return result
+            retries = self._retries()
+            while True:
+                try:
+                    return await self._create_once(messages, args)
+                except Exception as exc:
+                    if await retries.again(exc):
+                        continue
+                    if self.fallback is None or isinstance(exc, BudgetExhausted):
+                        raise
+                    return await self.fallback.create(messages, **args)  # the next profile in the chain
         finally:
             self._release(admitted)
 
@@ -117,22 +122,57 @@ class MeteredClient(ChatCompletionClient):
                 async for item in downgrade.create_stream(messages, **args):  # recorded under the fallback's profile
                     yield item
                 return
-            started = time.perf_counter()
-            result: CreateResult | None = None
-            try:
-                async for item in self.inner.create_stream(messages, **args):
-                    if isinstance(item, CreateResult):
-                        result = item
-                    yield item
-            except BaseException as exc:
-                self._record_failure(exc, started, streamed=True)
-                raise
-            if result is None:
-                self._record_failure(RuntimeError("stream ended without a final result"), started, streamed=True)
-            else:
-                self._record(result, messages, tools, started, streamed=True)
+            retries = self._retries()
+            while True:
+                try:
+                    # A stream cut part-way is retried whole: the final CreateResult is the retry's.
+                    async for item in self._stream_once(messages, args):
+                        yield item
+                    return
+                except Exception as exc:
+                    if await retries.again(exc):
+                        continue
+                    if self.fallback is None or isinstance(exc, BudgetExhausted):
+                        raise
+                    async for item in self.fallback.create_stream(messages, **args):
+                        yield item
+                    return
         finally:
             self._release(admitted)
+
+    async def _create_once(self, messages: Sequence[LLMMessage], args: dict[str, Any]) -> CreateResult:
+        """One attempt, recorded in the ledger whether it succeeds or fails."""
+        started = time.perf_counter()
+        try:
+            result = await self.inner.create(messages, **args)
+        except BaseException as exc:
+            self._record_failure(exc, started, streamed=False)
+            raise
+        self._record(result, messages, args["tools"], started, streamed=False)
+        return result
+
+    async def _stream_once(
+        self, messages: Sequence[LLMMessage], args: dict[str, Any]
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        """One streamed attempt, recorded in the ledger whether it succeeds or fails."""
+        started = time.perf_counter()
+        result: CreateResult | None = None
+        try:
+            async for item in self.inner.create_stream(messages, **args):
+                if isinstance(item, CreateResult):
+                    result = item
+                yield item
+        except BaseException as exc:
+            self._record_failure(exc, started, streamed=True)
+            raise
+        if result is None:
+            failure = RuntimeError("stream ended without a final result")
+            self._record_failure(failure, started, streamed=True)
+            raise failure
+        self._record(result, messages, args["tools"], started, streamed=True)
+
+    def _retries(self) -> _Retries:
+        return _Retries(RetryPolicy(max_retries=self.profile.max_retries))
 
     def _govern(
         self,
@@ -254,6 +294,27 @@ class MeteredClient(ChatCompletionClient):
     @property
     def model_info(self) -> ModelInfo:
         return self.inner.model_info
+
+
+class _Retries:
+    """Counts one call's attempts and sleeps before the next when the failure is worth retrying."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.attempt = 0
+        self.started = time.monotonic()
+        self._rng = random.Random()
+
+    async def again(self, exc: BaseException) -> bool:
+        """Whether to try again (after waiting); False once the failure is permanent or the retries are spent."""
+        self.attempt += 1
+        if not is_retryable(exc) or self.attempt > self.policy.max_retries:
+            return False
+        delay = self.policy.delay(self.attempt, exc, self._rng)
+        if time.monotonic() - self.started + delay > self.policy.max_total_s:
+            return False
+        await asyncio.sleep(delay)
+        return True
 
 
 def _result_text(result: CreateResult) -> str:
