@@ -108,8 +108,12 @@ class PlannerAgent(BaseChatAgent):
         )
 
     def _valid_tool_call(self, assignee: str, tool: str, args: Mapping[str, Any]) -> bool:
+        """Whether to keep the step's arguments: they validate, or the assignee runs no tools we know of (a custom
+        ChatAgent, or a member the step may be rerouted from)."""
         tools = self._toolsets.get(assignee)
-        if tools is None or tool not in tools:
+        if tools is None:
+            return True
+        if tool not in tools:
             return False
         try:
             tools.get(tool).validate(args)

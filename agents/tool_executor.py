@@ -16,7 +16,7 @@ from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
-from autogen_core.models import ChatCompletionClient, RequestUsage, SystemMessage, UserMessage
+from autogen_core.models import ChatCompletionClient, LLMMessage, RequestUsage, SystemMessage, UserMessage
 
 from huddle import prompts
 from huddle.agents.plan import PlanStep
@@ -64,10 +64,7 @@ class ToolExecutorAgent(BaseChatAgent):
             call = f"{result.tool}({', '.join(f'{k}={v!r}' for k, v in result.args.items())})"
             label = f"Step {step.id}" if step.id else "Request"
             lines.append(f"{label}: {call} -> {'' if result.ok else 'ERROR '}{result.content}")
-            usage = RequestUsage(
-                prompt_tokens=usage.prompt_tokens + step_usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens + step_usage.completion_tokens,
-            )
+            usage = _add_usage(usage, step_usage)
         return Response(
             chat_message=TextMessage(
                 content="\n".join(lines),
@@ -86,27 +83,51 @@ class ToolExecutorAgent(BaseChatAgent):
         if not self._client.model_info["function_calling"]:
             return _not_run(step.tool, "the step gives no valid tool call and this model cannot call tools"), none
         system = prompts.render(self._prompt, name=self.name, task=self._state.task, instruction=step.instruction)
-        try:
-            result = await self._client.create(
-                [SystemMessage(content=system), UserMessage(content=step.instruction, source="user")],
-                tools=self._tools.schemas(),
-                cancellation_token=cancellation_token,
+        conversation: list[LLMMessage] = [
+            SystemMessage(content=system),
+            UserMessage(content=step.instruction, source="user"),
+        ]
+        usage = none
+        for attempt in range(2):  # a malformed tool call is re-asked once, with the parse error as feedback
+            try:
+                result = await self._client.create(
+                    conversation, tools=self._tools.schemas(), cancellation_token=cancellation_token
+                )
+            except BudgetExhausted as exc:
+                return _not_run(step.tool, str(exc)), usage
+            usage = _add_usage(usage, result.usage)
+            if isinstance(result.content, str) or not result.content:
+                return _not_run(step.tool, "the model did not call a tool"), usage
+            call = result.content[0]
+            problem = _unparsable(call.arguments)
+            if problem is None or attempt == 1:
+                break
+            conversation.append(
+                UserMessage(content=prompts.render("tool_call_repair", tool=call.name, problem=problem), source="user")
             )
-        except BudgetExhausted as exc:
-            return _not_run(step.tool, str(exc)), none
-        if isinstance(result.content, str) or not result.content:
-            return _not_run(step.tool, "the model did not call a tool"), result.usage
-        call = result.content[0]
         if call.name not in self._tools.names():
             allowed = ", ".join(self._tools.names())
             logger.warning("%s refused tool %r: not on its allowlist (%s)", self.name, call.name, allowed)
-            return _not_run(
-                call.name, f"tool {call.name!r} is not on {self.name}'s allowlist ({allowed})"
-            ), result.usage
-        return await self._tools.get(call.name).run(call.arguments), result.usage
+            return _not_run(call.name, f"tool {call.name!r} is not on {self.name}'s allowlist ({allowed})"), usage
+        return await self._tools.get(call.name).run(call.arguments), usage
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         """Stateless between turns: everything it needs is in the run state."""
+
+
+def _add_usage(a: RequestUsage, b: RequestUsage) -> RequestUsage:
+    return RequestUsage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens, completion_tokens=a.completion_tokens + b.completion_tokens
+    )
+
+
+def _unparsable(arguments: str) -> str | None:
+    """Why a model's tool-call arguments are not a JSON object, or None when they are."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError as exc:
+        return f"the arguments are not valid JSON ({exc})"
+    return None if isinstance(parsed, dict) else "the arguments must be a JSON object"
 
 
 def _not_run(tool: str | None, message: str) -> ToolResult:
