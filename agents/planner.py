@@ -123,3 +123,9 @@ class PlannerAgent(BaseChatAgent):
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         self._context.clear()
+
+    async def save_state(self) -> Mapping[str, Any]:
+        return {"context": list(self._context)}
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        self._context = list(state.get("context", []))

@@ -7,7 +7,8 @@ exchanges of the chat, so a follow-up question still has its context.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
 
 from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
@@ -100,3 +101,10 @@ class ResponderAgent(BaseChatAgent):
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         self._findings.clear()
         self._history.clear()
+
+    async def save_state(self) -> Mapping[str, Any]:
+        return {"history": [list(pair) for pair in self._history], "findings": list(self._findings)}
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        self._history = [(q, a) for q, a in state.get("history", [])]
+        self._findings = list(state.get("findings", []))

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from huddle import __version__
+from huddle.errors import HuddleError
 from huddle.memory.cli import memory_app
 
 if TYPE_CHECKING:
@@ -193,12 +194,16 @@ def _team_settings(
 @app.command("run")
 def run_command(
     ctx: typer.Context,
-    task: Annotated[str, typer.Argument(help="The task for the team.")],
+    task: Annotated[str | None, typer.Argument(help="The task for the team (optional with --resume).")] = None,
     team: TeamOption = "assistant",
     model: ModelOption = None,
     max_usd: MaxUsdOption = None,
     max_tokens: MaxTokensOption = None,
     cache: CacheOption = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Continue (or start) a durable session with this id.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Redo the session's turn a crash interrupted.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: answer, usage, ...")] = False,
 ) -> None:
     """Run one task on a team and print the answer (or, with --json, everything about the run)."""
@@ -207,9 +212,15 @@ def run_command(
     from huddle.console import meter, run_once
     from huddle.teams.spec import load_team
 
+    if resume and not session:
+        raise typer.BadParameter("--resume needs --session ID")
+    if task is None and not resume:
+        raise typer.BadParameter("give a TASK (or --session ID --resume)")
     settings = _team_settings(ctx, model, max_usd, max_tokens, cache)
     spec = load_team(team)
-    result = asyncio.run(run_once(spec, settings, task, show=None if as_json else out))
+    result = asyncio.run(
+        run_once(spec, settings, task, show=None if as_json else out, session_id=session, resume=resume, notices=err)
+    )
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -224,7 +235,9 @@ def chat_command(
     max_usd: MaxUsdOption = None,
     max_tokens: MaxTokensOption = None,
     cache: CacheOption = None,
-    session: Annotated[str | None, typer.Option("--session", help="Session id to record usage under.")] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Resume this session (a new id starts one); saved every turn.")
+    ] = None,
 ) -> None:
     """Chat with a team. Commands: /cost, /plan, /exit. Piped input: one message per line."""
     import asyncio
@@ -234,6 +247,64 @@ def chat_command(
 
     settings = _team_settings(ctx, model, max_usd, max_tokens, cache)
     asyncio.run(chat(load_team(team), settings, session_id=session, console=out))
+
+
+sessions_app = typer.Typer(help="Durable chat sessions: list, show, delete.", no_args_is_help=True)
+app.add_typer(sessions_app, name="sessions")
+
+
+@sessions_app.command("list")
+def sessions_list(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
+) -> None:
+    """Sessions, most recent first, with their turn counts and unfinished turns."""
+    from huddle.sessions import SESSIONS_FILE, SessionStore
+
+    store = SessionStore(ctx.obj.settings().data_dir / SESSIONS_FILE)
+    rows = [s.model_dump() for s in store.sessions()]
+    store.close()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        unfinished = f" ({row['unfinished']} unfinished)" if row["unfinished"] else ""
+        out.print(f"{row['id']}  team {row['team']}  {row['turns']} turns{unfinished}", highlight=False)
+
+
+@sessions_app.command("show")
+def sessions_show(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(help="The session id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """A session's turns: each user message, the answer, and (with --json) every message and decision."""
+    from huddle.sessions import SESSIONS_FILE, SessionStore
+
+    store = SessionStore(ctx.obj.settings().data_dir / SESSIONS_FILE)
+    turns = store.turns(session_id)
+    store.close()
+    if not turns:
+        raise HuddleError(f"no session {session_id!r} (see `huddle sessions list`)")
+    if as_json:
+        print(json.dumps([t.model_dump() for t in turns], indent=2))
+        return
+    for turn in turns:
+        out.print(f"[bold]turn {turn.turn}[/bold] ({turn.status}, run {turn.run_id}) you> {turn.task}", highlight=False)
+        if turn.answer is not None:
+            out.print(f"  answer> {turn.answer}", markup=False, highlight=False)
+
+
+@sessions_app.command("delete")
+def sessions_delete(ctx: typer.Context, session_id: Annotated[str, typer.Argument(help="The session id.")]) -> None:
+    """Delete a session and its turns (its usage stays in the ledger)."""
+    from huddle.sessions import SESSIONS_FILE, SessionStore
+
+    store = SessionStore(ctx.obj.settings().data_dir / SESSIONS_FILE)
+    deleted = store.delete(session_id)
+    store.close()
+    if not deleted:
+        raise HuddleError(f"no session {session_id!r}")
+    out.print(f"deleted session {session_id}")
 
 
 @app.command("usage")
@@ -347,7 +418,6 @@ def run(argv: list[str] | None = None) -> Any:
     """Entry point: runs the app and turns user errors into one line on stderr plus their exit code."""
     from rich.markup import escape
 
-    from huddle.errors import HuddleError
     from huddle.secrets import redact
 
     try:

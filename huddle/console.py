@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import AsyncIterator
 
 from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChunkEvent
 from rich.console import Console
 from rich.markup import escape
 
+from huddle.errors import HuddleError
 from huddle.models.ask import LEDGER_FILE
+from huddle.sessions import SESSIONS_FILE, SessionStore
 from huddle.settings import Settings
+from huddle.teams.durable import DurableTeam
 from huddle.teams.group_chat import Event, GroupChatTeam, RunResult
 from huddle.teams.spec import TeamSpec
 from huddle.usage import UsageLedger, usage_scope
@@ -58,21 +62,49 @@ def meter(result: RunResult, session: UsageLedger | None = None, session_id: str
     return line
 
 
-async def run_once(spec: TeamSpec, settings: Settings, task: str, *, show: Console | None) -> RunResult:
-    """Run one task on a fresh team; print the transcript to `show` if given."""
+async def run_once(
+    spec: TeamSpec,
+    settings: Settings,
+    task: str | None,
+    *,
+    show: Console | None,
+    session_id: str | None = None,
+    resume: bool = False,
+    notices: Console | None = None,
+) -> RunResult:
+    """Run one task (and, with `resume`, first the session's unfinished turn); print the transcript to `show`.
+
+    Without a session the team is fresh; with one, it continues the session's conversation and is saved per turn.
+    """
     ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
-    team = GroupChatTeam(spec, settings, ledger=ledger)
+    team = GroupChatTeam(spec, settings, ledger=ledger, session_id=session_id)
     transcript = Transcript(show, team.responder, verbose=True) if show else None
+    store = SessionStore(settings.data_dir / SESSIONS_FILE) if session_id else None
+    result: RunResult | None = None
     try:
-        async for item in team.run_stream(task):
-            if isinstance(item, RunResult):
-                return item
-            if transcript:
-                transcript.show(item)
+        durable = DurableTeam(team, store, session_id) if store and session_id else None
+        unfinished = await durable.open() if durable else None
+        if unfinished is not None and not resume and notices is not None:
+            notices.print(f"[yellow]turn {unfinished.turn} of this session never finished; --resume redoes it[/yellow]")
+        turns: list[AsyncIterator[Event | RunResult]] = []
+        if durable and unfinished and resume:
+            turns.append(durable.resume(unfinished))
+        if task is not None:
+            turns.append(durable.run_stream(task) if durable else team.run_stream(task))
+        for turn in turns:
+            async for item in turn:
+                if isinstance(item, RunResult):
+                    result = item
+                elif transcript:
+                    transcript.show(item)
     finally:
         await team.close()
         ledger.close()
-    raise AssertionError("run_stream ended without a result")  # unreachable: run_stream always yields one
+        if store:
+            store.close()
+    if result is None:
+        raise HuddleError("nothing to run: give a task, or --resume a session with an unfinished turn")
+    return result
 
 
 async def chat(spec: TeamSpec, settings: Settings, *, session_id: str | None, console: Console) -> None:
@@ -81,10 +113,18 @@ async def chat(spec: TeamSpec, settings: Settings, *, session_id: str | None, co
     session_id = session_id or uuid.uuid4().hex[:12]
     ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
     team = GroupChatTeam(spec, settings, ledger=ledger, session_id=session_id)
+    store = SessionStore(settings.data_dir / SESSIONS_FILE)
+    durable = DurableTeam(team, store, session_id)
     transcript = Transcript(console, team.responder, verbose=interactive)
     if interactive:
         console.print(f"[bold]huddle chat[/bold] · team {spec.team.name} · session {session_id} · {CHAT_COMMANDS}")
     try:
+        unfinished = await durable.open()
+        if unfinished is not None:
+            console.print(f"[yellow]redoing turn {unfinished.turn}, interrupted: {escape(unfinished.task)}[/yellow]")
+            async for item in durable.resume(unfinished):
+                if not isinstance(item, RunResult):
+                    transcript.show(item)
         while True:
             line = await asyncio.to_thread(_read_line, "you> " if interactive else "")
             if line is None or line.strip() == "/exit":
@@ -100,7 +140,7 @@ async def chat(spec: TeamSpec, settings: Settings, *, session_id: str | None, co
             elif text.startswith("/"):
                 console.print(f"unknown command {escape(text)}; commands: {CHAT_COMMANDS}")
             else:
-                async for item in team.run_stream(text):
+                async for item in durable.run_stream(text):
                     if isinstance(item, RunResult):
                         if interactive:
                             with usage_scope(run_id=item.run_id, session_id=session_id):
@@ -111,6 +151,7 @@ async def chat(spec: TeamSpec, settings: Settings, *, session_id: str | None, co
     finally:
         await team.close()
         ledger.close()
+        store.close()
 
 
 def _read_line(prompt: str) -> str | None:

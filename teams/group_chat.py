@@ -311,6 +311,13 @@ class GroupChatTeam:
             budget=self.governor.report() if self.settings.budget.active else None,
         )
 
+    async def save_state(self) -> dict[str, Any]:
+        """The conversation and every member's state (autogen ``save_state``), for a durable session."""
+        return {"chat": dict(await self._chat.save_state())}
+
+    async def load_state(self, state: dict[str, Any]) -> None:
+        await self._chat.load_state(state["chat"])
+
     async def close(self) -> None:
         for client in self._clients:
             await client.close()

@@ -93,6 +93,8 @@ class TeamSpec(BaseModel):
     @model_validator(mode="after")
     def _check_members(self) -> TeamSpec:
         names = [a.agent_name for a in self.agents]
+        if self.team.kind == "group_chat" and len(names) < 2:
+            raise ValueError("a group chat needs at least two members (e.g. a planner and a responder)")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)} (set `name:`)")

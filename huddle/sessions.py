@@ -1,0 +1,191 @@
+"""Durable sessions: a chat survives its process, even a SIGKILL in the middle of a turn.
+
+A session is a sequence of turns (one user message and the team's reply each) in SQLite (WAL mode) under the data
+directory. A turn is written twice, each time in one transaction: when it starts (the user's message is acknowledged,
+status ``running``) and when it ends (status ``done`` with the team's saved state, the plan, the manager's decisions
+and the turn's messages). A process that dies mid-turn leaves that turn ``running``; resuming loads the state of the
+last finished turn and redoes the unfinished one once, so every acknowledged message ends up in the conversation
+exactly once. Usage rows are in the ledger (``usage.sqlite``), written per call, keyed by the same run id.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from huddle.errors import HuddleError
+
+SESSIONS_FILE = "sessions.sqlite"
+TurnStatus = Literal["running", "done"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, team TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS turns (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    turn INTEGER NOT NULL, run_id TEXT NOT NULL, task TEXT NOT NULL, status TEXT NOT NULL,
+    answer TEXT, state TEXT, plan TEXT, decisions TEXT, messages TEXT, started REAL NOT NULL, finished REAL,
+    PRIMARY KEY (session_id, turn)
+);
+"""
+
+
+class Turn(BaseModel):
+    """One user message and what the team did with it."""
+
+    session_id: str
+    turn: int
+    run_id: str
+    task: str
+    status: TurnStatus
+    answer: str | None = None
+    plan: dict[str, Any] | None = None
+    decisions: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    started: float
+    finished: float | None = None
+
+
+class SessionSummary(BaseModel):
+    id: str
+    team: str
+    created: float
+    updated: float
+    turns: int
+    unfinished: int
+
+
+class SessionStore:
+    """Sessions and their turns in one SQLite file; safe to share between threads of one process."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+
+    def begin_turn(self, session_id: str, team: str, task: str, run_id: str) -> int:
+        """Acknowledge a user message: a new ``running`` turn (and the session, if new). Returns the turn number."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT team FROM sessions WHERE id = ?", (session_id,)).fetchone()
+                if row is None:
+                    self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (session_id, team, now, now))
+                elif row[0] != team:
+                    raise HuddleError(f"session {session_id!r} belongs to team {row[0]!r}, not {team!r}")
+                (last,) = self._db.execute(
+                    "SELECT COALESCE(MAX(turn), 0) FROM turns WHERE session_id = ?", (session_id,)
+                ).fetchone()
+                self._db.execute(
+                    "INSERT INTO turns (session_id, turn, run_id, task, status, started) VALUES (?,?,?,?,?,?)",
+                    (session_id, last + 1, run_id, task, "running", now),
+                )
+                self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(last) + 1
+
+    def restart_turn(self, session_id: str, turn: int, run_id: str) -> None:
+        """Redo an unfinished turn under a new run id (the old attempt's usage stays in the ledger)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE turns SET run_id = ?, started = ? WHERE session_id = ? AND turn = ? AND status = 'running'",
+                (run_id, time.time(), session_id, turn),
+            )
+
+    def finish_turn(
+        self,
+        session_id: str,
+        turn: int,
+        *,
+        answer: str,
+        state: dict[str, Any],
+        plan: dict[str, Any] | None,
+        decisions: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+    ) -> None:
+        """Record the finished turn and the team's state after it, in one transaction."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "UPDATE turns SET status = 'done', answer = ?, state = ?, plan = ?, decisions = ?, messages = ?, "
+                    "finished = ? WHERE session_id = ? AND turn = ?",
+                    (answer, json.dumps(state), json.dumps(plan), json.dumps(decisions), json.dumps(messages), now,
+                     session_id, turn),
+                )
+                self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def turns(self, session_id: str) -> list[Turn]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT session_id, turn, run_id, task, status, answer, plan, decisions, messages, started, finished "
+                "FROM turns WHERE session_id = ? ORDER BY turn",
+                (session_id,),
+            ).fetchall()
+        return [
+            Turn(
+                session_id=r[0], turn=r[1], run_id=r[2], task=r[3], status=r[4], answer=r[5],
+                plan=json.loads(r[6]) if r[6] else None, decisions=json.loads(r[7] or "[]"),
+                messages=json.loads(r[8] or "[]"), started=r[9], finished=r[10],
+            )
+            for r in rows
+        ]
+
+    def saved_state(self, session_id: str) -> dict[str, Any] | None:
+        """The team's state after the last finished turn (None for a new session)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM turns WHERE session_id = ? AND status = 'done' ORDER BY turn DESC LIMIT 1",
+                (session_id,),
+            ).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def unfinished(self, session_id: str) -> Turn | None:
+        """The turn that was in flight when its process died, if any."""
+        return next((t for t in self.turns(session_id) if t.status == "running"), None)
+
+    def sessions(self) -> list[SessionSummary]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.id, s.team, s.created, s.updated, COUNT(t.turn), "
+                "COALESCE(SUM(t.status = 'running'), 0) FROM sessions s LEFT JOIN turns t ON t.session_id = s.id "
+                "GROUP BY s.id ORDER BY s.updated DESC"
+            ).fetchall()
+        return [
+            SessionSummary(id=r[0], team=r[1], created=r[2], updated=r[3], turns=r[4], unfinished=r[5]) for r in rows
+        ]
+
+    def team_of(self, session_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT team FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return row[0] if row else None
+
+    def delete(self, session_id: str) -> bool:
+        with self._lock:
+            deleted = self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+        return bool(deleted)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
