@@ -188,7 +188,10 @@ def test_team_yaml_errors_name_file_line_and_field(tmp_path: Path) -> None:
     bad.write_text("team: {name: t}\nagents:\n  - {role: planner}\n  - {role: resopnder}\n")
     with pytest.raises(ConfigError, match=r"team.yaml:4: agents.1.role: Input should be 'planner'"):
         load_team(bad)
-    bad.write_text("team: {name: t}\nagents:\n  - {role: planner}\n")
+    bad.write_text("team: {name: t}\nagents:\n  - {role: planner}\n  - {role: tool_executor}\n")
     with pytest.raises(ConfigError, match="exactly one responder"):
+        load_team(bad)
+    bad.write_text("team: {name: t}\nagents:\n  - {role: responder}\n")
+    with pytest.raises(ConfigError, match="at least two members"):
         load_team(bad)
     assert load_team("assistant").team.name == "assistant"

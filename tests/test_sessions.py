@@ -12,7 +12,12 @@ from pathlib import Path
 
 from huddle.testing import Reply, Rule, ScriptedServer
 
-TEAM = "team: {name: desk, max_turns: 6}\nagents:\n  - {role: tool_executor, tools: [calculator]}\n  - {role: responder}\n"
+TEAM = """
+team: {name: desk, max_turns: 6}
+agents:
+  - {role: tool_executor, tools: [calculator]}
+  - {role: responder}
+"""
 KEY = "sk-planted-session-key-98765"
 
 
