@@ -36,8 +36,8 @@ def test_sigkill_mid_turn_then_resume(tmp_path: Path, isolated_env: Path) -> Non
         rules=[
             # The first answer to the second question hangs, so the process is killed mid-turn.
             Rule(agent="manager", reply=Reply(content="responder")),
-            Rule(last="second question", times=1, reply=Reply(content="never sent", delay_s=60)),
-            Rule(last="second question", reply=Reply(content="answer two")),
+            Rule(agent="responder", last="second question", times=1, reply=Reply(content="never sent", delay_s=60)),
+            Rule(agent="responder", last="second question", reply=Reply(content="answer two")),
             Rule(reply=Reply(content="answer one")),
         ]
     ) as server:
@@ -55,7 +55,7 @@ def test_sigkill_mid_turn_then_resume(tmp_path: Path, isolated_env: Path) -> Non
             env={**os.environ, "OPENAI_API_KEY": KEY},
         )
         deadline = time.monotonic() + 60
-        while not any("second question" in json.dumps(r.messages) for r in server.chat_requests):
+        while not any(r.agent == "responder" and "second question" in json.dumps(r.messages) for r in server.requests):
             assert time.monotonic() < deadline, "the second turn never reached the model"
             time.sleep(0.05)
         victim.send_signal(signal.SIGKILL)
