@@ -18,6 +18,7 @@ from autogen_agentchat.base import ChatAgent, Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 
+from huddle import tracing
 from huddle.agents.state import RunState
 from huddle.secrets import redact
 
@@ -43,23 +44,27 @@ class GuardedAgent(BaseChatAgent):
     async def on_messages_stream(
         self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
     ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
-        try:
-            async for item in self.inner.on_messages_stream(messages, cancellation_token):
-                yield item
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            reason = redact(f"{type(exc).__name__}: {exc}")[:300]
-            for step in self._state.ready_for(self.name):
-                self._state.complete(step.id, f"failed: {reason}", ok=False)
-            self._state.failures[self.name] = reason
-            yield Response(
-                chat_message=TextMessage(
-                    content=f"{self.name} failed: {reason}",
-                    source=self.name,
-                    metadata={"kind": "failure", "error": reason},
-                )
+        with tracing.span(f"agent {self.name}", "agent", agent=self.name) as turn:
+            try:
+                async for item in self.inner.on_messages_stream(messages, cancellation_token):
+                    if isinstance(item, Response):
+                        turn.set(message=item.chat_message.to_text()[:300])
+                    yield item
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = redact(f"{type(exc).__name__}: {exc}")[:300]
+                turn.fail(reason)
+        # Only reached after a failure: the successful path returned inside the span.
+        for step in self._state.ready_for(self.name):
+            self._state.complete(step.id, f"failed: {reason}", ok=False)
+        self._state.failures[self.name] = reason
+        yield Response(
+            chat_message=TextMessage(
+                content=f"{self.name} failed: {reason}", source=self.name, metadata={"kind": "failure", "error": reason}
             )
+        )
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         await self.inner.on_reset(cancellation_token)

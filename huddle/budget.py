@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from huddle import tracing
 from huddle.errors import HuddleError
 from huddle.usage import Totals, UsageLedger, current_scope
 
@@ -141,6 +142,7 @@ class Governor:
             if action == "stop" and self.stopped is None:
                 self.stopped = decision
         self.ledger.record_budget_decision(decision.agent, decision.action, decision.reason)
+        tracing.event(f"budget {action}", "budget", **decision.model_dump())
         return decision
 
     def over_soft(self, agent: str, estimate: Estimate) -> bool:

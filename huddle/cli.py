@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from huddle import __version__
 from huddle.errors import HuddleError
@@ -307,6 +308,93 @@ def sessions_delete(ctx: typer.Context, session_id: Annotated[str, typer.Argumen
     out.print(f"deleted session {session_id}")
 
 
+@app.command("trace")
+def trace_command(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run id (from `huddle runs`, or a run's output).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The spans as JSON.")] = False,
+) -> None:
+    """A run as a tree: agent turns, model and tool calls, manager decisions; latency, tokens, cost; failures marked."""
+    from rich.tree import Tree
+
+    from huddle.tracing import RUNS_DIR, read_run
+
+    spans = read_run(ctx.obj.settings().data_dir / RUNS_DIR, run_id)
+    if not spans:
+        raise HuddleError(f"no trace for run {run_id!r} (see `huddle runs`)")
+    if as_json:
+        print(json.dumps(spans, indent=2))
+        return
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for span in sorted(spans, key=lambda s: s["start"]):
+        children.setdefault(span["parent"], []).append(span)
+
+    def label(span: dict[str, Any]) -> str:
+        attrs = span["attributes"]
+        parts = [f"{(span['end'] - span['start']) * 1000:.0f} ms"]
+        if "prompt_tokens" in attrs:
+            parts.append(f"{attrs['prompt_tokens']}+{attrs['completion_tokens']} tokens")
+        if attrs.get("cost_usd"):
+            parts.append(f"${attrs['cost_usd']:.6f}")
+        if span["kind"] == "decision":
+            parts.append(f"{attrs.get('policy')}: {attrs.get('reason')}")
+        mark = f"[red]✗ {escape(span['error'] or 'failed')}[/red] " if span["status"] == "error" else ""
+        return f"{mark}[bold]{escape(span['name'])}[/bold] [dim]{escape(' · '.join(parts))}[/dim]"
+
+    def grow(node: Tree, parent: str | None) -> None:
+        for span in children.get(parent, []):
+            grow(node.add(label(span)), span["id"])
+
+    roots = children.get(None, [])
+    tree = Tree(label(roots[0]) if roots else f"run {run_id}")
+    for root in roots:
+        grow(tree, root["id"])
+    out.print(tree)
+
+
+@app.command("runs")
+def runs_command(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many recent runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Recent runs, newest first: team, stop reason, model calls, tokens, cost, failures."""
+    from huddle.tracing import RUNS_DIR, read_run
+
+    folder = ctx.obj.settings().data_dir / RUNS_DIR
+    files = (
+        sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit] if folder.is_dir() else []
+    )
+    rows = []
+    for path in files:
+        spans = read_run(folder, path.stem)
+        root = next((s for s in spans if s["kind"] == "run"), None)
+        attrs = root["attributes"] if root else {}
+        rows.append(
+            {
+                "run_id": path.stem,
+                "team": attrs.get("team"),
+                "task": attrs.get("task"),
+                "finished": root is not None,
+                "stop_reason": attrs.get("stop_reason"),
+                "calls": attrs.get("calls"),
+                "tokens": (attrs.get("prompt_tokens") or 0) + (attrs.get("completion_tokens") or 0),
+                "cost_usd": attrs.get("cost_usd"),
+                "failures": sum(s["status"] == "error" for s in spans),
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "" if row["finished"] else " [yellow](unfinished)[/yellow]"
+        failures = f" [red]{row['failures']} failed[/red]" if row["failures"] else ""
+        out.print(
+            f"{row['run_id']}  {row['team']}  {row['calls']} calls  {row['tokens']} tokens  "
+            f"${row['cost_usd'] or 0:.6f}{failures}{state}  [dim]{escape(str(row['task'])[:60])}[/dim]"
+        )
+
+
 @app.command("usage")
 def usage_command(
     ctx: typer.Context,
@@ -416,8 +504,6 @@ def prompts_command(
 
 def run(argv: list[str] | None = None) -> Any:
     """Entry point: runs the app and turns user errors into one line on stderr plus their exit code."""
-    from rich.markup import escape
-
     from huddle.secrets import redact
 
     try:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
+from huddle import tracing
 from huddle.errors import HuddleError
 from huddle.models.tokens import encoding_for
 from huddle.secrets import redact
@@ -459,8 +460,25 @@ class Tool:
 
         Exceptions and timeouts are retried `retries` times with a short backoff; invalid arguments are not, since
         the same arguments would fail the same way. Sync functions run in a worker thread so they cannot block the
-        event loop; on timeout such a thread cannot be killed and finishes in the background.
+        event loop; on timeout such a thread cannot be killed and finishes in the background. Each call is a
+        ``tool`` span in the run's trace.
         """
+        began = time.time()
+        result = await self._run(args)
+        tracing.event(
+            f"tool {self.name}",
+            "tool",
+            start=began,
+            error=result.error if not result.ok else None,
+            tool=self.name,
+            ok=result.ok,
+            attempts=result.attempts,
+            args=json.dumps(result.args, default=str)[:500],
+            truncated=result.truncated,
+        )
+        return result
+
+    async def _run(self, args: Mapping[str, Any] | str | BaseModel) -> ToolResult:
         started = time.perf_counter()
         try:
             validated = self.validate(args)

@@ -37,6 +37,7 @@ from huddle.settings import Settings
 from huddle.teams.manager import Decision, Manager, Roles
 from huddle.teams.spec import AgentSpec, TeamSpec
 from huddle.tools import ToolRegistry
+from huddle.tracing import RUNS_DIR, trace_run
 from huddle.usage import Totals, UsageLedger, usage_scope
 
 if TYPE_CHECKING:
@@ -248,7 +249,11 @@ class GroupChatTeam:
         self.governor.start_run()
         messages: list[BaseChatMessage] = []
         stop_reason = "unknown"
-        with usage_scope(run_id=run_id, session_id=self.session_id):
+        runs_dir = self.settings.data_dir / RUNS_DIR
+        with (
+            usage_scope(run_id=run_id, session_id=self.session_id),
+            trace_run(runs_dir, run_id, team=self.spec.team.name, session_id=self.session_id, task=task[:300]) as root,
+        ):
             async for item in self._chat.run_stream(task=task, cancellation_token=cancellation_token):
                 if isinstance(item, TaskResult):
                     stop_reason = item.stop_reason or "finished"
@@ -259,6 +264,14 @@ class GroupChatTeam:
             if self.governor.stopped is not None:
                 stop_reason = self.governor.stopped.reason  # always starts with "budget"
             result = self._result(run_id, messages, stop_reason)
+            root.set(
+                stop_reason=stop_reason,
+                answer=result.answer[:300],
+                calls=result.usage.calls,
+                prompt_tokens=result.usage.prompt_tokens,
+                completion_tokens=result.usage.completion_tokens,
+                cost_usd=result.usage.cost_usd,
+            )
             await self._remember_answer(result)
             yield result
 

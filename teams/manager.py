@@ -26,7 +26,7 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, HandoffM
 from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 from pydantic import BaseModel
 
-from huddle import prompts
+from huddle import prompts, tracing
 from huddle.agents.state import RunState
 from huddle.budget import BudgetExhausted, Governor
 
@@ -128,6 +128,7 @@ class Manager:
     def _decide(self, speaker: str, policy: Policy, reason: str) -> str:
         decision = Decision(turn=len(self.decisions) + 1, speaker=speaker, policy=policy, reason=reason)
         self.decisions.append(decision)
+        tracing.event(f"decision {speaker}", "decision", **decision.model_dump())
         if self._on_decision is not None:
             self._on_decision(decision)
         return speaker

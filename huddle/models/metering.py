@@ -28,6 +28,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
+from huddle import tracing
 from huddle.budget import BudgetExhausted, Estimate, Governor, trim_messages
 from huddle.resilience import RetryPolicy, is_retryable
 from huddle.secrets import redact
@@ -261,7 +262,7 @@ class MeteredClient(ChatCompletionClient):
 
     def _append(self, **fields: Any) -> None:
         scope = current_scope()
-        self.ledger.record(
+        record = self.ledger.record(
             UsageRecord(
                 run_id=scope.run_id,
                 session_id=scope.session_id,
@@ -270,6 +271,21 @@ class MeteredClient(ChatCompletionClient):
                 model=self.profile.model_name,
                 **fields,
             )
+        )
+        tracing.event(
+            f"model {record.model}",
+            "model",
+            start=record.ts - record.latency_s,
+            error=record.error,
+            agent=record.agent,
+            profile=record.profile,
+            model=record.model,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            token_source=record.token_source,
+            cost_usd=record.cost_usd,
+            cached=record.cached,
+            streamed=record.streamed,
         )
 
     async def close(self) -> None:
