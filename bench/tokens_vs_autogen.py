@@ -12,13 +12,11 @@ reached the same final answer. The goal is a ratio <= 0.4 at equal outcomes.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from assistant_tasks import TASKS, TEAM, Task, server_rules
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination, SourceMatchTermination
 from autogen_agentchat.teams import SelectorGroupChat
@@ -28,89 +26,8 @@ from huddle.agents.builtin_tools import builtin_registry
 from huddle.models.factory import build_client
 from huddle.settings import load_settings
 from huddle.teams.group_chat import GroupChatTeam
-from huddle.teams.spec import TeamSpec
-from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer, ToolCall
+from huddle.testing import ScriptedServer
 from huddle.usage import UsageLedger
-
-
-@dataclass(frozen=True)
-class Task:
-    text: str
-    calls: tuple[tuple[str, dict[str, str]], ...]  # the tool calls the task needs
-    answer: str
-
-
-TASKS = (
-    Task("What is 17*23 plus 1000?", (("calculator", {"expression": "17*23+1000"}),), "17*23 + 1000 = 1391."),
-    Task("How many minutes are in 7 weeks?", (("calculator", {"expression": "7*7*24*60"}),), "70560 minutes."),
-    Task(
-        "What year is it, and what is 2**10?",
-        (("clock", {}), ("calculator", {"expression": "2**10"})),
-        "It is the current year, and 2**10 = 1024.",
-    ),
-    Task("Give me three tips for writing clear emails.", (), "1. Lead with the ask. 2. Keep it short. 3. Proofread."),
-    Task("Split a 250 euro bill between 4 people.", (("calculator", {"expression": "250/4"}),), "62.50 euro each."),
-)
-TEAM = TeamSpec.model_validate(
-    {
-        "team": {"name": "assistant", "max_turns": 12},
-        "agents": [
-            {"role": "planner"},
-            {"role": "tool_executor", "tools": ["calculator", "clock"]},
-            {"role": "memory", "optional": True},
-            {"role": "responder"},
-        ],
-    }
-)
-NAMES = [a.agent_name for a in TEAM.agents]
-
-
-def task_of(request: RecordedRequest) -> Task:
-    text = json.dumps(request.messages)
-    return next(t for t in TASKS if t.text in text)
-
-
-def plan_for(request: RecordedRequest) -> Reply:
-    task = task_of(request)
-    steps = [
-        {
-            "id": i,
-            "assignee": "tool_executor",
-            "instruction": f"run {name}",
-            "tool": name,
-            "args": json.dumps(args),
-            "depends_on": [],
-        }
-        for i, (name, args) in enumerate(task.calls, start=1)
-    ]
-    return Reply(content=json.dumps({"goal": task.text, "steps": steps, "done": not steps}))
-
-
-def tool_calls_for(request: RecordedRequest) -> Reply:
-    if request.last_role == "tool":
-        return Reply(content="Tool results are above.")
-    calls = task_of(request).calls
-    return Reply(tool_calls=[ToolCall(name=n, arguments=a) for n, a in calls]) if calls else Reply(content="No tool.")
-
-
-def next_speaker(request: RecordedRequest) -> Reply:
-    """A well-behaved selector model: user -> memory -> planner -> tool_executor (if needed) -> responder."""
-    history = request.system_text + " ".join(str(m.get("content")) for m in request.messages)
-    spoken = re.findall(rf"^({'|'.join(NAMES)}|user):", history, flags=re.M)
-    last = spoken[-1] if spoken else "user"
-    needs_tools = bool(task_of(request).calls)
-    order = {"user": "memory", "memory": "planner", "planner": "tool_executor" if needs_tools else "responder"}
-    return Reply(content=order.get(last, "responder"))
-
-
-def server_rules() -> list[Rule]:
-    return [
-        Rule(agent="manager", reply=next_speaker),
-        Rule(agent="planner", reply=plan_for),
-        Rule(agent="tool_executor", reply=tool_calls_for),
-        Rule(agent="memory", reply=Reply(content="Nothing relevant in memory.")),
-        Rule(agent="responder", reply=lambda r: Reply(content=task_of(r).answer)),
-    ]
 
 
 async def run_vanilla(task: Task, settings_dir: Path) -> str:

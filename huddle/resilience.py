@@ -34,11 +34,16 @@ class RetryPolicy(BaseModel):
         return base * (1 + self.jitter * (2 * rng.random() - 1))
 
 
+class MalformedReply(Exception):
+    """The server answered, but not in a form the request allows (e.g. a tool call when no tools were offered)."""
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Rate limits, server errors, timeouts and broken connections or streams; not bad requests or auth errors."""
+    """Rate limits, server errors, timeouts, broken connections or streams, malformed replies; not bad requests or
+    auth errors."""
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in _RETRYABLE_STATUS
-    return isinstance(exc, openai.APIConnectionError | httpx.TransportError | TimeoutError)
+    return isinstance(exc, openai.APIConnectionError | httpx.TransportError | TimeoutError | MalformedReply)
 
 
 def retry_after(exc: BaseException) -> float | None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from huddle import prompts, tracing
 from huddle.agents.state import RunState
-from huddle.budget import BudgetExhausted, Governor
+from huddle.budget import Governor
 
 Policy = Literal["mention", "rule", "plan", "similarity", "llm", "repaired", "fallback"]
 _HISTORY_MESSAGES = 8
@@ -238,11 +238,12 @@ class Manager:
         return None
 
     async def _ask(self, conversation: list[LLMMessage]) -> str:
-        """The model's reply, or "" when the budget refuses the call (the fallback then decides)."""
+        """The model's reply, or "" when the call is refused or fails for good (the fallback then decides: choosing
+        a speaker must never end the run)."""
         assert self.client is not None
         try:
             result = await self.client.create(conversation, extra_create_args={"max_tokens": 20})
-        except BudgetExhausted:
+        except Exception:  # retries and fallback profiles are already spent inside the client
             return ""
         return result.content if isinstance(result.content, str) else ""
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from huddle import tracing
 from huddle.budget import BudgetExhausted, Estimate, Governor, trim_messages
-from huddle.resilience import RetryPolicy, is_retryable
+from huddle.resilience import MalformedReply, RetryPolicy, is_retryable
 from huddle.secrets import redact
 from huddle.settings import ModelProfile
 from huddle.usage import TokenSource, UsageLedger, UsageRecord, current_scope
@@ -155,14 +155,19 @@ class MeteredClient(ChatCompletionClient):
     async def _stream_once(
         self, messages: Sequence[LLMMessage], args: dict[str, Any]
     ) -> AsyncGenerator[str | CreateResult, None]:
-        """One streamed attempt, recorded in the ledger whether it succeeds or fails."""
+        """One streamed attempt, recorded in the ledger whether it succeeds or fails.
+
+        The final `CreateResult` is yielded only after it is metered and checked, so a malformed reply raises before
+        the caller takes it as the answer.
+        """
         started = time.perf_counter()
         result: CreateResult | None = None
         try:
             async for item in self.inner.create_stream(messages, **args):
                 if isinstance(item, CreateResult):
                     result = item
-                yield item
+                else:
+                    yield item
         except BaseException as exc:
             self._record_failure(exc, started, streamed=True)
             raise
@@ -171,6 +176,7 @@ class MeteredClient(ChatCompletionClient):
             self._record_failure(failure, started, streamed=True)
             raise failure
         self._record(result, messages, args["tools"], started, streamed=True)
+        yield result
 
     def _retries(self) -> _Retries:
         return _Retries(RetryPolicy(max_retries=self.profile.max_retries))
@@ -237,6 +243,8 @@ class MeteredClient(ChatCompletionClient):
         *,
         streamed: bool,
     ) -> None:
+        """Meter a call that returned; a reply that cannot be right is metered, then raised as `MalformedReply`."""
+        problem = None if tools or isinstance(result.content, str) else "the model called a tool, but none was offered"
         prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
         source: TokenSource = "server"
         if result.cached:
@@ -254,7 +262,10 @@ class MeteredClient(ChatCompletionClient):
             latency_s=time.perf_counter() - started,
             cached=result.cached,
             streamed=streamed,
+            error=f"MalformedReply: {problem}" if problem else None,
         )
+        if problem:
+            raise MalformedReply(problem)
 
     def _record_failure(self, exc: BaseException, started: float, *, streamed: bool) -> None:
         message = redact(f"{type(exc).__name__}: {exc}")[:500]

@@ -1,0 +1,461 @@
+"""Framework overhead and concurrency: huddle's teams against vanilla autogen, all against the scripted server.
+
+Run: ``python bench/overhead.py`` (offline, about a minute; ``--tasks N`` and ``--sessions N`` to change the sizes).
+
+The scripted OpenAI-compatible server runs in a child process (``--serve``), so this process's CPU time is the
+client side alone: autogen, the openai client, huddle. The model's latency is the server's delay before answering,
+chosen per request by the profile's model name (``lat0``, ``lat100``, ``lat300``: milliseconds).
+
+1. Framework CPU per turn at zero model latency: process CPU time / agent turns, over ``--tasks`` tasks, for the
+   same turns done by huddle and by vanilla autogen. Managed chat: planner -> tool executor (calculator) ->
+   responder; vanilla ``SelectorGroupChat`` picks each speaker with a model call as documented and its tool executor
+   asks its model for the tool call, ``RoundRobinGroupChat`` is the cheapest vanilla way to get the same three turns;
+   huddle routes by rule and plan (the tool call needs no model call). Pipeline: four model agents in a row, huddle
+   ``kind: sequential`` vs ``RoundRobinGroupChat``. Goal: <= 2 ms/turn and <= 1.0x vanilla. A cProfile of the
+   huddle runs, summed by package, says where the time goes.
+2. Fan-out latency: a ``kind: parallel`` team of 8 members at 300 ms model latency; the run's wall time against the
+   slowest of its 8 calls as the ledger measured them. Goal: <= 1.2x.
+3. Concurrent sessions: ``--sessions`` group-chat sessions (each its own team: planner, tool executor, responder;
+   two model calls) started at once in one process at 100 ms model latency. Each session's overhead is its wall time
+   minus its two model calls' latency. Goal: p95 overhead <= 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import ChatAgent, TaskResult, Team
+from autogen_agentchat.conditions import MaxMessageTermination, SourceMatchTermination
+from autogen_agentchat.messages import BaseChatMessage
+from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
+from autogen_core.tools import FunctionTool
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+from huddle.models.factory import AGENT_HEADER, model_info_for
+from huddle.settings import Settings, load_settings
+from huddle.teams.group_chat import GroupChatTeam
+from huddle.teams.kinds import PatternSpec
+from huddle.teams.patterns import AnyTeam, build_team
+from huddle.teams.spec import TeamSpec
+from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer, ToolCall
+from huddle.usage import UsageLedger
+
+USAGE = (40, 10)  # reported by the server, so it spends no time counting tokens
+PLAN = json.dumps(
+    {
+        "goal": "compute",
+        "steps": [
+            {
+                "id": 1,
+                "assignee": "tool_executor",
+                "instruction": "compute it",
+                "tool": "calculator",
+                "args": json.dumps({"expression": "17*23"}),
+                "depends_on": [],
+            }
+        ],
+        "done": False,
+    }
+)
+CHAT_TEAM = TeamSpec.model_validate(
+    {
+        "team": {"name": "assistant", "max_turns": 8},
+        "agents": [{"role": "planner"}, {"role": "tool_executor", "tools": ["calculator"]}, {"role": "responder"}],
+    }
+)
+PIPELINE = [f"m{i}" for i in range(1, 5)]
+FAN_OUT = [f"w{i}" for i in range(1, 9)]
+SPEAKERS = ("user", "planner", "tool_executor", "responder")
+NEXT_SPEAKER = {"user": "planner", "planner": "tool_executor", "tool_executor": "responder"}
+
+
+# --- the server (child process) -----------------------------------------------------------------------------------
+
+
+def scripted(request: RecordedRequest) -> Reply:
+    """Every agent's scripted answer, after the latency the profile's model name asks for (``lat300``: 300 ms)."""
+    delay = int(request.model.removeprefix("lat") or 0) / 1000
+    agent = request.agent or ""
+    if agent == "manager":  # vanilla SelectorGroupChat's speaker selection: the next one in the fixed order
+        text = "\n".join(str(m.get("content")) for m in request.messages)
+        spoken = re.findall(rf"^({'|'.join(SPEAKERS)}):", text, flags=re.M)
+        return Reply(
+            content=NEXT_SPEAKER.get(spoken[-1] if spoken else "user", "responder"), usage=USAGE, delay_s=delay
+        )
+    if agent == "planner":
+        return Reply(content=PLAN, usage=USAGE, delay_s=delay)
+    if agent == "tool_executor":
+        if request.last_role == "tool":
+            return Reply(content="done", usage=USAGE, delay_s=delay)
+        call = ToolCall(name="calculator", arguments={"expression": "17*23"})
+        return Reply(tool_calls=[call], usage=USAGE, delay_s=delay)
+    if agent == "responder":
+        return Reply(content="17*23 = 391.", usage=USAGE, delay_s=delay)
+    return Reply(content=f"{agent} did its part.", usage=USAGE, delay_s=delay)
+
+
+def serve() -> None:
+    """Child process: print the base URL, then answer ``count`` (chat requests so far) and ``reset`` on stdin."""
+    with ScriptedServer([Rule(reply=scripted)]) as server:
+        print(server.base_url, flush=True)
+        for line in sys.stdin:
+            if line.strip() == "count":
+                print(len(server.chat_requests), flush=True)
+            elif line.strip() == "reset":
+                server.reset()
+                print("ok", flush=True)
+
+
+class RemoteServer:
+    """The scripted server in a child process, so its threads use neither this process's CPU time nor its GIL."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.base_url = self.proc.stdout.readline().strip()
+
+    def ask(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def calls(self) -> int:
+        return int(self.ask("count"))
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+# --- the teams -----------------------------------------------------------------------------------------------------
+
+
+def settings_for(server: RemoteServer, home: Path) -> Settings:
+    profiles = "".join(
+        f"  {name}: {{model: {name}, base_url: '{server.base_url}', max_retries: 0}}\n"
+        for name in ("lat0", "lat100", "lat300")
+    )
+    (home / "huddle.yaml").write_text(f"models:\n{profiles}")
+    return load_settings(home / "huddle.yaml")
+
+
+def vanilla_client(settings: Settings, profile: str, agent: str) -> OpenAIChatCompletionClient:
+    """autogen-ext's client as a vanilla user builds it (the header only tells the scripted server who asks)."""
+    spec = settings.profile(profile)
+    return OpenAIChatCompletionClient(
+        model=spec.model_name,
+        base_url=spec.base_url,
+        api_key="not-needed",
+        model_info=model_info_for(spec),
+        max_retries=0,
+        default_headers={AGENT_HEADER: agent},
+    )
+
+
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression (the vanilla tool executor's tool)."""
+    return str(eval(expression, {"__builtins__": {}}))  # the bench's own fixed expression
+
+
+def vanilla_chat(settings: Settings, profile: str, selector: bool) -> Team:
+    """planner -> tool_executor -> responder in vanilla autogen: model-selected, or round-robin."""
+    agents: list[ChatAgent | Team] = [
+        AssistantAgent("planner", vanilla_client(settings, profile, "planner"), system_message="Plan the task."),
+        AssistantAgent(
+            "tool_executor",
+            vanilla_client(settings, profile, "tool_executor"),
+            tools=[FunctionTool(calculator, description="Evaluate arithmetic.")],
+            system_message="Run the tools the plan needs.",
+        ),
+        AssistantAgent("responder", vanilla_client(settings, profile, "responder"), system_message="Answer."),
+    ]
+    end = SourceMatchTermination(["responder"]) | MaxMessageTermination(8)
+    if selector:
+        manager = vanilla_client(settings, profile, "manager")
+        return SelectorGroupChat(agents, model_client=manager, termination_condition=end)
+    return RoundRobinGroupChat(agents, termination_condition=end)
+
+
+def vanilla_pipeline(settings: Settings, profile: str) -> Team:
+    agents: list[ChatAgent | Team] = [
+        AssistantAgent(name, vanilla_client(settings, profile, name), system_message=f"You are {name}.")
+        for name in PIPELINE
+    ]
+    return RoundRobinGroupChat(agents, max_turns=len(PIPELINE))
+
+
+def pattern(kind: str, names: Sequence[str], profile: str, **team: Any) -> PatternSpec:
+    agents = [{"name": n, "instruction": f"You are {n}.", "model": profile} for n in names]
+    return PatternSpec.model_validate({"team": {"name": kind, "kind": kind, **team}, "agents": agents})
+
+
+# --- 1. CPU per turn --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CpuRow:
+    label: str
+    turns: int
+    calls: int
+    build_ms: float
+    cpu_s: float
+
+    @property
+    def per_turn_ms(self) -> float:
+        return 1000 * self.cpu_s / self.turns
+
+    @property
+    def per_call_ms(self) -> float:
+        return 1000 * self.cpu_s / self.calls
+
+
+def turns_of(messages: Sequence[Any]) -> int:
+    """Agent turns: chat messages not from the user."""
+    return sum(1 for m in messages if isinstance(m, BaseChatMessage) and m.source != "user")
+
+
+def huddle_turns(messages: Sequence[Any]) -> int:
+    return sum(1 for m in messages if m.source != "user")
+
+
+async def measure(
+    label: str, server: RemoteServer, build: Callable[[], Any], run_task: Callable[[Any, str], Awaitable[int]], n: int
+) -> CpuRow:
+    """Build once (timed apart), warm up, then run `n` tasks one after another and take the process CPU time."""
+    started = time.process_time()
+    team = build()
+    build_ms = 1000 * (time.process_time() - started)
+    for i in range(5):
+        await run_task(team, f"warm-up {i}")
+    before = server.calls()
+    turns, started = 0, time.process_time()
+    for i in range(n):
+        turns += await run_task(team, f"What is 17*23? ({i})")
+    cpu = time.process_time() - started
+    close = getattr(team, "close", None)
+    if close is not None:
+        await close()
+    return CpuRow(label, turns, server.calls() - before, build_ms, cpu)
+
+
+async def run_huddle(team: AnyTeam, task: str) -> int:
+    return huddle_turns((await team.run(task)).messages)
+
+
+async def run_vanilla(team: Team, task: str) -> int:
+    result = await team.run(task=task)
+    assert isinstance(result, TaskResult)
+    await team.reset()  # each task starts afresh, as each huddle run starts a fresh plan
+    return turns_of(result.messages)
+
+
+async def cpu_section(server: RemoteServer, settings: Settings, n: int) -> list[CpuRow]:
+    rows = [
+        await measure(
+            "vanilla SelectorGroupChat", server, lambda: vanilla_chat(settings, "lat0", True), run_vanilla, n
+        ),
+        await measure(
+            "vanilla RoundRobinGroupChat", server, lambda: vanilla_chat(settings, "lat0", False), run_vanilla, n
+        ),
+        await measure(
+            "huddle group_chat",
+            server,
+            lambda: GroupChatTeam(CHAT_TEAM, settings.model_copy(update={"model": "lat0"})),
+            run_huddle,
+            n,
+        ),
+        await measure(
+            "vanilla RoundRobinGroupChat x4", server, lambda: vanilla_pipeline(settings, "lat0"), run_vanilla, n
+        ),
+        await measure(
+            "huddle sequential x4",
+            server,
+            lambda: build_team(pattern("sequential", PIPELINE, "lat0"), settings),
+            run_huddle,
+            n,
+        ),
+    ]
+    return rows
+
+
+def print_cpu(rows: Sequence[CpuRow]) -> None:
+    print("1. framework CPU per turn at zero model latency (client process only; the server runs in another process)")
+    print(
+        f"   {'team':34} {'turns':>6} {'calls':>6} {'CPU ms/turn':>12} {'CPU ms/call':>12} {'build ms':>9}"
+        f" {'x vanilla':>10}"
+    )
+    baselines = {"huddle group_chat": rows[:2], "huddle sequential x4": rows[3:4]}
+    for row in rows:
+        versus = " / ".join(f"{row.per_turn_ms / b.per_turn_ms:.2f}" for b in baselines.get(row.label, []))
+        print(
+            f"   {row.label:34} {row.turns:6} {row.calls:6} {row.per_turn_ms:12.2f} {row.per_call_ms:12.2f}"
+            f" {row.build_ms:9.1f} {versus:>10}"
+        )
+    print("   (x vanilla: huddle group_chat vs Selector / RoundRobin; huddle sequential vs RoundRobin x4)")
+
+
+async def profiled(label: str, work: Callable[[], Awaitable[Any]]) -> None:
+    """Where a run's CPU goes: cProfile's own time summed by top-level package, biggest first."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await work()
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    by_package: dict[str, float] = {}
+    for (path, _, _), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        by_package[package_of(path)] = by_package.get(package_of(path), 0.0) + own
+    total = sum(by_package.values())
+    top = sorted(by_package.items(), key=lambda kv: -kv[1])[:9]
+    print(
+        f"   where {label}'s CPU goes (cProfile own time by package): "
+        + ", ".join(f"{name} {100 * t / total:.0f}%" for name, t in top)
+    )
+
+
+def package_of(path: str) -> str:
+    if path.startswith("~") or path.startswith("<"):
+        return "builtins"
+    parts = Path(path).parts
+    for marker in ("site-packages", "lib"):
+        if marker in parts:
+            rest = parts[parts.index(marker) + 1 :]
+            if marker == "site-packages" or not rest[0].startswith("python"):
+                return rest[0].removesuffix(".py") if rest else "?"
+            return (rest[1] if len(rest) > 1 else "stdlib").removesuffix(".py")
+    root = Path(__file__).resolve().parent.parent
+    return "huddle" if str(path).startswith(str(root)) else Path(path).parts[-2] if len(parts) > 1 else path
+
+
+# --- 2. fan-out ------------------------------------------------------------------------------------------------------
+
+
+async def fan_out_section(settings: Settings, repeats: int) -> None:
+    print(
+        "\n2. fan-out latency: 8 members at 300 ms model latency (median of "
+        f"{repeats} runs; slowest call as the ledger measured it, in the same run)"
+    )
+    for label, spec in (
+        ("huddle parallel x8", pattern("parallel", FAN_OUT, "lat300")),
+        ("huddle sequential x8 (for contrast)", pattern("sequential", FAN_OUT, "lat300")),
+    ):
+        ledger = UsageLedger()
+        team = build_team(spec, settings, ledger=ledger)
+        await team.run("warm-up")
+        walls, slowest = [], []
+        for i in range(repeats if "parallel" in label else 1):
+            started = time.perf_counter()
+            result = await team.run(f"fan out {i}")
+            walls.append(time.perf_counter() - started)
+            slowest.append(max(r.latency_s for r in ledger.records(run_id=result.run_id)))
+        await team.close()
+        wall, slow = statistics.median(walls), statistics.median(slowest)
+        goal = "  (goal <= 1.20)" if "parallel" in label else ""
+        print(
+            f"   {label:36} wall {1000 * wall:7.0f} ms   slowest call {1000 * slow:5.0f} ms   "
+            f"ratio {wall / slow:5.2f}{goal}"
+        )
+
+
+# --- 3. concurrent sessions -------------------------------------------------------------------------------------------
+
+
+async def sessions_section(server: RemoteServer, settings: Settings, sessions: int) -> None:
+    print(
+        f"\n3. {sessions} concurrent sessions in one process at 100 ms model latency "
+        "(group chat: planner, tool executor, responder; 2 model calls each)"
+    )
+    chat_settings = settings.model_copy(update={"model": "lat100"})
+    ledger = UsageLedger()
+    started = time.perf_counter()
+    teams = [GroupChatTeam(CHAT_TEAM, chat_settings, ledger=ledger, session_id=f"s{i}") for i in range(sessions)]
+    build_s = time.perf_counter() - started
+
+    async def one(team: GroupChatTeam, task: str) -> tuple[float, float]:
+        began = time.perf_counter()
+        result = await team.run(task)
+        wall = time.perf_counter() - began
+        return wall, sum(r.latency_s for r in ledger.records(run_id=result.run_id))
+
+    for round_name in ("first (connections opened)", "second (warm)"):
+        before, cpu_before, began = server.calls(), time.process_time(), time.perf_counter()
+        timings = await asyncio.gather(*(one(t, f"task {i}") for i, t in enumerate(teams)))
+        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu_before
+        calls = server.calls() - before
+        overhead = sorted(1000 * (wall - 2 * 0.1) for wall, _ in timings)
+        client_side = sorted(1000 * (wall - model) for wall, model in timings)
+        p = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
+        print(
+            f"   {round_name:27} {sessions / elapsed:6.0f} sessions/s  {calls / elapsed:6.0f} calls/s  "
+            f"CPU {1000 * cpu / calls:.2f} ms/call   overhead above 2 x 100 ms: p50 {p(overhead, 0.5):5.0f} ms"
+            f"  p95 {p(overhead, 0.95):5.0f} ms  max {overhead[-1]:5.0f} ms   "
+            f"(above the calls' measured latency: p95 {p(client_side, 0.95):4.0f} ms)"
+        )
+    print(f"   building the {sessions} teams took {build_s:.2f} s (not in the timings)")
+    await asyncio.gather(*(t.close() for t in teams))
+
+
+# --- main ------------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_home() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["HUDDLE_HOME"] = str(Path(tmp) / "data")
+        os.environ.pop("HUDDLE_CONFIG", None)
+        yield Path(tmp)
+
+
+async def main(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    server = RemoteServer()
+    try:
+        with scratch_home() as home:
+            settings = settings_for(server, home)
+            rows = await cpu_section(server, settings, args.tasks)
+            print_cpu(rows)
+            chat_team = GroupChatTeam(CHAT_TEAM, settings.model_copy(update={"model": "lat0"}))
+            pipeline = build_team(pattern("sequential", PIPELINE, "lat0"), settings)
+            await profiled("huddle group_chat", lambda: run_many(chat_team, 100))
+            await profiled("huddle sequential x4", lambda: run_many(pipeline, 100))
+            await fan_out_section(settings, args.repeats)
+            await sessions_section(server, settings, args.sessions)
+    finally:
+        server.close()
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+async def run_many(team: AnyTeam, n: int) -> None:
+    for i in range(n):
+        await team.run(f"task {i}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=200, help="tasks per team for the CPU measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="fan-out runs")
+    parser.add_argument("--sessions", type=int, default=200, help="concurrent sessions")
+    asyncio.run(main(parser.parse_args()))
