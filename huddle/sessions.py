@@ -127,8 +127,16 @@ class SessionStore:
                 self._db.execute(
                     "UPDATE turns SET status = 'done', answer = ?, state = ?, plan = ?, decisions = ?, messages = ?, "
                     "finished = ? WHERE session_id = ? AND turn = ?",
-                    (answer, json.dumps(state), json.dumps(plan), json.dumps(decisions), json.dumps(messages), now,
-                     session_id, turn),
+                    (
+                        answer,
+                        json.dumps(state),
+                        json.dumps(plan),
+                        json.dumps(decisions),
+                        json.dumps(messages),
+                        now,
+                        session_id,
+                        turn,
+                    ),
                 )
                 self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
                 self._db.execute("COMMIT")
@@ -145,9 +153,17 @@ class SessionStore:
             ).fetchall()
         return [
             Turn(
-                session_id=r[0], turn=r[1], run_id=r[2], task=r[3], status=r[4], answer=r[5],
-                plan=json.loads(r[6]) if r[6] else None, decisions=json.loads(r[7] or "[]"),
-                messages=json.loads(r[8] or "[]"), started=r[9], finished=r[10],
+                session_id=r[0],
+                turn=r[1],
+                run_id=r[2],
+                task=r[3],
+                status=r[4],
+                answer=r[5],
+                plan=json.loads(r[6]) if r[6] else None,
+                decisions=json.loads(r[7] or "[]"),
+                messages=json.loads(r[8] or "[]"),
+                started=r[9],
+                finished=r[10],
             )
             for r in rows
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,7 @@ class GroupChatTeam:
         self.workspace = workspace or settings.data_dir / "workspace"
         self._memory = memory
         self._clients: list[MeteredClient] = []
+        self._mcp: AsyncExitStack | None = None  # the team's MCP servers, started on the first run
         self.stopper = ExternalTermination()  # the caller's way to end a run gracefully
         members = Members.resolve(spec, self.workspace)
         self._custom, self.toolsets = members.custom, members.toolsets
@@ -244,6 +246,7 @@ class GroupChatTeam:
     ) -> AsyncIterator[Event | RunResult]:
         """Yield every message and event as the team produces it, then the `RunResult`."""
         run_id = run_id or uuid.uuid4().hex[:12]
+        await self._start_mcp()
         self.state.start(task, run_id)
         self.manager.start_task()
         self.governor.start_run()
@@ -324,6 +327,18 @@ class GroupChatTeam:
             budget=self.governor.report() if self.settings.budget.active else None,
         )
 
+    async def _start_mcp(self) -> None:
+        """Start the team's MCP servers once and give their tools to the tool executor (and so to the planner)."""
+        executor = self.spec.member("tool_executor")
+        if self._mcp is not None or not self.spec.team.mcp or executor is None:
+            return
+        from huddle.mcp import open_mcp_tools
+
+        self._mcp = AsyncExitStack()
+        tools = await self._mcp.enter_async_context(open_mcp_tools(self.spec.team.mcp))
+        for tool in tools:
+            self.toolsets[executor.agent_name].register(tool)
+
     async def save_state(self) -> dict[str, Any]:
         """The conversation and every member's state (autogen ``save_state``), for a durable session."""
         return {"chat": dict(await self._chat.save_state())}
@@ -332,6 +347,9 @@ class GroupChatTeam:
         await self._chat.load_state(state["chat"])
 
     async def close(self) -> None:
+        if self._mcp is not None:
+            await self._mcp.aclose()
+            self._mcp = None
         for client in self._clients:
             await client.close()
 

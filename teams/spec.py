@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from huddle import prompts
 from huddle.errors import ConfigError
+from huddle.mcp import McpServerSpec
 from huddle.yamlfile import load_model
 
 Role = Literal["planner", "tool_executor", "memory", "responder"]
@@ -80,6 +81,9 @@ class TeamInfo(BaseModel):
     allow_repeated_speaker: bool = False
     model: str | None = Field(None, description="Default model profile for the team's agents and manager.")
     shell: bool = Field(False, description="Offer the run_command tool (in the workspace, with a timeout).")
+    mcp: list[McpServerSpec] = Field(
+        default_factory=list, description="Local stdio MCP servers whose tools the tool executor gets."
+    )
 
 
 class TeamSpec(BaseModel):
@@ -106,6 +110,8 @@ class TeamSpec(BaseModel):
         for role in ("planner", "tool_executor", "memory"):
             if sum(a.role == role for a in self.agents) > 1:
                 raise ValueError(f"at most one {role} per team")
+        if self.team.mcp and self.member("tool_executor") is None:
+            raise ValueError("team.mcp: MCP tools go to the tool executor, and this team has none")
         for agent in self.agents:
             if agent.reroute_to is not None and agent.reroute_to not in names:
                 raise ValueError(f"{agent.agent_name}.reroute_to: no member named {agent.reroute_to!r}")
@@ -128,4 +134,7 @@ def load_team(name_or_path: str | Path) -> TeamSpec:
             return load_model(preset, TeamSpec)
     if not path.is_file():
         raise ConfigError(f"team {str(name_or_path)!r}: no such preset ({', '.join(preset_names())}) or file")
-    return load_model(path, TeamSpec)
+    spec = load_model(path, TeamSpec)
+    # MCP servers' relative paths are relative to the team file, wherever huddle is started from.
+    spec.team.mcp = [server.with_base_dir(path.parent.resolve()) for server in spec.team.mcp]
+    return spec
