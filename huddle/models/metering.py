@@ -77,13 +77,7 @@ class MeteredClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         messages, downgrade, admitted = self._govern(messages, tools, extra_create_args)
-        args: dict[str, Any] = {
-            "tools": tools,
-            "tool_choice": tool_choice,
-            "json_output": json_output,
-            "extra_create_args": extra_create_args,
-            "cancellation_token": cancellation_token,
-        }
+        args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
         try:
             if downgrade is not None:
                 return await downgrade.create(messages, **args)  # recorded under the fallback's profile
@@ -111,13 +105,7 @@ class MeteredClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
         messages, downgrade, admitted = self._govern(messages, tools, extra_create_args)
-        args: dict[str, Any] = {
-            "tools": tools,
-            "tool_choice": tool_choice,
-            "json_output": json_output,
-            "extra_create_args": extra_create_args,
-            "cancellation_token": cancellation_token,
-        }
+        args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
         try:
             if downgrade is not None:
                 async for item in downgrade.create_stream(messages, **args):  # recorded under the fallback's profile
@@ -321,6 +309,23 @@ class MeteredClient(ChatCompletionClient):
     @property
     def model_info(self) -> ModelInfo:
         return self.inner.model_info
+
+
+def _call_args(
+    tools: Sequence[Tool | ToolSchema],
+    tool_choice: ToolChoice,
+    json_output: JsonOutput,
+    extra_create_args: Mapping[str, Any],
+    cancellation_token: CancellationToken | None,
+) -> dict[str, Any]:
+    """The keyword arguments of one call, passed on unchanged to each attempt, the fallback or a downgrade."""
+    return {
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "json_output": json_output,
+        "extra_create_args": extra_create_args,
+        "cancellation_token": cancellation_token,
+    }
 
 
 class _Retries:
