@@ -165,7 +165,9 @@ def ask_command(
     )
 
 
-TeamOption = Annotated[str, typer.Option("--team", "-t", help="A preset name (assistant) or a team YAML file.")]
+TeamOption = Annotated[
+    str, typer.Option("--team", "-t", help="A preset name (assistant) or a team YAML file of any kind.")
+]
 ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Profile (or model name) for the team; overrides the global flag.")
 ]
@@ -211,14 +213,14 @@ def run_command(
     import asyncio
 
     from huddle.console import meter, run_once
-    from huddle.teams.spec import load_team
+    from huddle.teams.kinds import load_any_team
 
     if resume and not session:
         raise typer.BadParameter("--resume needs --session ID")
     if task is None and not resume:
         raise typer.BadParameter("give a TASK (or --session ID --resume)")
     settings = _team_settings(ctx, model, max_usd, max_tokens, cache)
-    spec = load_team(team)
+    spec = load_any_team(team)
     result = asyncio.run(
         run_once(spec, settings, task, show=None if as_json else out, session_id=session, resume=resume, notices=err)
     )
@@ -244,10 +246,10 @@ def chat_command(
     import asyncio
 
     from huddle.console import chat
-    from huddle.teams.spec import load_team
+    from huddle.teams.kinds import load_any_team
 
     settings = _team_settings(ctx, model, max_usd, max_tokens, cache)
-    asyncio.run(chat(load_team(team), settings, session_id=session, console=out))
+    asyncio.run(chat(load_any_team(team), settings, session_id=session, console=out))
 
 
 sessions_app = typer.Typer(help="Durable chat sessions: list, show, delete.", no_args_is_help=True)

@@ -19,7 +19,9 @@ from huddle.models.ask import LEDGER_FILE
 from huddle.sessions import SESSIONS_FILE, SessionStore
 from huddle.settings import Settings
 from huddle.teams.durable import DurableTeam
-from huddle.teams.group_chat import Event, GroupChatTeam, RunResult
+from huddle.teams.group_chat import Event, RunResult
+from huddle.teams.kinds import PatternSpec
+from huddle.teams.patterns import build_team
 from huddle.teams.spec import TeamSpec
 from huddle.usage import UsageLedger, usage_scope
 
@@ -63,7 +65,7 @@ def meter(result: RunResult, session: UsageLedger | None = None, session_id: str
 
 
 async def run_once(
-    spec: TeamSpec,
+    spec: TeamSpec | PatternSpec,
     settings: Settings,
     task: str | None,
     *,
@@ -77,7 +79,7 @@ async def run_once(
     Without a session the team is fresh; with one, it continues the session's conversation and is saved per turn.
     """
     ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
-    team = GroupChatTeam(spec, settings, ledger=ledger, session_id=session_id)
+    team = build_team(spec, settings, ledger=ledger, session_id=session_id)
     transcript = Transcript(show, team.responder, verbose=True) if show else None
     store = SessionStore(settings.data_dir / SESSIONS_FILE) if session_id else None
     result: RunResult | None = None
@@ -107,12 +109,12 @@ async def run_once(
     return result
 
 
-async def chat(spec: TeamSpec, settings: Settings, *, session_id: str | None, console: Console) -> None:
+async def chat(spec: TeamSpec | PatternSpec, settings: Settings, *, session_id: str | None, console: Console) -> None:
     """The REPL. On a terminal: a prompt, streamed answers, a meter. Piped: one message per line, answers printed."""
     interactive = sys.stdin.isatty()
     session_id = session_id or uuid.uuid4().hex[:12]
     ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
-    team = GroupChatTeam(spec, settings, ledger=ledger, session_id=session_id)
+    team = build_team(spec, settings, ledger=ledger, session_id=session_id)
     store = SessionStore(settings.data_dir / SESSIONS_FILE)
     durable = DurableTeam(team, store, session_id)
     transcript = Transcript(console, team.responder, verbose=interactive)

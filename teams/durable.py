@@ -1,6 +1,6 @@
 """A team whose turns are saved as they happen, so a session can be resumed in another process.
 
-`DurableTeam` wraps a `GroupChatTeam` with a `SessionStore`: `open` restores the state after the last finished turn
+`DurableTeam` wraps a team of any kind with a `SessionStore`: `open` restores the state after the last finished turn
 and reports a turn left unfinished by a crash; `run_stream` acknowledges the user's message before the team starts
 and saves the team's state, plan, decisions and messages when it ends; `resume` redoes the unfinished turn once.
 """
@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from huddle.sessions import SessionStore, Turn
-from huddle.teams.group_chat import Event, GroupChatTeam, RunResult
+from huddle.teams.group_chat import Event, RunResult
+from huddle.teams.patterns import AnyTeam
 
 
 class DurableTeam:
     """Runs turns of one session on `team`, recording each in `store`."""
 
-    def __init__(self, team: GroupChatTeam, store: SessionStore, session_id: str) -> None:
+    def __init__(self, team: AnyTeam, store: SessionStore, session_id: str) -> None:
         self.team = team
         self.store = store
         self.session_id = session_id

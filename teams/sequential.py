@@ -1,0 +1,40 @@
+"""Sequential flow (A → B → C): the members run in a fixed order, each one's output is the next one's input.
+
+The first member gets the task; the last one's output is the answer. A member's ``input`` template can also show it the
+original task (``"Request: {task}\\n\\nDraft: {input}"``). When a member fails, an ``optional`` one is skipped (its
+input goes on to the next member); otherwise the run stops there with the last output it got as a partial answer.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from huddle.teams.patterns import MemberError, Outcome, PatternTeam, Run
+
+
+class SequentialTeam(PatternTeam):
+    """A pipeline of members; see the module docstring."""
+
+    kind: ClassVar[str] = "sequential"
+
+    @property
+    def responder(self) -> str:
+        return self.spec.agents[-1].name
+
+    async def orchestrate(self, run: Run) -> Outcome:
+        text, produced = run.task, False
+        steps = list(self.members.values())
+        previous = "the task"
+        for i, member in enumerate(steps, start=1):
+            run.decide(member.name, "sequence", f"step {i} of {len(steps)}, given {previous}")
+            try:
+                text, produced = await member(text, run), True
+            except MemberError as error:
+                run.fail(error)
+                if member.spec.optional:
+                    continue
+                cause = "budget" if error.budget else "failed"
+                return Outcome(text if produced else "", f"{cause}: step {i} ({member.name}) {error.reason}")
+            previous = f"{member.name}'s output"
+        skipped = f" ({len(run.failures)} optional skipped)" if run.failures else ""
+        return Outcome(text, f"finished: {len(steps)} steps{skipped}")
