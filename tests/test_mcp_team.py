@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("mcp", reason="the mcp extra: pip install -e '.[mcp]'")
 
-from huddle.settings import load_settings  # noqa: E402
-from huddle.teams.group_chat import GroupChatTeam  # noqa: E402
-from huddle.teams.spec import load_team  # noqa: E402
-from huddle.testing import Reply, Rule, ScriptedServer  # noqa: E402
-from tests.test_mcp import SERVER  # noqa: E402
+from huddle.settings import load_settings
+from huddle.teams.group_chat import GroupChatTeam
+from huddle.teams.spec import load_team
+from huddle.testing import Reply, Rule, ScriptedServer
+from tests.test_mcp import SERVER
 
 
 async def test_team_yaml_mcp_tools_run_in_a_plan(tmp_path: Path) -> None:
