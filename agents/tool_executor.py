@@ -70,7 +70,12 @@ class ToolExecutorAgent(BaseChatAgent):
                 content="\n".join(lines),
                 source=self.name,
                 models_usage=usage if usage.prompt_tokens or usage.completion_tokens else None,
-                metadata={"kind": "tool_result", "model_calls": str(sum(1 for _, u in outcomes if u.prompt_tokens))},
+                metadata={
+                    "kind": "tool_result",
+                    "model_calls": str(sum(1 for _, u in outcomes if u.prompt_tokens)),
+                    # The calls as data, for checks that must not parse the text (scenario expectations).
+                    "calls": json.dumps([{"tool": r.tool, "args": r.args, "ok": r.ok} for r, _ in outcomes]),
+                },
             )
         )
 

@@ -21,6 +21,7 @@ from rich.markup import escape
 from huddle import __version__
 from huddle.errors import HuddleError
 from huddle.memory.cli import memory_app
+from huddle.scenario_cli import scenario_app
 
 if TYPE_CHECKING:
     from huddle.settings import Settings
@@ -35,6 +36,7 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 app.add_typer(memory_app, name="memory")
+app.add_typer(scenario_app, name="scenario")
 
 
 @dataclass

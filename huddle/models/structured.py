@@ -21,9 +21,10 @@ from huddle.models.metering import MeteredClient
 
 def structured_output_args(client: ChatCompletionClient, model: type[BaseModel]) -> dict[str, Any]:
     """Keyword arguments for ``client.create`` that request JSON matching `model`; parse ``result.content`` yourself."""
-    inner = client.inner if isinstance(client, MeteredClient) else client
-    if isinstance(inner, ChatCompletionCache):
-        inner = inner.client
+    inner: object = client
+    # Look through our layers (meter, disk cache, record/replay) to the provider's client.
+    while isinstance(inner, MeteredClient | ChatCompletionCache) or hasattr(inner, "inner"):
+        inner = inner.client if isinstance(inner, ChatCompletionCache) else inner.inner  # type: ignore[attr-defined]
     info = client.model_info
     if not isinstance(inner, OpenAIChatCompletionClient):
         return {"json_output": model} if info["json_output"] else {}
