@@ -1,6 +1,6 @@
 """Pass rate with and without injected faults: retries, fallbacks and guards must keep the answers coming.
 
-Run: ``python bench/faults.py [--rate 0.2] [--rounds 3]``. The assistant task set (`assistant_tasks.py`) runs on the
+Run: ``python bench/faults.py [--rate 0.2] [--rounds 3]``. The assistant task set (`assistant_tasks.py`) and the support scenario suite run on the
 huddle team against the scripted server, first clean, then with a share of requests faulted at random (429 with
 Retry-After, 500, a timeout past the client's, a stream cut mid-way, malformed tool-call JSON), plus a team without a
 planner whose manager model names a non-member at the same rate. The profile retries 4 times and then falls back to
@@ -22,11 +22,14 @@ from pathlib import Path
 
 from assistant_tasks import TASKS, TEAM, Task, server_rules
 
+from huddle.scenarios import run_async
 from huddle.settings import load_settings
 from huddle.teams.group_chat import GroupChatTeam, RunResult
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer
 
+SUPPORT = Path(__file__).resolve().parent.parent / "examples" / "support"
+SUPPORT_RULES = SUPPORT / "models" / "scripted.yaml"
 FAULTS = [
     Fault(kind="rate_limit", retry_after=0.05),
     Fault(kind="server_error"),
@@ -137,6 +140,18 @@ async def main(rate: float, rounds: int) -> None:
             print(f"{label:14} " + " ".join(f"{v:>9}" for v in values))
         clean, faulty = results.values()
         print(f"extra latency per run with faults: {faulty['mean_latency_s'] - clean['mean_latency_s']:+.3f} s")
+        print()
+        print("support example suite (huddle scenario run examples/support), 1 trial per scenario:")
+        for label, fault_rate in (("clean", 0.0), (f"{rate:.0%} faults", rate)):
+            rules = home / f"rules-{fault_rate}.yaml"
+            rules.write_text(SUPPORT_RULES.read_text() + f"\nfault_rate: {fault_rate}\nseed: 7\n")
+            started = time.perf_counter()
+            suite_result = await run_async([SUPPORT], trials=1, model=str(rules))
+            passed = sum(s.passes for s in suite_result.scenarios)
+            print(
+                f"  {label:12} {passed}/{len(suite_result.scenarios)} scenarios passed, "
+                f"pass^1 {suite_result.pass_hat_k['1']:.2f}, {time.perf_counter() - started:.1f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from huddle.errors import ConfigError
 from huddle.secrets import redact
-from huddle.testing import Rule, ScriptedServer
+from huddle.testing import Fault, Rule, ScriptedServer
 from huddle.usage import Totals
 from huddle.yamlfile import load_model
 
@@ -180,6 +180,14 @@ class Scenario(BaseModel):
         return self
 
 
+SCENARIO_FAULTS = (
+    Fault(kind="rate_limit", retry_after=0.05),
+    Fault(kind="server_error"),
+    Fault(kind="cut_stream"),
+    Fault(kind="malformed_tool_json"),
+)
+
+
 class ScriptedModel(BaseModel):
     """A scripted-model rule file: rules matched in order against each request (first match answers)."""
 
@@ -187,6 +195,10 @@ class ScriptedModel(BaseModel):
 
     rules: list[Rule] = Field(min_length=1)
     fallback: str = "OK"
+    fault_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of requests answered with a random fault (429, 500, cut stream, ...)."
+    )
+    seed: int = Field(0, description="Seeds the fault injection, so a faulty run is reproducible.")
 
 
 def load_scenario(path: Path | str) -> Scenario:
@@ -612,8 +624,16 @@ class ScenarioRunner:
         key = str(rules_file)
         if key not in self._servers:
             script = load_model(rules_file, ScriptedModel)
-            self._servers[key] = ScriptedServer(script.rules, fallback=script.fallback).start()
-        return ModelProfile(name=name, model="scripted", base_url=self._servers[key].base_url, max_retries=0)
+            self._servers[key] = ScriptedServer(
+                script.rules,
+                fallback=script.fallback,
+                fault_rate=script.fault_rate,
+                seed=script.seed,
+                fault_kinds=[*SCENARIO_FAULTS],
+            ).start()
+        # With injected faults the client retries as it would against a flaky real server.
+        retries = 5 if self._servers[key].fault_rate else 0
+        return ModelProfile(name=name, model="scripted", base_url=self._servers[key].base_url, max_retries=retries)
 
     def _scope(self, kind: str, label: str) -> str:
         scope = f"{kind}:{label}-{uuid.uuid4().hex[:6]}"
