@@ -32,15 +32,13 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,
-    ModelInfo,
-    RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
 from huddle.errors import ConfigError, HuddleError
+from huddle.models.delegating import DelegatingClient
 from huddle.settings import ModelProfile
 
 CASSETTE_VERSION = 1
@@ -229,12 +227,12 @@ class Cassette:
         return f"{where}: request not in the cassette; {_first_difference(closest.request, request)}; re-record it"
 
 
-class CassetteClient(ChatCompletionClient):
+class CassetteClient(DelegatingClient):
     """A provider client seen through a cassette: records its calls, or replays them without calling it."""
 
     def __init__(self, cassette: Cassette, inner: ChatCompletionClient, profile: ModelProfile, agent: str) -> None:
+        super().__init__(inner)
         self.cassette = cassette
-        self.inner = inner
         self.profile = profile
         self.agent = agent
 
@@ -329,29 +327,6 @@ class CassetteClient(ChatCompletionClient):
             else:
                 seen.append(item)
             yield item
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def actual_usage(self) -> RequestUsage:
-        return self.inner.actual_usage()
-
-    def total_usage(self) -> RequestUsage:
-        return self.inner.total_usage()
-
-    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
-        return self.inner.count_tokens(messages, tools=tools)
-
-    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
-        return self.inner.remaining_tokens(messages, tools=tools)
-
-    @property
-    def capabilities(self) -> ModelCapabilities:
-        return self.inner.capabilities
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self.inner.model_info
 
 
 def _common_prefix(recorded: Sequence[Any], current: Sequence[Any]) -> int:

@@ -21,15 +21,13 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,
-    ModelInfo,
-    RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from huddle import tracing
 from huddle.budget import BudgetExhausted, Estimate, Governor, trim_messages
+from huddle.models.delegating import DelegatingClient
 from huddle.resilience import MalformedReply, RetryPolicy, is_retryable
 from huddle.secrets import redact
 from huddle.settings import ModelProfile
@@ -40,7 +38,7 @@ JsonOutput = bool | type[BaseModel] | None
 ToolChoice = Tool | Literal["auto", "required", "none"]
 
 
-class MeteredClient(ChatCompletionClient):
+class MeteredClient(DelegatingClient):
     """Delegates to `inner` and appends one `UsageRecord` per call (including failed and cancelled ones)."""
 
     def __init__(
@@ -54,7 +52,7 @@ class MeteredClient(ChatCompletionClient):
         governor: Governor | None = None,
         fallback: MeteredClient | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.ledger = ledger
         self.profile = profile
         self.agent = agent
@@ -286,29 +284,6 @@ class MeteredClient(ChatCompletionClient):
             cached=record.cached,
             streamed=record.streamed,
         )
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def actual_usage(self) -> RequestUsage:
-        return self.inner.actual_usage()
-
-    def total_usage(self) -> RequestUsage:
-        return self.inner.total_usage()
-
-    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
-        return self.inner.count_tokens(messages, tools=tools)
-
-    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
-        return self.inner.remaining_tokens(messages, tools=tools)
-
-    @property
-    def capabilities(self) -> ModelCapabilities:
-        return self.inner.capabilities
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self.inner.model_info
 
 
 def _call_args(
