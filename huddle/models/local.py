@@ -23,6 +23,7 @@ Design points, each for a reason:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.metadata
 import importlib.util
 import os
@@ -174,8 +175,18 @@ def load_llama(path: Path, n_ctx: int) -> LoadedModel:
                 model_path=key[0], n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=SEED, verbose=False
             )
             loaded = LoadedModel(llama=llama, formatter=_template_formatter(llama))
+            if not _models:
+                atexit.register(_free_models)
             _models[key] = loaded
         return loaded
+
+
+def _free_models() -> None:
+    """Free the shared models while llama_cpp is still intact: its finalizer fails noisily at interpreter teardown."""
+    with _models_lock:
+        for loaded in _models.values():
+            loaded.llama.close()
+        _models.clear()
 
 
 def _template_formatter(llama: Llama) -> Jinja2ChatFormatter | None:
