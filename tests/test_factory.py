@@ -50,9 +50,7 @@ async def test_scripted_provider_replays_and_is_metered() -> None:
 def test_missing_local_extra_names_the_pip_command() -> None:
     """With llama_cpp unimportable, the local profile fails with the exact install command, exit 2."""
     code = (
-        "import sys; sys.modules['llama_cpp'] = None\n"
-        "from huddle.cli import run\n"
-        "run(['-m', 'local', 'ask', 'hi'])\n"
+        "import sys; sys.modules['llama_cpp'] = None\nfrom huddle.cli import run\nrun(['-m', 'local', 'ask', 'hi'])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr

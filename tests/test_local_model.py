@@ -134,8 +134,9 @@ async def test_abandoned_or_cancelled_stream_frees_the_model(client: LocalChatCo
 
     token = CancellationToken()
     with pytest.raises(asyncio.CancelledError):
-        async for item in client.create_stream(QUESTION, extra_create_args={"max_tokens": 200},
-                                               cancellation_token=token):
+        async for item in client.create_stream(
+            QUESTION, extra_create_args={"max_tokens": 200}, cancellation_token=token
+        ):
             assert isinstance(item, str)
             token.cancel()
     # Neither left the worker holding the model's lock.
