@@ -2,11 +2,12 @@
 
 Run: ``python bench/faults.py [--rate 0.2] [--rounds 3]``. The assistant task set (`assistant_tasks.py`) and the
 support scenario suite run on the huddle team against the scripted server, first clean, then with a share of
-requests faulted at random (429 with Retry-After, 500, a timeout past the client's, a stream cut mid-way, malformed tool-call JSON), plus a team without a
-planner whose manager model names a non-member at the same rate. The profile retries 4 times and then falls back to
-a second profile. Prints, side by side: pass rate, requests, faulted requests (each retried or handed to the
-fallback), mean latency, lost messages (the task or the answer missing from a finished run's transcript; must be 0)
-and skipped members (members the task needed that never spoke: routing degraded by invalid speaker names).
+requests faulted at random (429 with Retry-After, 500, a timeout past the client's, a stream cut mid-way, malformed
+tool-call JSON), plus a team without a planner whose manager model names a non-member at the same rate. The profile
+retries 4 times and then falls back to a second profile. Prints, side by side: pass rate, requests, faulted requests
+(each retried or handed to the fallback), mean latency, lost messages (the task or the answer missing from a
+finished run's transcript; must be 0) and skipped members (members the task needed that never spoke: routing
+degraded by invalid speaker names).
 """
 
 from __future__ import annotations
