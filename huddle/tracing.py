@@ -59,6 +59,12 @@ class RunLog:
         self.run_id = run_id
         self._lock = threading.Lock()
         self._otel = _otel_tracer()
+        # Kept open for the run (opening it per span cost ~2 ms a turn); line-buffered, so a crash loses no span.
+        self._out = self.path.open("a", encoding="utf-8", buffering=1)
+
+    def close(self) -> None:
+        with self._lock:
+            self._out.close()
 
     def open(self, span: Span, parent: Span | None) -> None:
         """Start the OpenTelemetry twin of `span` under its parent's, so the exported spans nest like ours."""
@@ -83,8 +89,10 @@ class RunLog:
             "status": span.status,
             "error": span.error,
         }
-        with self._lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record) + "\n")
+        with self._lock:
+            if self._out.closed:  # a straggler finishing after its run's trace ended
+                self._out = self.path.open("a", encoding="utf-8", buffering=1)
+            self._out.write(json.dumps(record) + "\n")
         if span.otel is not None:
             from opentelemetry.trace import Status, StatusCode
 
@@ -101,12 +109,14 @@ _parent: ContextVar[Span | None] = ContextVar("huddle_span", default=None)
 @contextmanager
 def trace_run(directory: Path, run_id: str, **attributes: Any) -> Iterator[Span]:
     """Trace everything in this context as run `run_id`, under one ``run`` span."""
-    token = _log.set(RunLog(directory, run_id))
+    log = RunLog(directory, run_id)
+    token = _log.set(log)
     try:
         with span(f"run {run_id}", "run", run_id=run_id, **attributes) as root:
             yield root
     finally:
         _log.reset(token)
+        log.close()
 
 
 @contextmanager
