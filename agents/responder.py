@@ -87,16 +87,21 @@ class ResponderAgent(BaseChatAgent):
         yield Response(chat_message=TextMessage(content=answer, source=self.name, models_usage=usage))
 
     def _request_text(self) -> str:
-        parts = []
+        """The one user message the model sees (``prompts/responder_request.md``); empty sections are left out."""
         earlier = self._history[-self._history_turns :]
-        if earlier:
-            parts.append("Earlier in this chat:\n" + "\n".join(f"User: {q}\nYou: {a}" for q, a in earlier))
-        if self._findings:
-            parts.append("What the team found:\n" + "\n".join(self._findings))
-        parts.append(f"User's request: {self._state.task}")
-        if self._state.stop_note:
-            parts.append(prompts.render("budget_note", reason=self._state.stop_note).strip())
-        return "\n\n".join(parts)
+        return prompts.render(
+            "responder_request",
+            earlier=("Earlier in this chat:\n" + "\n".join(f"User: {q}\nYou: {a}" for q, a in earlier) + "\n\n")
+            if earlier
+            else "",
+            findings=("Notes for your answer (do not repeat them):\n" + "\n".join(self._findings) + "\n\nMessage: ")
+            if self._findings
+            else "",
+            task=self._state.task,
+            note=("\n\n" + prompts.render("budget_note", reason=self._state.stop_note).strip())
+            if self._state.stop_note
+            else "",
+        ).strip()
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         self._findings.clear()
