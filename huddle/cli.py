@@ -154,7 +154,7 @@ def ask_command(
         out.print(chunk, end="", markup=False, highlight=False, soft_wrap=True)
 
     answer, record = asyncio.run(
-        ask(prompt, profile, settings.data_dir, system=system, run_id=run_id, on_chunk=show if live else None)
+        ask(prompt, profile, settings.ledger_path, system=system, run_id=run_id, on_chunk=show if live else None)
     )
     if as_json:
         print(json.dumps({"answer": answer, "run_id": run_id, "usage": record.model_dump()}, indent=2))
@@ -263,11 +263,10 @@ def sessions_list(
     ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
 ) -> None:
     """Sessions, most recent first, with their turn counts and unfinished turns."""
-    from huddle.sessions import SESSIONS_FILE, SessionStore
+    from huddle.sessions import SessionStore
 
-    store = SessionStore(ctx.obj.settings().data_dir / SESSIONS_FILE)
-    rows = [s.model_dump() for s in store.sessions()]
-    store.close()
+    with SessionStore(ctx.obj.settings().sessions_path) as store:
+        rows = [s.model_dump() for s in store.sessions()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -283,11 +282,10 @@ def sessions_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """A session's turns: each user message, the answer, and (with --json) every message and decision."""
-    from huddle.sessions import SESSIONS_FILE, SessionStore
+    from huddle.sessions import SessionStore
 
-    store = SessionStore(ctx.obj.settings().data_dir / SESSIONS_FILE)
-    turns = store.turns(session_id)
-    store.close()
+    with SessionStore(ctx.obj.settings().sessions_path) as store:
+        turns = store.turns(session_id)
     if not turns:
         raise HuddleError(f"no session {session_id!r} (see `huddle sessions list`)")
     if as_json:
@@ -302,11 +300,10 @@ def sessions_show(
 @sessions_app.command("delete")
 def sessions_delete(ctx: typer.Context, session_id: Annotated[str, typer.Argument(help="The session id.")]) -> None:
     """Delete a session and its turns (its usage stays in the ledger)."""
-    from huddle.sessions import SESSIONS_FILE, SessionStore
+    from huddle.sessions import SessionStore
 
-    store = SessionStore(ctx.obj.settings().data_dir / SESSIONS_FILE)
-    deleted = store.delete(session_id)
-    store.close()
+    with SessionStore(ctx.obj.settings().sessions_path) as store:
+        deleted = store.delete(session_id)
     if not deleted:
         raise HuddleError(f"no session {session_id!r}")
     out.print(f"deleted session {session_id}")
@@ -321,9 +318,9 @@ def trace_command(
     """A run as a tree: agent turns, model and tool calls, manager decisions; latency, tokens, cost; failures marked."""
     from rich.tree import Tree
 
-    from huddle.tracing import RUNS_DIR, read_run
+    from huddle.tracing import read_run
 
-    spans = read_run(ctx.obj.settings().data_dir / RUNS_DIR, run_id)
+    spans = read_run(ctx.obj.settings().runs_dir, run_id)
     if not spans:
         raise HuddleError(f"no trace for run {run_id!r} (see `huddle runs`)")
     if as_json:
@@ -363,9 +360,9 @@ def runs_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Recent runs, newest first: team, stop reason, model calls, tokens, cost, failures."""
-    from huddle.tracing import RUNS_DIR, read_run
+    from huddle.tracing import read_run
 
-    folder = ctx.obj.settings().data_dir / RUNS_DIR
+    folder = ctx.obj.settings().runs_dir
     files = (
         sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit] if folder.is_dir() else []
     )
@@ -407,11 +404,10 @@ def usage_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Tokens, calls and cost from the usage ledger, per agent and per model (all runs unless filtered)."""
-    from huddle.models.ask import LEDGER_FILE
     from huddle.usage import UsageLedger
 
     settings = ctx.obj.settings()
-    ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
+    ledger = UsageLedger(settings.ledger_path)
     try:
         filters = {"run_id": run_id, "session_id": session_id}
         report = {
@@ -458,7 +454,7 @@ def tools_command(
 
     settings = ctx.obj.settings()
     spec = load_team(team)
-    members = Members.resolve(spec, settings.data_dir / "workspace")
+    members = Members.resolve(spec, settings.workspace_dir)
     report = {
         "team": spec.team.name,
         "agents": [

@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from huddle.errors import HuddleError
-from huddle.models.ask import LEDGER_FILE
-from huddle.sessions import SESSIONS_FILE, SessionStore
+from huddle.sessions import SessionStore
 from huddle.settings import Settings
 from huddle.teams.durable import DurableTeam
 from huddle.teams.group_chat import Event, RunResult
@@ -78,10 +77,10 @@ async def run_once(
 
     Without a session the team is fresh; with one, it continues the session's conversation and is saved per turn.
     """
-    ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
+    ledger = UsageLedger(settings.ledger_path)
     team = build_team(spec, settings, ledger=ledger, session_id=session_id)
     transcript = Transcript(show, team.responder, verbose=True) if show else None
-    store = SessionStore(settings.data_dir / SESSIONS_FILE) if session_id else None
+    store = SessionStore(settings.sessions_path) if session_id else None
     result: RunResult | None = None
     try:
         durable = DurableTeam(team, store, session_id) if store and session_id else None
@@ -113,9 +112,9 @@ async def chat(spec: TeamSpec | PatternSpec, settings: Settings, *, session_id: 
     """The REPL. On a terminal: a prompt, streamed answers, a meter. Piped: one message per line, answers printed."""
     interactive = sys.stdin.isatty()
     session_id = session_id or uuid.uuid4().hex[:12]
-    ledger = UsageLedger(settings.data_dir / LEDGER_FILE)
+    ledger = UsageLedger(settings.ledger_path)
     team = build_team(spec, settings, ledger=ledger, session_id=session_id)
-    store = SessionStore(settings.data_dir / SESSIONS_FILE)
+    store = SessionStore(settings.sessions_path)
     durable = DurableTeam(team, store, session_id)
     transcript = Transcript(console, team.responder, verbose=interactive)
     if interactive:

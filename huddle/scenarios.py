@@ -571,10 +571,9 @@ class ScenarioRunner:
     @property
     def ledger(self) -> UsageLedger:
         if self._ledger is None:
-            from huddle.models.ask import LEDGER_FILE
             from huddle.usage import UsageLedger
 
-            self._ledger = UsageLedger(self.settings.data_dir / LEDGER_FILE)
+            self._ledger = UsageLedger(self.settings.ledger_path)
         return self._ledger
 
     @property

@@ -21,7 +21,6 @@ from pydantic import BaseModel
 
 from huddle.errors import HuddleError
 
-SESSIONS_FILE = "sessions.sqlite"
 TurnStatus = Literal["running", "done"]
 
 _SCHEMA = """
@@ -205,3 +204,9 @@ class SessionStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

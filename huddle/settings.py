@@ -165,6 +165,32 @@ class Settings(BaseSettings):
             profile.name = key
         return self
 
+    # Where huddle keeps each thing under the data directory: one place, so no module spells a path itself.
+    @property
+    def ledger_path(self) -> Path:
+        """The usage ledger (every model call), SQLite."""
+        return self.data_dir / "usage.sqlite"
+
+    @property
+    def sessions_path(self) -> Path:
+        """Durable chat sessions, SQLite."""
+        return self.data_dir / "sessions.sqlite"
+
+    @property
+    def runs_dir(self) -> Path:
+        """One JSONL trace per run."""
+        return self.data_dir / "runs"
+
+    @property
+    def workspace_dir(self) -> Path:
+        """Where file tools may read and write (and run_command runs)."""
+        return self.data_dir / "workspace"
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The response cache, when ``cache: true``."""
+        return self.data_dir / "cache" if self.cache else None
+
     @property
     def profiles(self) -> dict[str, ModelProfile]:
         """Built-in profiles overlaid with the configured ones (a configured name replaces the built-in)."""

@@ -25,7 +25,6 @@ from typing import Any
 from huddle.secrets import redact
 
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
-RUNS_DIR = "runs"  # under the data directory
 Attributes = Mapping[str, str | int | float | bool | None]
 
 

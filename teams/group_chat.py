@@ -38,7 +38,7 @@ from huddle.settings import Settings
 from huddle.teams.manager import Decision, Manager, Roles
 from huddle.teams.spec import AgentSpec, TeamSpec
 from huddle.tools import ToolRegistry
-from huddle.tracing import RUNS_DIR, trace_run
+from huddle.tracing import trace_run
 from huddle.usage import Totals, UsageLedger, usage_scope
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class GroupChatTeam:
         self.ledger = ledger or UsageLedger()
         self.session_id = session_id
         self.state = RunState(session_scope=f"session:{session_id}" if session_id else None)
-        self.workspace = workspace or settings.data_dir / "workspace"
+        self.workspace = workspace or settings.workspace_dir
         self._memory = memory
         self._clients: list[MeteredClient] = []
         self._mcp: AsyncExitStack | None = None  # the team's MCP servers, started on the first run
@@ -187,7 +187,7 @@ class GroupChatTeam:
             agent=agent,
             governor=self.governor,
             profiles=self.settings.profiles,
-            cache_dir=self.settings.data_dir / "cache" if self.settings.cache else None,
+            cache_dir=self.settings.cache_dir,
             wrap=self._wrap_client,
         )
         self._clients.append(client)
@@ -252,10 +252,11 @@ class GroupChatTeam:
         self.governor.start_run()
         messages: list[BaseChatMessage] = []
         stop_reason = "unknown"
-        runs_dir = self.settings.data_dir / RUNS_DIR
         with (
             usage_scope(run_id=run_id, session_id=self.session_id),
-            trace_run(runs_dir, run_id, team=self.spec.team.name, session_id=self.session_id, task=task[:300]) as root,
+            trace_run(
+                self.settings.runs_dir, run_id, team=self.spec.team.name, session_id=self.session_id, task=task[:300]
+            ) as root,
         ):
             async for item in self._chat.run_stream(task=task, cancellation_token=cancellation_token):
                 if isinstance(item, TaskResult):

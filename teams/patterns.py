@@ -349,7 +349,7 @@ class PatternTeam(ABC):
         self.settings = settings
         self.ledger = ledger or UsageLedger()
         self.session_id = session_id
-        self.workspace = workspace or settings.data_dir / "workspace"
+        self.workspace = workspace or settings.workspace_dir
         self.state = RunState(session_scope=f"session:{session_id}" if session_id else None)
         self.governor = Governor(settings.budget, self.ledger, final_agent=self.responder)
         self._wrap_client = wrap_client
@@ -382,7 +382,7 @@ class PatternTeam(ABC):
             agent=spec.name,
             governor=self.governor,
             profiles=self.settings.profiles,
-            cache_dir=self.settings.data_dir / "cache" if self.settings.cache else None,
+            cache_dir=self.settings.cache_dir,
             wrap=self._wrap_client,
         )
         self._clients.append(client)
@@ -431,11 +431,10 @@ class PatternTeam(ABC):
         self.state.start(task, run_id)
         self.governor.start_run()
         run = Run(self, task, run_id, cancellation_token or CancellationToken())
-        runs_dir = self.settings.data_dir / tracing.RUNS_DIR
         info = {"team": self.spec.team.name, "team_kind": self.kind, "session_id": self.session_id, "task": task[:300]}
         with (
             usage_scope(run_id=run_id, session_id=self.session_id),
-            tracing.trace_run(runs_dir, run_id, **info) as root,
+            tracing.trace_run(self.settings.runs_dir, run_id, **info) as root,
         ):
             run.emit(TextMessage(content=task, source="user"))
             worker = asyncio.create_task(self.orchestrate(run))  # copies the usage scope into the members' calls

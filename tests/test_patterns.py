@@ -27,7 +27,7 @@ from huddle.settings import Settings, load_settings
 from huddle.teams.kinds import PatternSpec, load_any_team
 from huddle.teams.patterns import PatternResult, build_team
 from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer
-from huddle.tracing import RUNS_DIR, read_run
+from huddle.tracing import read_run
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "patterns"
 DELAY_S = 0.3
@@ -439,7 +439,7 @@ async def test_a_group_chat_nested_in_a_pipeline_is_metered_in_the_same_run(
     assert [m.source for m in result.messages] == ["user", "desk/planner", "desk", "polish"]
 
     # One trace for the whole run: the nested chat's run span sits under the member's span that ran it.
-    spans = {s["id"]: s for s in read_run(settings.data_dir / RUNS_DIR, result.run_id)}
+    spans = {s["id"]: s for s in read_run(settings.runs_dir, result.run_id)}
     parent = {s["name"]: spans[s["parent"]]["name"] if s["parent"] else None for s in spans.values()}
     assert parent["agent desk"] == parent["agent polish"] == f"run {result.run_id}"
     nested_run = next(s for s in spans.values() if s["kind"] == "run" and s["parent"])

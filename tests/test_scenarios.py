@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 import huddle.scenarios
 from huddle.cli import CliState
-from huddle.models.ask import LEDGER_FILE
 from huddle.scenario_cli import scenario_app
 from huddle.scenarios import pass_hat_k, tool_calls_in
+from huddle.settings import load_settings
 from huddle.usage import UsageLedger
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "support"
@@ -85,7 +85,7 @@ def test_clear_intents_use_no_model_tokens_in_the_ledger(example_run: tuple[Resu
     decided = {i["decided_by"] for t in trials for i in t["intents"]}
     assert decided == {"embedding", "context"}  # never the model, on every message of the suite
     assert all(i["model_calls"] == 0 for t in trials for i in t["intents"])
-    ledger = UsageLedger(home / LEDGER_FILE)
+    ledger = UsageLedger(load_settings(data_dir=home).ledger_path)
     try:
         by_agent = ledger.by("agent")
         per_session = {t["session_id"]: ledger.by("agent", session_id=t["session_id"]) for t in trials}

@@ -13,13 +13,11 @@ from huddle.secrets import redact
 from huddle.settings import ModelProfile
 from huddle.usage import UsageLedger, UsageRecord, usage_scope
 
-LEDGER_FILE = "usage.sqlite"
-
 
 async def ask(
     prompt: str,
     profile: ModelProfile,
-    data_dir: Path,
+    ledger_path: Path,
     *,
     system: str | None = None,
     run_id: str | None = None,
@@ -27,7 +25,7 @@ async def ask(
 ) -> tuple[str, UsageRecord]:
     """Send `prompt` to `profile`; stream chunks to `on_chunk` if given. Returns the answer and its ledger row.
 
-    The call is recorded in ``data_dir/usage.sqlite``. Server and connection failures become a `HuddleError` that
+    The call is recorded in the ledger at `ledger_path`. Server and connection failures become a `HuddleError` that
     names the profile and endpoint (with any credential masked).
     """
     import openai
@@ -35,7 +33,7 @@ async def ask(
     messages: list[LLMMessage] = [SystemMessage(content=system)] if system else []
     messages.append(UserMessage(content=prompt, source="user"))
     where = f"profile {profile.name!r} ({profile.model_name} at {profile.base_url or profile.provider})"
-    ledger = UsageLedger(data_dir / LEDGER_FILE)
+    ledger = UsageLedger(ledger_path)
     client = build_client(profile, ledger, agent="ask")
     result: CreateResult | None = None
     try:

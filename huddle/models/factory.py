@@ -17,12 +17,11 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from huddle.budget import Governor
 from huddle.errors import ConfigError, MissingExtraError
-from huddle.models import tokens
+from huddle.models import AGENT_HEADER, tokens
 from huddle.models.metering import MeteredClient, TextCounter
 from huddle.settings import ModelProfile
 from huddle.usage import UsageLedger
 
-AGENT_HEADER = "X-Huddle-Agent"
 ClientWrapper = Callable[[ChatCompletionClient, ModelProfile, str], ChatCompletionClient]
 # For a model autogen does not know (any custom server): what current OpenAI-compatible servers generally support.
 _UNKNOWN_MODEL_INFO = ModelInfo(

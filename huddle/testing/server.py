@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
 
+from huddle.models import AGENT_HEADER  # light: the models package itself imports no autogen
 from huddle.models.tokens import count_text
 
 __all__ = [
@@ -43,10 +44,6 @@ __all__ = [
     "ScriptedServer",
     "ToolCall",
 ]
-
-AGENT_HEADER = "X-Huddle-Agent"
-"""Header huddle's model clients send with the agent's name; `Rule.agent` matches it (kept local: importing
-``huddle.models.factory`` would pull autogen into every test that only wants a server)."""
 
 FaultKind: TypeAlias = Literal["rate_limit", "server_error", "timeout", "cut_stream", "malformed_tool_json"]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
