@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 _KEY_PATTERNS = (
     re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI and compatible keys
@@ -16,15 +17,34 @@ _KEY_PATTERNS = (
 )
 _SECRET_ENV_HINTS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
 MASK = "***"
+_SHORTEST_SECRET = 8  # no pattern above, and no environment value `_env_secrets` keeps, matches fewer characters
+_scanned: tuple[dict[Any, Any] | None, list[str]] = (None, [])
 
 
 def _env_secrets() -> list[str]:
-    """Values of environment variables whose names say they hold a secret (long enough to be worth masking)."""
-    return [v for k, v in os.environ.items() if any(h in k.upper() for h in _SECRET_ENV_HINTS) and len(v) >= 8]
+    """Values of environment variables whose names say they hold a secret (long enough to be worth masking).
+
+    `redact` runs on every traced attribute, and scanning (and decoding) the whole environment each time was a tenth
+    of a turn's CPU, so the scan is kept until the environment changes: comparing the raw mapping CPython keeps
+    behind ``os.environ`` with its last snapshot is one C-level dict comparison.
+    """
+    global _scanned
+    raw: dict[Any, Any] | None = getattr(os.environ, "_data", None)
+    snapshot, secrets = _scanned
+    if raw is None or raw != snapshot:
+        secrets = [
+            v
+            for k, v in os.environ.items()
+            if any(h in k.upper() for h in _SECRET_ENV_HINTS) and len(v) >= _SHORTEST_SECRET
+        ]
+        _scanned = (dict(raw) if raw is not None else None, secrets)
+    return secrets
 
 
 def redact(text: str) -> str:
     """Return `text` with anything that looks like a credential replaced by ``***``."""
+    if len(text) < _SHORTEST_SECRET:
+        return text
     for value in _env_secrets():
         text = text.replace(value, MASK)
     text = _KEY_PATTERNS[0].sub(MASK, text)
