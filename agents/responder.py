@@ -1,4 +1,4 @@
-"""The responder: writes the user-facing answer, streamed, from the task and what the team found.
+"""The responder: writes the user-facing answer (streamed when someone reads it) from the task and what the team found.
 
 It is not shown the raw transcript: plans and routing chatter cost tokens and confuse small models. Its prompt is the
 task, the results other members posted (tool results, recalled memory, custom agents' findings) and the last few
@@ -68,11 +68,14 @@ class ResponderAgent(BaseChatAgent):
         ]
         result: CreateResult | None = None
         try:
-            async for item in self._client.create_stream(request, cancellation_token=cancellation_token):
-                if isinstance(item, CreateResult):
-                    result = item
-                else:
-                    yield ModelClientStreamingChunkEvent(content=item, source=self.name)
+            if self._state.stream_answer:
+                async for item in self._client.create_stream(request, cancellation_token=cancellation_token):
+                    if isinstance(item, CreateResult):
+                        result = item
+                    else:
+                        yield ModelClientStreamingChunkEvent(content=item, source=self.name)
+            else:  # nobody reads the chunks: parsing a stream costs a turn more CPU than one reply
+                result = await self._client.create(request, cancellation_token=cancellation_token)
         except BudgetExhausted as exc:
             # No budget left even for the answer: a template with what the team found, no model call.
             findings = "\n".join(self._findings) or "Nothing was found before the budget ran out."

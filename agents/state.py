@@ -23,10 +23,12 @@ class RunState:
     stop_note: str | None = None  # why the run is wrapping up early (the budget), for the responder to say
     session_scope: str | None = None  # memory scope of the chat session (its episodic answers), if any
     failures: dict[str, str] = field(default_factory=dict)  # member -> why it failed, in this task
+    stream_answer: bool = True  # whether anyone reads the answer as it is written (else one plain call is cheaper)
 
-    def start(self, task: str, run_id: str | None) -> None:
+    def start(self, task: str, run_id: str | None, *, stream_answer: bool = True) -> None:
         """Begin a new task (a chat keeps its team and history across tasks, but not the plan)."""
         self.task, self.run_id, self.plan, self.stop_note = task, run_id, None, None
+        self.stream_answer = stream_answer
         self.status.clear()
         self.results.clear()
         self.failures.clear()

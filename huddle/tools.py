@@ -15,6 +15,7 @@ validation, timeout and error handling.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -379,9 +380,13 @@ class Tool:
     def __repr__(self) -> str:
         return f"Tool(name={self.name!r}, side_effects={self.side_effects!r}, timeout_s={self.timeout_s})"
 
-    @property
+    @functools.cached_property
     def schema(self) -> ToolSchema:
-        """The autogen/OpenAI function schema: name, description, and parameters with ``required`` and no extras."""
+        """The autogen/OpenAI function schema: name, description, and parameters with ``required`` and no extras.
+
+        Computed once: the planner lists every tool's schema on each call, and pydantic rebuilds a JSON schema each
+        time it is asked (a fiftieth of a turn's CPU).
+        """
         # autogen's BaseTool already turns a pydantic model into a ToolSchema (inlining $defs); reuse it.
         return self.as_autogen().schema
 

@@ -242,12 +242,18 @@ class GroupChatTeam:
         self.ledger.record_decision(decision.turn, decision.speaker, decision.policy, decision.reason)
 
     async def run_stream(
-        self, task: str, *, run_id: str | None = None, cancellation_token: CancellationToken | None = None
+        self,
+        task: str,
+        *,
+        run_id: str | None = None,
+        cancellation_token: CancellationToken | None = None,
+        stream_answer: bool = True,
     ) -> AsyncIterator[Event | RunResult]:
-        """Yield every message and event as the team produces it, then the `RunResult`."""
+        """Yield every message and event as the team produces it, then the `RunResult`; with `stream_answer` the
+        answer also arrives as chunk events while it is written."""
         run_id = run_id or uuid.uuid4().hex[:12]
         await self._start_mcp()
-        self.state.start(task, run_id)
+        self.state.start(task, run_id, stream_answer=stream_answer)
         self.manager.start_task()
         self.governor.start_run()
         messages: list[BaseChatMessage] = []
@@ -280,9 +286,9 @@ class GroupChatTeam:
             yield result
 
     async def run(self, task: str, **kwargs: Any) -> RunResult:
-        """Run one task to the end and return its result."""
+        """Run one task to the end and return its result (the answer is not streamed: nobody would read it)."""
         result: RunResult | None = None
-        async for item in self.run_stream(task, **kwargs):
+        async for item in self.run_stream(task, stream_answer=False, **kwargs):
             if isinstance(item, RunResult):
                 result = item
         assert result is not None  # run_stream always ends with a result

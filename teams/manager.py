@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 from typing import Literal, Protocol
 
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, HandoffMessage
@@ -106,8 +107,8 @@ class Manager:
 
     async def select(self, thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str:
         """Choose the next speaker; always returns a member, so autogen's own model selection never runs."""
-        messages = [m for m in thread if isinstance(m, BaseChatMessage)]
-        last = messages[-1] if messages else None
+        # The thread grows for a chat's whole life: look at its tail only, so a turn costs the same on the 500th task.
+        last = next((m for m in reversed(thread) if isinstance(m, BaseChatMessage)), None)
         if last is not None and last.source in self.roster:
             self._spoken.add(last.source)
             self._previous = last.source
@@ -119,7 +120,7 @@ class Manager:
             or self._by_rule()
             or self._by_plan()
             or self._by_similarity(last)
-            or await self._by_llm(messages)
+            or await self._by_llm(thread)
             or self._fallback()
         )
         speaker, policy, reason = choice
@@ -209,13 +210,14 @@ class Manager:
             return None
         return best, "similarity", f"last message is closest to {best}'s description ({scores[best]:.2f})"
 
-    async def _by_llm(self, messages: Sequence[BaseChatMessage]) -> tuple[str, Policy, str] | None:
+    async def _by_llm(self, thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> tuple[str, Policy, str] | None:
         candidates = self._candidates()
         if self.client is None or not candidates:
             return None
         if len(candidates) == 1:
             return candidates[0], "rule", "only one allowed candidate"
-        history = "\n".join(f"{m.source}: {m.to_model_text()[:_HISTORY_CHARS]}" for m in messages[-_HISTORY_MESSAGES:])
+        recent = list(islice((m for m in reversed(thread) if isinstance(m, BaseChatMessage)), _HISTORY_MESSAGES))[::-1]
+        history = "\n".join(f"{m.source}: {m.to_model_text()[:_HISTORY_CHARS]}" for m in recent)
         ask = prompts.render(
             "manager_select",
             roster="\n".join(f"- {n}: {self.roster[n]}" for n in candidates),

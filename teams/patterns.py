@@ -71,7 +71,12 @@ class AnyTeam(Protocol):
     governor: Governor
 
     def run_stream(
-        self, task: str, *, run_id: str | None = None, cancellation_token: CancellationToken | None = None
+        self,
+        task: str,
+        *,
+        run_id: str | None = None,
+        cancellation_token: CancellationToken | None = None,
+        stream_answer: bool = True,
     ) -> AsyncIterator[Event | RunResult]: ...
 
     async def run(self, task: str, **kwargs: Any) -> RunResult: ...
@@ -263,7 +268,8 @@ class TeamMember(Member):
         async with self._lock:
             result: RunResult | None = None
             # aclosing: a timeout or a stop event ends the nested run now, not when the generator is collected.
-            stream = self.team.run_stream(prompt, run_id=run.run_id, cancellation_token=run.token)
+            # Only whole messages are passed on, so the nested team need not stream its answer.
+            stream = self.team.run_stream(prompt, run_id=run.run_id, cancellation_token=run.token, stream_answer=False)
             async with aclosing(stream):  # type: ignore[type-var]  # an async generator, typed as AsyncIterator
                 async for item in stream:
                     if isinstance(item, RunResult):
@@ -424,9 +430,15 @@ class PatternTeam(ABC):
             return None
 
     async def run_stream(
-        self, task: str, *, run_id: str | None = None, cancellation_token: CancellationToken | None = None
+        self,
+        task: str,
+        *,
+        run_id: str | None = None,
+        cancellation_token: CancellationToken | None = None,
+        stream_answer: bool = True,
     ) -> AsyncIterator[Event | RunResult]:
-        """Yield the task, every member's message as it is posted, then the `PatternResult`."""
+        """Yield the task, every member's message as it is posted, then the `PatternResult`. Members post whole
+        messages, so `stream_answer` (there for the shared team interface) changes nothing here."""
         run_id = run_id or uuid.uuid4().hex[:12]
         self.state.start(task, run_id)
         self.governor.start_run()
