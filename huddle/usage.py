@@ -127,6 +127,9 @@ class UsageLedger:
         with self._lock:
             if self.path is not None:
                 self._db.execute("PRAGMA journal_mode=WAL")
+                # Every call commits a row: with WAL, NORMAL keeps commits safe from a crashed or killed process
+                # and skips the fsync that FULL does per commit (blocking the event loop ~0.2 ms each).
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
 
     def record(self, record: UsageRecord) -> UsageRecord:
