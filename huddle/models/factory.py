@@ -21,7 +21,7 @@ from openai import DefaultAsyncHttpxClient
 
 from huddle.budget import Governor
 from huddle.errors import ConfigError, MissingExtraError
-from huddle.models import AGENT_HEADER, tokens
+from huddle.models import AGENT_HEADER, plain_body, tokens
 from huddle.models.metering import MeteredClient, TextCounter
 from huddle.settings import ModelProfile
 from huddle.usage import UsageLedger
@@ -34,8 +34,13 @@ _UNKNOWN_MODEL_INFO = ModelInfo(
 _KEYLESS = "not-needed"  # local OpenAI-compatible servers ignore the key, but the openai client insists on one
 
 
-class _StreamUsageOpenAIClient(OpenAIChatCompletionClient):
-    """Asks the server for a final usage chunk on every stream, so streamed calls are metered from the server too."""
+class _OpenAIClient(OpenAIChatCompletionClient):
+    """autogen-ext's client, asking the server for a final usage chunk on every stream (so streamed calls are metered
+    from the server too) and sending messages and tools without the SDK's per-request walk (`plain_body`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        plain_body.install(self._client)
 
     def create_stream(
         self,
@@ -88,7 +93,7 @@ def _openai_client(profile: ModelProfile, agent: str) -> OpenAIChatCompletionCli
         args["temperature"] = profile.temperature
     # The openai client's own default HTTP client, but on the process's one TLS context (see `_tls_context`).
     args["http_client"] = DefaultAsyncHttpxClient(verify=_tls_context())
-    return _StreamUsageOpenAIClient(**args)
+    return _OpenAIClient(**args)
 
 
 @functools.cache
