@@ -8,9 +8,10 @@ are kept beside them, and a run returns a `RunResult` with the answer, the messa
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from huddle.memory.store import VectorMemory
 
 Event = BaseAgentEvent | BaseChatMessage
+TRACING_SWITCH = "AUTOGEN_DISABLE_RUNTIME_TRACING"
 
 
 class MessageRecord(BaseModel):
@@ -167,17 +169,18 @@ class GroupChatTeam:
             GuardedAgent(self._build_agent(a, roster, roles), self.state) for a in spec.agents
         ]
         self.responder = roles.responder
-        self._chat = SelectorGroupChat(
-            participants,
-            model_client=manager_client,  # never called: `Manager.select` always names a speaker
-            selector_func=self.manager.select,
-            max_turns=spec.team.max_turns,
-            allow_repeated_speaker=True,  # the manager enforces its own rule (see Manager)
-            termination_condition=SourceMatchTermination([roles.responder])
-            | TextMentionTermination("TERMINATE", sources=[a.agent_name for a in spec.agents])
-            | self.stopper,
-            emit_team_events=False,
-        )
+        with _autogen_runtime_spans_off():  # huddle traces runs, turns and calls itself (huddle/tracing.py)
+            self._chat = SelectorGroupChat(
+                participants,
+                model_client=manager_client,  # never called: `Manager.select` always names a speaker
+                selector_func=self.manager.select,
+                max_turns=spec.team.max_turns,
+                allow_repeated_speaker=True,  # the manager enforces its own rule (see Manager)
+                termination_condition=SourceMatchTermination([roles.responder])
+                | TextMentionTermination("TERMINATE", sources=[a.agent_name for a in spec.agents])
+                | self.stopper,
+                emit_team_events=False,
+            )
 
     def _client(self, spec: AgentSpec | None, agent: str) -> MeteredClient:
         choice = (spec.model if spec else None) or self.settings.model or self.spec.team.model
@@ -359,6 +362,21 @@ class GroupChatTeam:
             self._mcp = None
         for client in self._clients:
             await client.close()
+
+
+@contextmanager
+def _autogen_runtime_spans_off() -> Iterator[None]:
+    """Build a group chat whose autogen runtime makes no OpenTelemetry spans of its own (a span per message
+    published or delivered: about a twentieth of a turn's CPU even with no tracer installed), through autogen's
+    documented ``AUTOGEN_DISABLE_RUNTIME_TRACING``, read when the runtime is made. A value the user set is kept."""
+    if TRACING_SWITCH in os.environ:
+        yield
+        return
+    os.environ[TRACING_SWITCH] = "true"
+    try:
+        yield
+    finally:
+        del os.environ[TRACING_SWITCH]
 
 
 def _name(spec: AgentSpec | None) -> str | None:
