@@ -1,4 +1,5 @@
-"""A managed group chat: role agents built from a `TeamSpec`, autogen's ``SelectorGroupChat`` driven by our `Manager`.
+"""A managed group chat: role agents built from a `TeamSpec`, talking in a `ManagedChat` whose speakers our `Manager`
+chooses.
 
 One `GroupChatTeam` lives as long as a chat session: each `run` is one task (one user message), with a fresh plan
 but the same agents and conversation history. Every model client is metered into one ledger, the manager's decisions
@@ -8,18 +9,16 @@ are kept beside them, and a run returns a `RunResult` with the answer, the messa
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autogen_agentchat.base import ChatAgent, TaskResult, Team
+from autogen_agentchat.base import ChatAgent, TaskResult
 from autogen_agentchat.conditions import ExternalTermination, SourceMatchTermination, TextMentionTermination
-from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
-from autogen_agentchat.teams import SelectorGroupChat
+from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 from pydantic import BaseModel, Field
 
@@ -36,6 +35,7 @@ from huddle.models.factory import ClientWrapper, build_client
 from huddle.models.metering import MeteredClient
 from huddle.plugins import ToolAgent, load_agent, load_tools
 from huddle.settings import Settings
+from huddle.teams.managed_chat import Event, ManagedChat
 from huddle.teams.manager import Decision, Manager, Roles
 from huddle.teams.spec import AgentSpec, TeamSpec
 from huddle.tools import ToolRegistry
@@ -44,9 +44,6 @@ from huddle.usage import Totals, UsageLedger, usage_scope
 
 if TYPE_CHECKING:
     from huddle.memory.store import VectorMemory
-
-Event = BaseAgentEvent | BaseChatMessage
-TRACING_SWITCH = "AUTOGEN_DISABLE_RUNTIME_TRACING"
 
 
 class MessageRecord(BaseModel):
@@ -165,22 +162,20 @@ class GroupChatTeam:
             optional=[a.agent_name for a in spec.agents if a.optional],
             reroutes={a.agent_name: a.reroute_to for a in spec.agents if a.reroute_to},
         )
-        participants: list[ChatAgent | Team] = [
+        participants: list[ChatAgent] = [
             GuardedAgent(self._build_agent(a, roster, roles), self.state) for a in spec.agents
         ]
         self.responder = roles.responder
-        with _autogen_runtime_spans_off():  # huddle traces runs, turns and calls itself (huddle/tracing.py)
-            self._chat = SelectorGroupChat(
-                participants,
-                model_client=manager_client,  # never called: `Manager.select` always names a speaker
-                selector_func=self.manager.select,
-                max_turns=spec.team.max_turns,
-                allow_repeated_speaker=True,  # the manager enforces its own rule (see Manager)
-                termination_condition=SourceMatchTermination([roles.responder])
-                | TextMentionTermination("TERMINATE", sources=[a.agent_name for a in spec.agents])
-                | self.stopper,
-                emit_team_events=False,
-            )
+        self._chat = ManagedChat(
+            participants,
+            self.manager.select,
+            [
+                SourceMatchTermination([roles.responder]),
+                TextMentionTermination("TERMINATE", sources=[a.agent_name for a in spec.agents]),
+                self.stopper,
+            ],
+            max_turns=spec.team.max_turns,
+        )
 
     def _client(self, spec: AgentSpec | None, agent: str) -> MeteredClient:
         choice = (spec.model if spec else None) or self.settings.model or self.spec.team.model
@@ -267,7 +262,7 @@ class GroupChatTeam:
                 self.settings.runs_dir, run_id, team=self.spec.team.name, session_id=self.session_id, task=task[:300]
             ) as root,
         ):
-            async for item in self._chat.run_stream(task=task, cancellation_token=cancellation_token):
+            async for item in self._chat.run_stream(task, cancellation_token):
                 if isinstance(item, TaskResult):
                     stop_reason = item.stop_reason or "finished"
                     continue
@@ -351,7 +346,7 @@ class GroupChatTeam:
 
     async def save_state(self) -> dict[str, Any]:
         """The conversation and every member's state (autogen ``save_state``), for a durable session."""
-        return {"chat": dict(await self._chat.save_state())}
+        return {"chat": await self._chat.save_state()}
 
     async def load_state(self, state: dict[str, Any]) -> None:
         await self._chat.load_state(state["chat"])
@@ -362,21 +357,6 @@ class GroupChatTeam:
             self._mcp = None
         for client in self._clients:
             await client.close()
-
-
-@contextmanager
-def _autogen_runtime_spans_off() -> Iterator[None]:
-    """Build a group chat whose autogen runtime makes no OpenTelemetry spans of its own (a span per message
-    published or delivered: about a twentieth of a turn's CPU even with no tracer installed), through autogen's
-    documented ``AUTOGEN_DISABLE_RUNTIME_TRACING``, read when the runtime is made. A value the user set is kept."""
-    if TRACING_SWITCH in os.environ:
-        yield
-        return
-    os.environ[TRACING_SWITCH] = "true"
-    try:
-        yield
-    finally:
-        del os.environ[TRACING_SWITCH]
 
 
 def _name(spec: AgentSpec | None) -> str | None:

@@ -61,7 +61,8 @@ class Roles(BaseModel):
 
 
 class Manager:
-    """A speaker selector for autogen's ``SelectorGroupChat`` (pass `select` as its ``selector_func``)."""
+    """A speaker selector: `select` names the next speaker from the thread (a `ManagedChat`'s selector; it also
+    serves as autogen ``SelectorGroupChat``'s ``selector_func``)."""
 
     def __init__(
         self,
@@ -106,7 +107,7 @@ class Manager:
         return [name for name in self.roster if name not in self.skipped]
 
     async def select(self, thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str:
-        """Choose the next speaker; always returns a member, so autogen's own model selection never runs."""
+        """Choose the next speaker; always a member."""
         # The thread grows for a chat's whole life: look at its tail only, so a turn costs the same on the 500th task.
         last = next((m for m in reversed(thread) if isinstance(m, BaseChatMessage)), None)
         if last is not None and last.source in self.roster:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,28 +195,3 @@ def test_team_yaml_errors_name_file_line_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least two members"):
         load_team(bad)
     assert load_team("assistant").team.name == "assistant"
-
-
-@pytest.mark.parametrize("user_choice", [None, "false"])
-async def test_autogen_runtime_spans_only_when_the_user_asks(
-    server: ScriptedServer, settings: Settings, monkeypatch: pytest.MonkeyPatch, user_choice: str | None
-) -> None:
-    # huddle's own spans cover runs, turns and calls; autogen's runtime would add one per message it routes.
-    from autogen_core._telemetry import _tracing
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(_tracing, "get_tracer_provider", lambda: provider)  # as if the user had installed one
-    if user_choice is not None:
-        monkeypatch.setenv("AUTOGEN_DISABLE_RUNTIME_TRACING", user_choice)
-    server.add_rule(Rule(agent="planner", reply=Reply(content=plan())))
-    server.add_rule(Rule(agent="responder", reply=Reply(content="Hello!")))
-    result, _ = await run(settings, "hi")
-    assert result.answer == "Hello!"
-    autogen_spans = [s.name for s in exporter.get_finished_spans() if s.name.startswith("autogen")]
-    assert bool(autogen_spans) == (user_choice == "false"), autogen_spans
-    assert os.environ.get("AUTOGEN_DISABLE_RUNTIME_TRACING") == user_choice  # the environment is left as it was
