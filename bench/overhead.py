@@ -1,6 +1,6 @@
 """Framework overhead and concurrency: huddle's teams against vanilla autogen, all against the scripted server.
 
-Run: ``python bench/overhead.py`` (offline, about two minutes on 2 cores; ``--tasks``, ``--repeats``, ``--sessions``
+Run: ``python bench/overhead.py`` (offline, about four minutes on 2 cores; ``--tasks``, ``--repeats``, ``--sessions``
 change the sizes).
 
 The scripted OpenAI-compatible server runs in a child process (``--serve``), so this process's CPU time is the
@@ -12,18 +12,20 @@ chosen per request by the profile's model name (``lat0``, ``lat100``, ``lat300``
    responder; vanilla ``SelectorGroupChat`` picks each speaker with a model call as documented and its tool executor
    asks its model for the tool call, ``RoundRobinGroupChat`` is the cheapest vanilla way to get the same three turns;
    huddle routes by rule and plan (the tool call needs no model call). Pipeline: four model agents in a row, huddle
-   ``kind: sequential`` vs ``RoundRobinGroupChat``. Goal: <= 2 ms/turn and <= 1.0x vanilla. A cProfile of the
-   huddle runs, summed by package, says where the time goes.
+   ``kind: sequential`` vs ``RoundRobinGroupChat``. Goal: <= 2 ms/turn and <= 1.0x vanilla. Then the same teams on
+   autogen's in-process ``ReplayChatCompletionClient`` (no openai SDK, no HTTP): what each framework itself costs.
+   A cProfile of the huddle runs over HTTP, summed by package, says where the time goes.
 2. Fan-out latency: a ``kind: parallel`` team of 8 members at 300 ms model latency; the run's wall time against the
    slowest of its 8 calls as the ledger measured them. Goal: <= 1.2x.
-3. Concurrent sessions: ``--sessions`` sessions in one process at 100 ms model latency, each its own team doing a
-   task of two model calls, all metered into one ledger on disk: huddle group chats (planner, tool executor,
-   responder) all started at once (the first task also opens the connections) and arriving at 50 per second; then,
-   after ``gc.freeze()`` as README's "Hosting many sessions" advises, all at once again and arriving at 25, 50 and
-   100 per second; then huddle two-step pipelines and vanilla two-agent ``RoundRobinGroupChat`` s, all at once and
-   arriving at 50 per second. A session's overhead is its wall time minus 2 x 100 ms. Goal: p95 overhead <= 20 ms.
-   Throughput is sessions (and model calls) per second; all at once, it is the process's capacity (one core's
-   worth: CPU per call x calls), and the overhead is the queue for that CPU.
+3. Concurrent sessions: ``--sessions`` sessions in one process at 100 ms model latency, each its own team doing
+   tasks of two model calls, all metered into one ledger on disk. For huddle group chats (planner, tool executor,
+   responder), huddle two-step pipelines and vanilla two-agent ``RoundRobinGroupChat`` s: every session's first
+   task all at once (it also opens the connections), the next all at once (the process's capacity: one core's worth,
+   CPU per call x calls, and the overhead is the queue for that CPU), then tasks arriving as a Poisson process at 25,
+   50 and 100 per second (200 open chats whose users each write every 8, 4 or 2 s; 3 tasks per session, a session
+   answering one at a time). Group chats also run at 50 per second before ``gc.freeze()``, which README's "Hosting
+   many sessions" advises after start-up and every later row uses. A task's overhead is its wall time minus
+   2 x 100 ms. Goal: p95 overhead <= 20 ms.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ SPEAKERS = ("user", "planner", "tool_executor", "responder")
 NEXT_SPEAKER = {"user": "planner", "planner": "tool_executor", "tool_executor": "responder"}
 GOAL_P95_MS = 20
 RATES = (25, 50, 100)  # tasks per second arriving at the 200 sessions
+ARRIVING_TASKS = 3  # tasks each session answers in a row at a rate (600 samples for a p95)
 
 
 # --- the server (child process) -----------------------------------------------------------------------------------
@@ -450,36 +453,45 @@ Session = Callable[[str], Awaitable[Any]]  # runs one task of one session
 
 
 async def session_round(
-    server: RemoteServer, sessions: Sequence[Session], label: str, rate: float | None, seed: int = 0
-) -> float:
-    """One task per session, all at once (`rate` None) or arriving as a Poisson process of `rate` per second (seeded
-    exponential gaps: bursts happen, as with real users); a session's overhead is its wall time minus its two model
-    calls' 100 ms. Returns the p95 overhead in ms."""
+    server: RemoteServer,
+    sessions: Sequence[Session],
+    label: str,
+    rate: float | None,
+    *,
+    seed: int = 0,
+    tasks_each: int = 1,
+) -> None:
+    """`tasks_each` tasks per session, all at once (`rate` None) or arriving as one Poisson process of `rate` per
+    second (seeded exponential gaps: bursts happen, as with real users), dealt to the sessions in turn; a session
+    takes its next task once it has answered the last, as a chat user would. A task's overhead is its wall time
+    minus its two model calls' 100 ms."""
     rng = random.Random(seed)
-    starts = list(itertools.accumulate(rng.expovariate(rate) for _ in sessions)) if rate else [0.0] * len(sessions)
-    in_flight, peak = 0, 0
+    total = len(sessions) * tasks_each
+    arrivals = list(itertools.accumulate(rng.expovariate(rate) for _ in range(total))) if rate else [0.0] * total
+    in_flight, peak, overhead = 0, 0, []
+    began = time.perf_counter()
 
-    async def one(i: int, session: Session) -> float:
+    async def chat(first: int, session: Session) -> None:
         nonlocal in_flight, peak
-        await asyncio.sleep(starts[i])
-        in_flight += 1
-        peak = max(peak, in_flight)
-        began = time.perf_counter()
-        await session(f"task {i}")
-        in_flight -= 1
-        return 1000 * (time.perf_counter() - began - 2 * 0.1)
+        for i in range(first, total, len(sessions)):
+            await asyncio.sleep(max(0.0, began + arrivals[i] - time.perf_counter()))
+            in_flight += 1
+            peak = max(peak, in_flight)
+            started = time.perf_counter()
+            await session(f"task {i}")
+            in_flight -= 1
+            overhead.append(1000 * (time.perf_counter() - started - 2 * 0.1))
 
-    before, cpu_before, began = server.calls(), time.process_time(), time.perf_counter()
-    overhead = await asyncio.gather(*(one(i, s) for i, s in enumerate(sessions)))
+    before, cpu_before = server.calls(), time.process_time()
+    await asyncio.gather(*(chat(i, s) for i, s in enumerate(sessions)))
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu_before
     calls = server.calls() - before
     p95 = percentile(overhead, 0.95)
     print(
-        f"   {label:44} {len(sessions) / elapsed:5.0f} tasks/s {calls / elapsed:5.0f} calls/s  peak {peak:3} in"
+        f"   {label:48} {total / elapsed:4.0f} tasks/s {calls / elapsed:4.0f} calls/s  peak {peak:3} in"
         f" flight  CPU {1000 * cpu / calls:5.2f} ms/call  overhead p50 {percentile(overhead, 0.5):5.0f}"
         f"  p95 {p95:5.0f} ms{'  (goal met)' if p95 <= GOAL_P95_MS else ''}"
     )
-    return p95
 
 
 def built(label: str, count: int, make: Callable[[int], Any]) -> list[Any]:
@@ -512,7 +524,8 @@ async def load_rows(
     await session_round(server, runs, f"{label}, all at once (next task)", None)
     for rate in rates:
         every = len(runs) / rate
-        await session_round(server, runs, f"{label}, {rate}/s (each writes every {every:.0f} s)", rate, seed=rate)
+        row = f"{label}, {rate}/s (each writes every {every:.0f} s)"
+        await session_round(server, runs, row, rate, seed=rate, tasks_each=ARRIVING_TASKS)
 
 
 async def sessions_section(server: RemoteServer, settings: Settings, count: int) -> None:
@@ -528,7 +541,7 @@ async def sessions_section(server: RemoteServer, settings: Settings, count: int)
     )
     runs: list[Session] = [team.run for team in chats]
     await session_round(server, runs, "huddle group_chat, all at once (1st task)", None)
-    await session_round(server, runs, "huddle group_chat, 50/s, no gc.freeze", 50, seed=1)
+    await session_round(server, runs, "huddle group_chat, 50/s, no gc.freeze", 50, seed=1, tasks_each=ARRIVING_TASKS)
     with frozen_heap():
         await load_rows(server, "huddle group_chat", runs, RATES, first_done=True)
         await asyncio.gather(*(t.close() for t in chats))
