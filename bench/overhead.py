@@ -1,6 +1,6 @@
 """Framework overhead and concurrency: huddle's teams against vanilla autogen, all against the scripted server.
 
-Run: ``python bench/overhead.py`` (offline, about four minutes on 2 cores; ``--tasks``, ``--repeats``, ``--sessions``
+Run: ``python bench/overhead.py`` (offline, about three minutes on 2 cores; ``--tasks``, ``--repeats``, ``--sessions``
 change the sizes).
 
 The scripted OpenAI-compatible server runs in a child process (``--serve``), so this process's CPU time is the
@@ -22,7 +22,7 @@ chosen per request by the profile's model name (``lat0``, ``lat100``, ``lat300``
    responder), huddle two-step pipelines and vanilla two-agent ``RoundRobinGroupChat`` s: every session's first
    task all at once (it also opens the connections), the next all at once (the process's capacity: one core's worth,
    CPU per call x calls, and the overhead is the queue for that CPU), then tasks arriving as a Poisson process at 25,
-   50 and 100 per second (200 open chats whose users each write every 8, 4 or 2 s; 3 tasks per session, a session
+   50 and 100 per second (200 open chats whose users each write every 8, 4 or 2 s; 2 tasks per session, a session
    answering one at a time). Group chats also run at 50 per second before ``gc.freeze()``, which README's "Hosting
    many sessions" advises after start-up and every later row uses. A task's overhead is its wall time minus
    2 x 100 ms. Goal: p95 overhead <= 20 ms.
@@ -106,7 +106,7 @@ SPEAKERS = ("user", "planner", "tool_executor", "responder")
 NEXT_SPEAKER = {"user": "planner", "planner": "tool_executor", "tool_executor": "responder"}
 GOAL_P95_MS = 20
 RATES = (25, 50, 100)  # tasks per second arriving at the 200 sessions
-ARRIVING_TASKS = 3  # tasks each session answers in a row at a rate (600 samples for a p95)
+ARRIVING_TASKS = 2  # tasks each session answers in a row at a rate (400 samples for a p95)
 
 
 # --- the server (child process) -----------------------------------------------------------------------------------
