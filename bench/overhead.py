@@ -24,7 +24,7 @@ chosen per request by the profile's model name (``lat0``, ``lat100``, ``lat300``
    CPU per call x calls, and the overhead is the queue for that CPU), then tasks arriving as a Poisson process at 25,
    50 and 100 per second (200 open chats whose users each write every 8, 4 or 2 s; 2 tasks per session, a session
    answering one at a time). Group chats also run at 50 per second before ``gc.freeze()``, which README's "Hosting
-   many sessions" advises after start-up and every later row uses. A task's overhead is its wall time minus two
+   many sessions" mentions for after start-up and every later row uses. A task's overhead is its wall time minus two
    model calls as a bare HTTP client sees them (the server's 100 ms delay plus its own HTTP handling, measured
    first). Goal: p95 overhead <= 20 ms.
 """
@@ -521,8 +521,8 @@ def built(label: str, count: int, make: Callable[[int], Any]) -> list[Any]:
 
 @contextmanager
 def frozen_heap() -> Iterator[None]:
-    """What README's "Hosting many sessions" advises once a host has started: move the start-up heap (modules,
-    built teams) out of the garbage collector's sight, so a full collection no longer pauses every session."""
+    """What README's "Hosting many sessions" mentions for a host that has started: move the start-up heap (modules,
+    built teams) out of the garbage collector's sight, so a full collection does not walk it (measured: no gain)."""
     gc.collect()
     gc.freeze()
     try:
@@ -548,7 +548,7 @@ async def load_rows(
 async def sessions_section(server: RemoteServer, settings: Settings, count: int) -> None:
     print(
         f"\n3. {count} sessions in one process at 100 ms model latency, 2 model calls per task (goal: p95 overhead <="
-        f" {GOAL_P95_MS} ms); the ledger on disk, as in use; gc.freeze() after start-up as README advises, except the"
+        f" {GOAL_P95_MS} ms); the ledger on disk, as in use; gc.freeze() after start-up, except the"
         " first two rows"
     )
     server.model_s = server.round_trip("lat100")
