@@ -195,3 +195,13 @@ def test_team_yaml_errors_name_file_line_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least two members"):
         load_team(bad)
     assert load_team("assistant").team.name == "assistant"
+
+
+async def test_a_session_saved_by_the_autogen_runtime_is_refused_with_a_clear_error(settings: Settings) -> None:
+    from huddle.errors import HuddleError
+
+    team = GroupChatTeam(TeamSpec.model_validate(NO_MEMORY_TEAM), settings)
+    old = {"chat": {"type": "TeamState", "version": "1.0.0", "agent_states": {}}}  # autogen's save_state shape
+    with pytest.raises(HuddleError, match=r"older huddle .* start a new session"):
+        await team.load_state(old)
+    await team.close()
