@@ -69,6 +69,8 @@ class ManagedChat:
                     stop = StopMessage(content=f"Maximum number of turns {self._max_turns} reached.", source="manager")
                     break
                 speaker = await self._select(self._thread)
+                if speaker not in self.participants:
+                    raise ValueError(f"the selector chose {speaker!r}, who is not in this chat")
                 response: Response | None = None
                 async for item in self.participants[speaker].on_messages_stream(self._unseen[speaker], token):
                     if isinstance(item, Response):
@@ -91,7 +93,7 @@ class ManagedChat:
 
     async def _stopped(self, delta: Sequence[Event]) -> StopMessage | None:
         """The first condition that ends the task on this turn, asked in order (autogen's ``a | b`` asks all of them
-        at once, in tasks of their own: a tenth of a turn's CPU)."""
+        at once, each in a task of its own: measured, half of a turn's CPU once model calls are set aside)."""
         for condition in self._termination:
             stop = await condition(delta)
             if stop is not None:
