@@ -61,8 +61,7 @@ class Roles(BaseModel):
 
 
 class Manager:
-    """A speaker selector: `select` names the next speaker from the thread (a `ManagedChat`'s selector; it also
-    serves as autogen ``SelectorGroupChat``'s ``selector_func``)."""
+    """Chooses speakers: `select` names the next one from the conversation's thread (the `ManagedChat`'s selector)."""
 
     def __init__(
         self,
