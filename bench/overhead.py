@@ -157,7 +157,6 @@ class RemoteServer:
         )
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.base_url = self.proc.stdout.readline().strip()
-        self.model_s = 0.1  # the lat100 model's latency, measured by `round_trip` before it is used
 
     def ask(self, command: str) -> str:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -167,6 +166,11 @@ class RemoteServer:
 
     def calls(self) -> int:
         return int(self.ask("count"))
+
+    @functools.cached_property
+    def model_s(self) -> float:
+        """The 100 ms model's latency as a bare HTTP client sees it, measured on first use."""
+        return self.round_trip("lat100")
 
     def round_trip(self, model: str, n: int = 30) -> float:
         """The model's latency as a bare HTTP client sees it (seconds, median of `n` requests 50 ms apart): the
@@ -551,7 +555,6 @@ async def sessions_section(server: RemoteServer, settings: Settings, count: int)
         f" {GOAL_P95_MS} ms); the ledger on disk, as in use; gc.freeze() after start-up, except the"
         " first two rows"
     )
-    server.model_s = server.round_trip("lat100")
     print(
         f"   (the model's latency as a bare HTTP client sees it: {1000 * server.model_s:.1f} ms a call, the server's"
         " 100 ms delay plus its own HTTP handling; a task's overhead is its wall time minus two of these)"

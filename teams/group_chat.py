@@ -30,7 +30,7 @@ from huddle.agents.responder import ResponderAgent
 from huddle.agents.state import RunState
 from huddle.agents.tool_executor import ToolExecutorAgent
 from huddle.budget import Governor
-from huddle.errors import ConfigError, HuddleError
+from huddle.errors import ConfigError
 from huddle.models.factory import ClientWrapper, build_client
 from huddle.models.metering import MeteredClient
 from huddle.plugins import ToolAgent, load_agent, load_tools
@@ -345,18 +345,11 @@ class GroupChatTeam:
             self.toolsets[executor.agent_name].register(tool)
 
     async def save_state(self) -> dict[str, Any]:
-        """The conversation and every member's state (autogen ``save_state``), for a durable session."""
+        """The conversation and every member's state (each member's autogen ``save_state``), for a durable session."""
         return {"chat": await self._chat.save_state()}
 
     async def load_state(self, state: dict[str, Any]) -> None:
-        chat = state.get("chat")
-        if not isinstance(chat, dict) or "thread" not in chat:
-            # Sessions saved before the managed chat loop hold autogen SelectorGroupChat's state instead.
-            raise HuddleError(
-                "this session was saved by an older huddle whose group chats ran on autogen's SelectorGroupChat; "
-                "its turns are still listed by `huddle sessions show`, but it cannot be continued: start a new session"
-            )
-        await self._chat.load_state(chat)
+        await self._chat.load_state(state.get("chat") or {})
 
     async def close(self) -> None:
         if self._mcp is not None:

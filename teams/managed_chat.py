@@ -30,6 +30,8 @@ from autogen_agentchat.messages import (
 )
 from autogen_core import CancellationToken
 
+from huddle.errors import HuddleError
+
 Event = BaseAgentEvent | BaseChatMessage
 Selector = Callable[[Sequence[Event]], Awaitable[str]]
 
@@ -59,7 +61,7 @@ class ManagedChat:
         token = cancellation_token or CancellationToken()
         start = TextMessage(content=task, source="user")
         messages: list[BaseChatMessage] = [start]
-        self._post([start], start, speaker=None)
+        self._post([start], speaker=None)
         yield start
         try:
             stop = await self._stopped([start])
@@ -83,7 +85,7 @@ class ManagedChat:
                     raise RuntimeError(f"{speaker} ended its turn without a response")
                 self._unseen[speaker] = []
                 delta = [*(response.inner_messages or ()), response.chat_message]
-                self._post(delta, response.chat_message, speaker)
+                self._post(delta, speaker)
                 turns += 1
                 stop = await self._stopped(delta)
         finally:
@@ -100,9 +102,12 @@ class ManagedChat:
                 return stop
         return None
 
-    def _post(self, delta: Sequence[Event], shown: BaseChatMessage, speaker: str | None) -> None:
-        """Add a turn's messages to the thread; the other participants are shown its chat message when they speak."""
+    def _post(self, delta: Sequence[Event], speaker: str | None) -> None:
+        """Add a turn's messages to the thread; the other participants are shown its chat message (the last one)
+        when they speak."""
         self._thread.extend(delta)
+        shown = delta[-1]
+        assert isinstance(shown, BaseChatMessage)  # a turn ends with its chat message; the task is one
         for name, unseen in self._unseen.items():
             if name != speaker:
                 unseen.append(shown)
@@ -115,6 +120,12 @@ class ManagedChat:
         }
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
+        if "thread" not in state:
+            # Sessions saved before this loop hold autogen SelectorGroupChat's state instead.
+            raise HuddleError(
+                "this session was saved by an older huddle whose group chats ran on autogen's SelectorGroupChat; "
+                "its turns are still listed by `huddle sessions show`, but it cannot be continued: start a new session"
+            )
         self._thread = [self._factory.create(m) for m in state["thread"]]
         self._unseen = {name: [] for name in self.participants}
         for name, unseen in state["unseen"].items():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from huddle.errors import HuddleError
 from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam, RunResult
 from huddle.teams.spec import TeamSpec
@@ -198,8 +199,6 @@ def test_team_yaml_errors_name_file_line_and_field(tmp_path: Path) -> None:
 
 
 async def test_a_session_saved_by_the_autogen_runtime_is_refused_with_a_clear_error(settings: Settings) -> None:
-    from huddle.errors import HuddleError
-
     team = GroupChatTeam(TeamSpec.model_validate(NO_MEMORY_TEAM), settings)
     old = {"chat": {"type": "TeamState", "version": "1.0.0", "agent_states": {}}}  # autogen's save_state shape
     with pytest.raises(HuddleError, match=r"older huddle .* start a new session"):

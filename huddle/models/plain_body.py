@@ -26,11 +26,11 @@ PASSED_AS_IS = ("messages", "tools")
 
 
 @functools.cache
-def transform_is_identity(fields: tuple[str, ...] = PASSED_AS_IS) -> bool:
-    """Whether the SDK's request transform leaves these chat-completion fields unchanged: no key alias and no format
+def transform_is_identity() -> bool:
+    """Whether the SDK's request transform leaves the `PASSED_AS_IS` fields unchanged: no key alias and no format
     anywhere in their annotations (nested message, content part and tool types included)."""
     hints = get_type_hints(CompletionCreateParamsBase, include_extras=True)
-    return not any(transforms(hints[field]) for field in fields)
+    return not any(transforms(hints[field]) for field in PASSED_AS_IS)
 
 
 def transforms(annotation: Any, seen: set[int] | None = None) -> bool:
