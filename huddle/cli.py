@@ -502,6 +502,20 @@ def prompts_command(
         out.print(f"{row['name']:16} {row['tokens']:5} tokens  {{{', '.join(row['placeholders'])}}}")
 
 
+@app.command("init")
+def init_command(
+    directory: Annotated[Path, typer.Argument(help="Where to create the project (created if missing).")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the project's files if they exist.")] = False,
+) -> None:
+    """Create a starter project: huddle.yaml, a team with its own tool, a support scenario and offline tests."""
+    from huddle.scaffold import scaffold
+
+    for path in scaffold(directory, force=force):
+        out.print(f"created {path}", highlight=False)
+    enter = "" if directory == Path(".") else f"cd {directory} && "
+    out.print(f"next: {enter}python -m pytest -q   (then see README.md)", highlight=False)
+
+
 def run(argv: list[str] | None = None) -> Any:
     """Entry point: runs the app and turns user errors into one line on stderr plus their exit code."""
     from huddle.secrets import redact
