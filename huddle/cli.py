@@ -24,6 +24,7 @@ from huddle.memory.cli import memory_app
 from huddle.scenario_cli import scenario_app
 
 if TYPE_CHECKING:
+    from huddle.console import Verbosity
     from huddle.settings import Settings
 
 app = typer.Typer(
@@ -196,6 +197,21 @@ def _team_settings(
     return settings
 
 
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print the answer only: no other speakers, no meter, no spinner.")
+]
+VerboseOption = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Print every event: the manager's decisions, tool calls, internal notes."),
+]
+
+
+def _verbosity(quiet: bool, verbose: bool) -> Verbosity:
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other")
+    return "quiet" if quiet else "verbose" if verbose else "normal"
+
+
 @app.command("run")
 def run_command(
     ctx: typer.Context,
@@ -210,26 +226,50 @@ def run_command(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Redo the session's turn a crash interrupted.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: answer, usage, ...")] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Run one task on a team and print the answer (or, with --json, everything about the run)."""
+    """Run one task on a team and print the answer (or, with --json, everything about the run).
+
+    A run that gives no answer prints one ``error:`` line and exits 1 (after the JSON, with --json); Ctrl-C cancels
+    it and exits 130."""
     import asyncio
 
-    from huddle.console import meter, run_once
+    from huddle.console import Interrupted, exit_interrupted, failure, meter, run_once
+    from huddle.teams.group_chat import RunResult
     from huddle.teams.kinds import load_any_team
 
     if resume and not session:
         raise typer.BadParameter("--resume needs --session ID")
     if task is None and not resume:
         raise typer.BadParameter("give a TASK (or --session ID --resume)")
+    verbosity = _verbosity(quiet, verbose)
     settings = _team_settings(ctx, model, max_usd, max_tokens, cache)
     spec = load_any_team(team)
-    result = asyncio.run(
-        run_once(spec, settings, task, show=None if as_json else out, session_id=session, resume=resume, notices=err)
-    )
+
+    async def run_or_exit() -> RunResult:
+        try:
+            return await run_once(
+                spec,
+                settings,
+                task,
+                show=None if as_json else out,
+                session_id=session,
+                resume=resume,
+                notices=err,
+                verbosity=verbosity,
+                status=err if err.is_terminal else None,
+            )
+        except Interrupted:
+            exit_interrupted(err)
+
+    result = asyncio.run(run_or_exit())
     if as_json:
         print(result.model_dump_json(indent=2))
-        return
-    err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
+    elif verbosity != "quiet":
+        err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
+    if (reason := failure(result)) is not None:
+        raise HuddleError(reason)
 
 
 @app.command("chat")
@@ -243,15 +283,32 @@ def chat_command(
     session: Annotated[
         str | None, typer.Option("--session", help="Resume this session (a new id starts one); saved every turn.")
     ] = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Chat with a team. Commands: /cost, /plan, /exit. Piped input: one message per line."""
+    """Chat with a team. Commands: /help, /cost, /plan, /session, /exit. Ctrl-C cancels a turn; the chat stays open.
+
+    Piped input: one message per line; the chat exits 1 at the end of input if any turn failed."""
     import asyncio
 
-    from huddle.console import chat
+    from huddle.repl import chat
     from huddle.teams.kinds import load_any_team
 
+    verbosity = _verbosity(quiet, verbose)
     settings = _team_settings(ctx, model, max_usd, max_tokens, cache)
-    asyncio.run(chat(load_any_team(team), settings, session_id=session, console=out))
+    code = asyncio.run(
+        chat(
+            load_any_team(team),
+            settings,
+            session_id=session,
+            console=out,
+            errors=err,
+            verbosity=verbosity,
+            team_option=team,
+        )
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 sessions_app = typer.Typer(help="Durable chat sessions: list, show, delete.", no_args_is_help=True)

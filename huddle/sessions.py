@@ -2,10 +2,13 @@
 
 A session is a sequence of turns (one user message and the team's reply each) in SQLite (WAL mode) under the data
 directory. A turn is written twice, each time in one transaction: when it starts (the user's message is acknowledged,
-status ``running``) and when it ends (status ``done`` with the team's saved state, the plan, the manager's decisions
-and the turn's messages). A process that dies mid-turn leaves that turn ``running``; resuming loads the state of the
-last finished turn and redoes the unfinished one once, so every acknowledged message ends up in the conversation
-exactly once. Usage rows are in the ledger (``usage.sqlite``), written per call, keyed by the same run id.
+status ``running``) and when it ends: ``done`` with the team's saved state, the plan, the manager's decisions and the
+turn's messages; ``failed`` when the run raised or ended with no answer, or ``cancelled`` when the user interrupted
+it, each with the reason in ``error`` and no state (the conversation goes on from the last ``done`` turn). A process
+that dies mid-turn leaves that turn ``running``; resuming loads the state of the last finished turn and redoes the
+unfinished one once, so every acknowledged message ends up in the conversation exactly once. A failed or cancelled
+turn is not redone: the user saw it end, and may send the message again. Usage rows are in the ledger
+(``usage.sqlite``), written per call, keyed by the same run id.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pydantic import BaseModel
 
 from huddle.errors import HuddleError
 
-TurnStatus = Literal["running", "done"]
+TurnStatus = Literal["running", "done", "failed", "cancelled"]
+EndStatus = Literal["done", "failed", "cancelled"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -31,7 +35,7 @@ CREATE TABLE IF NOT EXISTS turns (
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     turn INTEGER NOT NULL, run_id TEXT NOT NULL, task TEXT NOT NULL, status TEXT NOT NULL,
     answer TEXT, state TEXT, plan TEXT, decisions TEXT, messages TEXT, started REAL NOT NULL, finished REAL,
-    PRIMARY KEY (session_id, turn)
+    error TEXT, PRIMARY KEY (session_id, turn)
 );
 """
 
@@ -50,6 +54,8 @@ class Turn(BaseModel):
     messages: list[dict[str, Any]] = []
     started: float
     finished: float | None = None
+    error: str | None = None
+    """Why a ``failed`` or ``cancelled`` turn ended."""
 
 
 class SessionSummary(BaseModel):
@@ -73,6 +79,9 @@ class SessionStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
+            if "error" not in columns:  # a file written before turns could fail or be cancelled
+                self._db.execute("ALTER TABLE turns ADD COLUMN error TEXT")
 
     def begin_turn(self, session_id: str, team: str, task: str, run_id: str) -> int:
         """Acknowledge a user message: a new ``running`` turn (and the session, if new). Returns the turn number."""
@@ -112,27 +121,34 @@ class SessionStore:
         session_id: str,
         turn: int,
         *,
-        answer: str,
-        state: dict[str, Any],
-        plan: dict[str, Any] | None,
-        decisions: list[dict[str, Any]],
-        messages: list[dict[str, Any]],
+        status: EndStatus = "done",
+        answer: str | None = None,
+        state: dict[str, Any] | None = None,
+        plan: dict[str, Any] | None = None,
+        decisions: list[dict[str, Any]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
+        error: str | None = None,
     ) -> None:
-        """Record the finished turn and the team's state after it, in one transaction."""
+        """Record how the running turn ended and, when ``done``, the team's state after it, in one transaction.
+        A turn that already ended keeps its first ending (a cancellation racing the turn's own end)."""
+        if status == "done" and state is None:
+            raise ValueError("a done turn needs the team's state")
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "UPDATE turns SET status = 'done', answer = ?, state = ?, plan = ?, decisions = ?, messages = ?, "
-                    "finished = ? WHERE session_id = ? AND turn = ?",
+                    "UPDATE turns SET status = ?, answer = ?, state = ?, plan = ?, decisions = ?, messages = ?, "
+                    "finished = ?, error = ? WHERE session_id = ? AND turn = ? AND status = 'running'",
                     (
+                        status,
                         answer,
-                        json.dumps(state),
+                        None if state is None else json.dumps(state),
                         json.dumps(plan),
-                        json.dumps(decisions),
-                        json.dumps(messages),
+                        json.dumps(decisions or []),
+                        json.dumps(messages or []),
                         now,
+                        error,
                         session_id,
                         turn,
                     ),
@@ -146,8 +162,8 @@ class SessionStore:
     def turns(self, session_id: str) -> list[Turn]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT session_id, turn, run_id, task, status, answer, plan, decisions, messages, started, finished "
-                "FROM turns WHERE session_id = ? ORDER BY turn",
+                "SELECT session_id, turn, run_id, task, status, answer, plan, decisions, messages, started, finished, "
+                "error FROM turns WHERE session_id = ? ORDER BY turn",
                 (session_id,),
             ).fetchall()
         return [
@@ -163,6 +179,7 @@ class SessionStore:
                 messages=json.loads(r[8] or "[]"),
                 started=r[9],
                 finished=r[10],
+                error=r[11],
             )
             for r in rows
         ]
@@ -177,7 +194,8 @@ class SessionStore:
         return json.loads(row[0]) if row and row[0] else None
 
     def unfinished(self, session_id: str) -> Turn | None:
-        """The turn that was in flight when its process died, if any."""
+        """The turn that was in flight when its process died, if any (failed and cancelled turns ended in view of the
+        user, so they are not offered again)."""
         return next((t for t in self.turns(session_id) if t.status == "running"), None)
 
     def sessions(self) -> list[SessionSummary]:

@@ -177,6 +177,11 @@ class Settings(BaseSettings):
         return self.data_dir / "sessions.sqlite"
 
     @property
+    def history_path(self) -> Path:
+        """What was typed at `huddle chat`'s prompt, for its line history (arrow keys, Ctrl-R)."""
+        return self.data_dir / "chat_history"
+
+    @property
     def runs_dir(self) -> Path:
         """One JSONL trace per run."""
         return self.data_dir / "runs"

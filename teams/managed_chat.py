@@ -13,6 +13,11 @@ each is sent, when it speaks, the chat messages posted since its last turn, the 
 and its final message go to the caller in order; the manager reads the whole thread, events included; autogen
 termination conditions, any one of them, end a task. The thread, the unseen messages and every participant's state
 survive `save_state` / `load_state`.
+
+Before each turn the caller is also sent autogen's ``SelectSpeakerEvent`` naming the speaker (what a console needs
+to say who is thinking), with the manager's decision (turn, policy, reason) in its metadata when the selector is our
+`Manager`'s. It is an event, not a chat message: it is not added to the thread, the participants never see it, and
+callers that collect chat messages (a `RunResult`, a durable session, a scenario) skip it.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from autogen_agentchat.messages import (
     BaseAgentEvent,
     BaseChatMessage,
     MessageFactory,
+    SelectSpeakerEvent,
     StopMessage,
     TextMessage,
 )
 from autogen_core import CancellationToken
 
 from huddle.errors import HuddleError
+from huddle.teams.manager import Decision
 
 Event = BaseAgentEvent | BaseChatMessage
 Selector = Callable[[Sequence[Event]], Awaitable[str]]
@@ -73,6 +80,7 @@ class ManagedChat:
                 speaker = await self._select(self._thread)
                 if speaker not in self.participants:
                     raise ValueError(f"the selector chose {speaker!r}, who is not in this chat")
+                yield self._selected(speaker)
                 response: Response | None = None
                 async for item in self.participants[speaker].on_messages_stream(self._unseen[speaker], token):
                     if isinstance(item, Response):
@@ -92,6 +100,16 @@ class ManagedChat:
             for condition in self._termination:
                 await condition.reset()
         yield TaskResult(messages=messages, stop_reason=stop.content)
+
+    def _selected(self, speaker: str) -> SelectSpeakerEvent:
+        """The event announcing `speaker`, with the decision that chose it when the selector is a bound method of an
+        object that keeps its decisions (our `Manager`: its ``select`` appends one per call to ``decisions``)."""
+        decisions = getattr(getattr(self._select, "__self__", None), "decisions", None)
+        decision = decisions[-1] if decisions else None
+        metadata: dict[str, str] = {}
+        if isinstance(decision, Decision) and decision.speaker == speaker:
+            metadata = {"turn": str(decision.turn), "policy": decision.policy, "reason": decision.reason}
+        return SelectSpeakerEvent(content=[speaker], source="manager", metadata=metadata)
 
     async def _stopped(self, delta: Sequence[Event]) -> StopMessage | None:
         """The first condition that ends the task on this turn, asked in order (autogen's ``a | b`` asks all of them

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Sequence
 from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response, TaskResult
 from autogen_agentchat.conditions import ExternalTermination, TextMentionTermination
-from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, TextMessage, ThoughtEvent
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, SelectSpeakerEvent, TextMessage, ThoughtEvent
 from autogen_core import CancellationToken
 
 from huddle.teams.managed_chat import Event, ManagedChat
@@ -79,13 +79,17 @@ async def test_each_speaker_gets_what_was_posted_since_its_last_turn() -> None:
     items, result = await run(loop, "hello")
     assert [(type(i).__name__, i.source) for i in items] == [
         ("TextMessage", "user"),
+        ("SelectSpeakerEvent", "manager"),  # who speaks next, before each turn
         ("ThoughtEvent", "a"),
         ("TextMessage", "a"),
+        ("SelectSpeakerEvent", "manager"),
         ("ThoughtEvent", "b"),
         ("TextMessage", "b"),
+        ("SelectSpeakerEvent", "manager"),
         ("ThoughtEvent", "a"),
         ("TextMessage", "a"),
     ]
+    assert [i.content for i in items if isinstance(i, SelectSpeakerEvent)] == [["a"], ["b"], ["a"]]
     assert result.stop_reason == "Maximum number of turns 3 reached."
     assert [m.to_text() for m in result.messages] == ["hello", "a 1", "b 1", "a 2"]  # chat messages only
     assert a.received == [["user:hello"], ["b:b 1"]]
