@@ -25,7 +25,7 @@ LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
 _PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     # Per-provider defaults for fields a profile leaves empty.
     "openai": {"model": "gpt-4o-mini", "context_window": 128_000},
-    "local": {"model": LOCAL_MODEL_NAME, "context_window": 8192, "temperature": 0.0, "max_tokens": 512},
+    "local": {"model": LOCAL_MODEL_NAME, "temperature": 0.0, "max_tokens": 512},
     "scripted": {"model": "scripted", "context_window": 128_000},
 }
 
@@ -74,7 +74,12 @@ class ModelProfile(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
     model_path: Path | None = Field(None, description="local: a GGUF file to run instead of the bundled SmolLM2.")
-    n_ctx: int = Field(4096, gt=0, description="local: llama.cpp context size.")
+    n_ctx: int = Field(4096, gt=0, description="local: llama.cpp context size (and the profile's context window).")
+    extra_buffers: bool = Field(
+        False,
+        description="local: let llama.cpp repack weights into extra buffer types (faster on some CPUs; AMX on VMs that "
+        "refuse it crashes, so it is off unless asked for).",
+    )
     replies: list[str] = Field(default_factory=list, description="scripted: replies returned in turn.")
 
     @field_validator("provider", mode="before")
@@ -89,6 +94,14 @@ class ModelProfile(BaseModel):
         for field, default in _PROVIDER_DEFAULTS[self.provider].items():
             if getattr(self, field) is None:
                 setattr(self, field, default)
+        if self.provider == "local":
+            # llama.cpp holds n_ctx tokens, no more: that is the window `huddle models` shows and the metering enforces.
+            if self.context_window is not None and self.context_window > self.n_ctx:
+                raise ValueError(
+                    f"context_window {self.context_window} is larger than n_ctx {self.n_ctx}, the most the embedded "
+                    "model can hold; raise n_ctx instead (context_window then follows it)"
+                )
+            self.context_window = self.context_window or self.n_ctx
         return self
 
     @property

@@ -7,9 +7,9 @@ temperature and max_tokens, it cannot stream, it hard-codes ``model_info``, and 
 
 Design points, each for a reason:
 
-* One ``Llama`` per ``(path, n_ctx)`` for the whole process (`load_llama`): loading costs memory and time, and many
-  agents share one profile. A llama.cpp context is not thread-safe, so each shared instance comes with its own lock
-  that every generation holds.
+* One ``Llama`` per ``(path, n_ctx, extra_buffers)`` for the whole process (`load_llama`): loading costs memory and
+  time, and many agents share one profile. A llama.cpp context is not thread-safe, so each shared instance comes with
+  its own lock that every generation holds.
 * Generation runs in a worker thread so the event loop keeps serving other agents while the model computes.
 * Before every generation the context is ``reset()``. llama-cpp-python otherwise reuses the cached KV prefix of the
   previous call, and evaluating the same prompt in differently sized batches changes floating-point rounding enough
@@ -52,6 +52,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from huddle.errors import ConfigError, MissingExtraError
+from huddle.models.native_probe import ensure_native_ok
 from huddle.settings import ModelProfile
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ __all__ = [
     "default_threads",
     "find_smollm2_gguf",
     "load_llama",
+    "open_llama",
     "to_llama_messages",
 ]
 
@@ -152,28 +154,57 @@ def default_threads() -> int:
     return max(1, available - 1)
 
 
-_models: dict[tuple[str, int], LoadedModel] = {}
+_models: dict[tuple[str, int, bool], LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
-def load_llama(path: Path, n_ctx: int) -> LoadedModel:
-    """Load `path` with context `n_ctx` once per process and return the shared instance.
+def open_llama(path: Path, n_ctx: int, *, extra_buffers: bool = False) -> Llama:
+    """A new ``Llama`` for `path`, loaded so that it uses no instruction the host may refuse unless asked to.
 
-    The registry lock is held while loading, so two agents starting together load the model once, not twice.
+    ``extra_buffers=False`` turns off llama.cpp's extra buffer types (weight repacking). On CPUs that advertise AMX
+    they run AMX tile instructions, which some VMs refuse even after the kernel grants the permission: the first
+    decode then dies with SIGILL (DESIGN.md, "llama.cpp and AMX"). llama-cpp-python has no keyword for the field, so
+    the default model parameters it starts from are given with the field set for the duration of this constructor
+    (callers hold `_models_lock`, and the probe child loads nothing else). The cost is measured in docs/benchmarks.md.
     ``verbose=False`` keeps llama.cpp silent (it would otherwise log the whole model metadata to stderr).
     """
-    key = (str(path.resolve()), n_ctx)
+    try:
+        import llama_cpp
+        from llama_cpp import Llama
+    except ImportError:
+        raise MissingExtraError(_WHAT, _EXTRA) from None
+    library = llama_cpp.llama_cpp
+    stock = library.llama_model_default_params
+
+    def model_params() -> llama_cpp.llama_model_params:
+        params: llama_cpp.llama_model_params = stock()
+        params.use_extra_bufts = extra_buffers
+        return params
+
+    threads = default_threads()
+    library.llama_model_default_params = model_params
+    try:
+        return Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=SEED, verbose=False
+        )
+    finally:
+        library.llama_model_default_params = stock
+
+
+def load_llama(path: Path, n_ctx: int, *, extra_buffers: bool = False) -> LoadedModel:
+    """Load `path` with context `n_ctx` once per process and return the shared instance.
+
+    The first load of a file on a machine is preceded by a probe in a child process (`ensure_native_ok`), so a native
+    library that would die by a signal becomes one error line instead of killing this process. The registry lock is
+    held while loading, so two agents starting together load the model once, not twice.
+    """
+    key = (str(path.resolve()), n_ctx, extra_buffers)
     with _models_lock:
         loaded = _models.get(key)
         if loaded is None:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise MissingExtraError(_WHAT, _EXTRA) from None
-            threads = default_threads()
-            llama = Llama(
-                model_path=key[0], n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=SEED, verbose=False
-            )
+            _require_llama_cpp()
+            ensure_native_ok(Path(key[0]), n_ctx, extra_buffers)
+            llama = open_llama(Path(key[0]), n_ctx, extra_buffers=extra_buffers)
             loaded = LoadedModel(llama=llama, formatter=_template_formatter(llama))
             if not _models:
                 atexit.register(_free_models)
@@ -359,7 +390,7 @@ class LocalChatCompletionClient(ChatCompletionClient):
     @property
     def model(self) -> LoadedModel:
         """The shared, lazily loaded model. Hold ``model.lock`` around any use of ``model.llama`` besides tokenizing."""
-        return load_llama(self._path, self._n_ctx)
+        return load_llama(self._path, self._n_ctx, extra_buffers=self._profile.extra_buffers)
 
     def _request(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -21,12 +22,14 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
+    UserMessage,
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from huddle import tracing
 from huddle.budget import BudgetExhausted, Estimate, Governor, trim_messages
+from huddle.errors import HuddleError
 from huddle.models.delegating import DelegatingClient
 from huddle.resilience import MalformedReply, RetryPolicy, is_retryable
 from huddle.secrets import redact
@@ -36,6 +39,13 @@ from huddle.usage import TokenSource, UsageLedger, UsageRecord, current_scope
 TextCounter = Callable[[str], int]
 JsonOutput = bool | type[BaseModel] | None
 ToolChoice = Tool | Literal["auto", "required", "none"]
+_BYTES_PER_CHAR = 4  # UTF-8's most; a BPE token covers at least one byte, so 4 x chars bounds the tokens from above
+_PER_MESSAGE_TOKENS = 8  # role and separator tokens a chat template adds per message, generously
+_KEEP_LAST_MESSAGES = 2
+
+
+class ContextOverflow(HuddleError):
+    """The prompt cannot fit the profile's context window even trimmed: the call is refused before it is made."""
 
 
 class MeteredClient(DelegatingClient):
@@ -74,6 +84,7 @@ class MeteredClient(DelegatingClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
+        messages = self._fit_window(messages, tools, extra_create_args)
         messages, downgrade, admitted = self._govern(messages, tools, extra_create_args)
         args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
         try:
@@ -102,6 +113,7 @@ class MeteredClient(DelegatingClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
+        messages = self._fit_window(messages, tools, extra_create_args)
         messages, downgrade, admitted = self._govern(messages, tools, extra_create_args)
         args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
         try:
@@ -166,6 +178,45 @@ class MeteredClient(DelegatingClient):
 
     def _retries(self) -> _Retries:
         return _Retries(RetryPolicy(max_retries=self.profile.max_retries))
+
+    def _fit_window(
+        self,
+        messages: Sequence[LLMMessage],
+        tools: Sequence[Tool | ToolSchema],
+        extra_create_args: Mapping[str, Any],
+    ) -> Sequence[LLMMessage]:
+        """The messages, trimmed if needed, so that prompt + reply fit the profile's ``context_window``.
+
+        The window is the one ``huddle models`` reports (for the embedded model, llama.cpp's ``n_ctx``). Short
+        prompts pass on a bound from their length alone, so the tokenizer runs only for prompts near the window.
+        A prompt that does not fit is trimmed like the budget's ``trim`` (system prompt, first user message, the
+        latest messages); one that still does not fit raises `ContextOverflow` instead of a server or llama.cpp error.
+        """
+        window = self.profile.context_window or 0
+        reply = int(extra_create_args.get("max_tokens") or self.profile.max_tokens or 0)
+        room = window - reply
+        if window <= 0 or (not tools and _upper_bound_tokens(messages) <= room):
+            return messages
+        prompt = self.inner.count_tokens(messages, tools=tools)
+        if prompt <= room:
+            return messages
+        trimmed: Sequence[LLMMessage] = trim_messages(messages, _KEEP_LAST_MESSAGES)  # type: ignore[assignment]
+        if len(trimmed) < len(messages):
+            after = self.inner.count_tokens(trimmed, tools=tools)
+            if after <= room:
+                tracing.event(
+                    "context trim",
+                    "budget",
+                    agent=self.agent,
+                    reason=f"prompt {prompt} -> {after} tokens",
+                    window=window,
+                )
+                return trimmed
+        raise ContextOverflow(
+            f"profile {self.profile.name or self.profile.model_name!r}: the {self.agent} prompt is {prompt} tokens, "
+            f"more than the context window of {window} tokens leaves after {reply} for the reply; shorten the input "
+            "or use a profile with a larger context_window"
+        )
 
     def _govern(
         self,
@@ -322,6 +373,19 @@ class _Retries:
             return False
         await asyncio.sleep(delay)
         return True
+
+
+def _upper_bound_tokens(messages: Sequence[LLMMessage]) -> int:
+    """At least as many tokens as these messages can take, from their length alone (no tokenizer).
+
+    A message with an image has no such bound (its tokens depend on the picture), so it is counted as unbounded.
+    """
+    total = 0
+    for message in messages:
+        if isinstance(message, UserMessage) and not isinstance(message.content, str):
+            return sys.maxsize
+        total += len(str(message.content)) * _BYTES_PER_CHAR + _PER_MESSAGE_TOKENS
+    return total
 
 
 def _result_text(result: CreateResult) -> str:
