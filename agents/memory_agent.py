@@ -23,12 +23,18 @@ from huddle.agents.state import RunState
 if TYPE_CHECKING:
     from huddle.memory.store import VectorMemory
 
-_REMEMBER = re.compile(r"\bremember(?:\s+that)?[:,]?\s+(?P<fact>[^?!\n]+[^?!\n.\s])", re.IGNORECASE)
+# A fact runs to the end of its sentence (". ", "?", "!" or a line break); a dot inside it ("a.b@c.com", "1.5") stays.
+_REMEMBER = re.compile(r"\bremember(?:\s+that)?[:,]?\s+(?P<fact>(?:(?!\.\s)[^?!\n])*[^?!\n.\s])", re.IGNORECASE)
+# "please do not remember this: ...", "don't remember", "never remember": a refusal, not a request to store.
+_NEGATED = re.compile(r"\b(?:not|don't|dont|never|no\s+need\s+to)[^\w.?!]*(?:\w+[^\w.?!]+){0,2}$", re.IGNORECASE)
+RECALL_QUERY_CHARS = 2000
+"""Recall embeds at most this much of the task: E5 reads 512 tokens anyway, and a 100 KB paste must not cost minutes."""
 
 
 def stated_facts(text: str) -> list[str]:
-    """Facts the user explicitly asks to be remembered ("remember that my order number is 1042")."""
-    return [m.group("fact").strip() for m in _REMEMBER.finditer(text)]
+    """Facts the user explicitly asks to be remembered ("remember that my order number is 1042"), never ones they
+    ask not to be ("please do not remember this: my card is 4111...")."""
+    return [m.group("fact").strip() for m in _REMEMBER.finditer(text) if not _NEGATED.search(text[: m.start()][-40:])]
 
 
 class MemoryAgent(BaseChatAgent):
@@ -70,7 +76,7 @@ class MemoryAgent(BaseChatAgent):
         scopes = self._scopes + ([self._state.session_scope] if self._state.session_scope else [])
         recalled = await asyncio.to_thread(
             self._memory.recall,
-            task,
+            task[:RECALL_QUERY_CHARS],
             scopes=scopes,
             k=self._k,
             min_score=self._min_score,
@@ -84,13 +90,12 @@ class MemoryAgent(BaseChatAgent):
         )
         for step in self._state.ready_for(self.name):
             self._state.complete(step.id, content)
-        return Response(
-            chat_message=TextMessage(
-                content=content.strip(),
-                source=self.name,
-                metadata={"kind": "memory", "recalled": str(len(items)), "stored": str(len(stored))},
+        metadata = {"kind": "memory", "recalled": str(len(items)), "stored": str(len(stored))}
+        if not items and not stored:
+            metadata["internal"] = (
+                "true"  # "nothing relevant recalled" is a note for the trace, not for anyone's answer
             )
-        )
+        return Response(chat_message=TextMessage(content=content.strip(), source=self.name, metadata=metadata))
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         """Stateless between turns: the memory store is the state."""

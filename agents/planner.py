@@ -101,9 +101,12 @@ class PlannerAgent(BaseChatAgent):
                 note += f" (+{len(evident)} tool steps evident from the task)"
         plan = raw.sanitised(self._roster, self._responder, self._valid_tool_call)
         self._state.set_plan(plan)
+        metadata = {"kind": "plan"}
+        if len(plan.steps) == 1:  # nothing to do but answer: the plan is a note for the trace, not news for the user
+            metadata["internal"] = "true"
         return Response(
             chat_message=TextMessage(
-                content=plan.describe() + note, source=self.name, models_usage=usage, metadata={"kind": "plan"}
+                content=plan.describe() + note, source=self.name, models_usage=usage, metadata=metadata
             )
         )
 

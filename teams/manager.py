@@ -2,8 +2,11 @@
 
 1. ``mention``    — the last message hands off to or @-mentions a member.
 2. ``rule``       — fixed rules: once the budget refused a call, the responder wraps up; a failed member's steps go
-                    to its ``reroute_to`` alternate (an optional member is skipped); a new task goes to the
-                    memory agent (recall) and then the planner.
+                    to its ``reroute_to`` alternate (an optional member is skipped, and any member that fails the
+                    same way twice in a run is never picked again); a new task goes to the memory agent (recall)
+                    and then the planner — or, when the planner failed, straight to the responder.
+   ``direct``     — instead of the planner: the task needs no tool (`huddle.agents.tool_need`, rules and
+                    embeddings, no model call), so the responder answers at once.
 3. ``plan``       — the plan's next ready step names its assignee; a finished plan goes to the responder.
 4. ``similarity`` — the member whose description is most similar to the last message (when an embedder is given).
 5. ``llm``        — the manager's model chooses among the allowed candidates; an invalid name is ``repaired`` once
@@ -18,6 +21,7 @@ Every decision is recorded with its policy and reason; the manager's model calls
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
@@ -31,7 +35,7 @@ from huddle import prompts, tracing
 from huddle.agents.state import RunState
 from huddle.budget import Governor
 
-Policy = Literal["mention", "rule", "plan", "similarity", "llm", "repaired", "fallback"]
+Policy = Literal["mention", "rule", "direct", "plan", "similarity", "llm", "repaired", "fallback"]
 _HISTORY_MESSAGES = 8
 _HISTORY_CHARS = 300
 
@@ -49,6 +53,12 @@ class Similarity(Protocol):
     """Scores a text against each member's description (e.g. cosine similarity of embeddings)."""
 
     def __call__(self, text: str, descriptions: Mapping[str, str]) -> dict[str, float]: ...
+
+
+class ToolNeed(Protocol):
+    """Why a task needs a tool (a short reason), or None when it needs none and can be answered directly."""
+
+    def __call__(self, task: str) -> str | None: ...
 
 
 class Roles(BaseModel):
@@ -77,7 +87,9 @@ class Manager:
         governor: Governor | None = None,
         optional: Sequence[str] = (),
         reroutes: Mapping[str, str] | None = None,
+        tool_need: ToolNeed | None = None,
     ) -> None:
+        """`tool_need`: when given, a new task that needs no tool skips the planner (policy ``direct``)."""
         self.roster = dict(roster)
         self.roles = roles
         self.state = state
@@ -90,6 +102,8 @@ class Manager:
         self.governor = governor
         self.optional = [name for name in optional if name in self.roster]
         self.reroutes = dict(reroutes or {})  # failed member -> the member that takes over its steps
+        self.tool_need = tool_need
+        self._failed_with: dict[str, set[str]] = {}  # member -> the reasons it failed with in this task
         self._on_decision = on_decision
         self._previous: str | None = None
         self._spoken: set[str] = set()
@@ -100,6 +114,7 @@ class Manager:
         self.skipped.clear()
         self._previous = None
         self._spoken.clear()
+        self._failed_with.clear()
 
     @property
     def available(self) -> list[str]:
@@ -117,7 +132,7 @@ class Manager:
             self._by_budget()
             or self._after_failure(last)
             or self._by_mention(last)
-            or self._by_rule()
+            or await self._by_rule()
             or self._by_plan()
             or self._by_similarity(last)
             or await self._by_llm(thread)
@@ -155,6 +170,11 @@ class Manager:
         if last is None or last.metadata.get("kind") != "failure":
             return None
         failed = last.source
+        reason = last.metadata.get("error", "")
+        seen = self._failed_with.setdefault(failed, set())
+        if reason in seen:  # the same failure twice: asking again would only fail again (and loop to max_turns)
+            self.skipped.add(failed)
+        seen.add(reason)
         alternate = self.reroutes.get(failed)
         if alternate is not None and alternate in self.available and alternate != failed:
             moved = self.state.reassign(failed, alternate)
@@ -179,15 +199,22 @@ class Manager:
                 return name, "mention", f"{last.source} mentioned @{name}"
         return None
 
-    def _by_rule(self) -> tuple[str, Policy, str] | None:
+    async def _by_rule(self) -> tuple[str, Policy, str] | None:
         if self.state.plan is not None:
             return None
-        memory, planner = self.roles.memory, self.roles.planner
+        memory, planner, responder = self.roles.memory, self.roles.planner, self.roles.responder
         if memory is not None and memory in self.available and memory not in self._spoken:
             return memory, "rule", "new task: recall shared memory before planning"
-        if planner is not None and planner in self.available:
+        if planner is None or planner not in self.roster:
+            return None
+        if planner in self.state.failures or planner not in self.available:
+            return responder, "rule", f"{planner} is unavailable: the responder answers without a plan"
+        if self.tool_need is None:
             return planner, "rule", "new task: the planner drafts a plan"
-        return None
+        need = await asyncio.to_thread(self.tool_need, self.state.task)  # may embed the task: off the event loop
+        if need is None:
+            return responder, "direct", "the task needs no tool: the responder answers without a plan"
+        return planner, "rule", f"new task: the planner drafts a plan ({need})"
 
     def _by_plan(self) -> tuple[str, Policy, str] | None:
         if self.state.plan is None:

@@ -81,6 +81,11 @@ class TeamInfo(BaseModel):
     allow_repeated_speaker: bool = False
     model: str | None = Field(None, description="Default model profile for the team's agents and manager.")
     shell: bool = Field(False, description="Offer the run_command tool (in the workspace, with a timeout).")
+    plan: Literal["auto", "always"] = Field(
+        "auto",
+        description="auto: a task that needs none of the team's tools skips the planner and is answered directly "
+        "(policy `direct`, decided with no model call); always: every task is planned first.",
+    )
     mcp: list[McpServerSpec] = Field(
         default_factory=list, description="Local stdio MCP servers whose tools the tool executor gets."
     )

@@ -59,7 +59,7 @@ def plan_without_args(n: int) -> str:
 
 TEAM = TeamSpec.model_validate(
     {
-        "team": {"name": "t", "max_turns": 12},
+        "team": {"name": "t", "max_turns": 12, "plan": "always"},
         "agents": [
             {"role": "planner", "optional": True},
             {"role": "tool_executor", "tools": ["calculator"]},

@@ -14,7 +14,7 @@ import pytest
 from huddle.testing import Reply, Rule, ScriptedServer
 
 TEAM = """
-team: {name: calc, max_turns: 12}
+team: {name: calc, max_turns: 12, plan: always}
 agents:
   - {role: planner}
   - {role: tool_executor, tools: [calculator, clock]}

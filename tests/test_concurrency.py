@@ -62,7 +62,7 @@ def model(*names: str) -> list[dict[str, Any]]:
 
 
 KINDS: dict[str, dict[str, Any]] = {
-    "group_chat": {"team": {"name": "desk"}, "agents": [{"role": "planner"}, {"role": "responder"}]},
+    "group_chat": {"team": {"name": "desk", "plan": "always"}, "agents": [{"role": "planner"}, {"role": "responder"}]},
     "sequential": {"team": {"name": "pipe", "kind": "sequential"}, "agents": model("a", "b")},
     "parallel": {"team": {"name": "fan", "kind": "parallel"}, "agents": model("p1", "p2", "p3")},
     "event_driven": {

@@ -114,7 +114,8 @@ async def test_plan_routes_to_tools_without_manager_or_executor_model_calls(
 async def test_unusable_plan_falls_back_to_answering(server: ScriptedServer, settings: Settings) -> None:
     server.add_rule(Rule(agent="planner", reply=Reply(content="I think we should just chat about it")))
     server.add_rule(Rule(agent="responder", reply=Reply(content="Here is a direct answer.")))
-    result, _ = await run(settings, "Say hello")
+    always_plan = {**NO_MEMORY_TEAM, "team": {"name": "assistant", "plan": "always"}}
+    result, _ = await run(settings, "Say hello", always_plan)
     assert result.answer == "Here is a direct answer."
     assert "unusable" in result.messages[1].content
     assert [d.speaker for d in result.decisions] == ["planner", "responder"]
@@ -173,7 +174,7 @@ async def test_tool_errors_come_back_as_messages_and_the_run_finishes(
         Rule(agent="tool_executor", reply=Reply(tool_calls=[ToolCall(name="calculator", arguments={"wrong": 1})]))
     )
     server.add_rule(Rule(agent="responder", reply=Reply(content="Sorry, both calculations failed.")))
-    result, _ = await run(settings, "compute things")
+    result, _ = await run(settings, "calculate 1/0 and 2+2")
     tools_message = result.messages[2].content
     assert tools_message.count("ERROR") == 2
     assert "division by zero" in tools_message.lower() and "expression" in tools_message

@@ -72,3 +72,49 @@ async def test_similarity_policy_picks_the_closest_description_above_threshold()
     mgr, _ = manager([], similarity=similarity)
     assert await mgr.select([said("user"), said("writer", "please check this draft")]) == "critic"
     assert mgr.decisions[-1].policy == "similarity"
+
+
+def failed(source: str, reason: str) -> TextMessage:
+    return TextMessage(
+        source=source, content=f"{source} failed: {reason}", metadata={"kind": "failure", "error": reason}
+    )
+
+
+async def test_a_member_that_fails_the_same_way_twice_is_not_picked_again() -> None:
+    """The model keeps naming the failing member; after its second identical failure it is no longer a candidate."""
+    mgr, _ = manager(["writer"] * 20, allow_repeated_speaker=True)
+    thread = [said("user", "write a poem"), failed("writer", "ConnectionError: refused")]
+    assert await mgr.select(thread) == "writer"  # one failure may be bad luck
+    thread.append(failed("writer", "ConnectionError: refused"))
+    assert await mgr.select(thread) != "writer"
+    assert "writer" in mgr.skipped
+
+
+async def test_a_failed_planner_hands_the_task_to_the_responder_instead_of_looping() -> None:
+    roster = {"planner": "plans", "responder": "answers"}
+    state = RunState(task="hi")
+    mgr = Manager(roster, Roles(planner="planner", responder="responder"), state)
+    assert await mgr.select([said("user", "hi")]) == "planner"
+    state.failures["planner"] = "APIConnectionError: Connection error."
+    assert await mgr.select([said("user", "hi"), failed("planner", "APIConnectionError: Connection error.")]) == (
+        "responder"
+    )
+    assert mgr.decisions[-1].reason == "planner is unavailable: the responder answers without a plan"
+
+
+async def test_a_task_that_needs_no_tool_skips_the_planner_with_policy_direct() -> None:
+    roster = {"planner": "plans", "tool_executor": "runs tools", "responder": "answers"}
+    asked: list[str] = []
+
+    def need(task: str) -> str | None:
+        asked.append(task)
+        return "arithmetic in the task" if "17" in task else None
+
+    roles = Roles(planner="planner", tool_executor="tool_executor", responder="responder")
+    direct = Manager(roster, roles, RunState(task="Give me three tips for clear emails"), tool_need=need)
+    assert await direct.select([said("user")]) == "responder"
+    assert (direct.decisions[-1].policy, direct.decisions[-1].speaker) == ("direct", "responder")
+    planned = Manager(roster, roles, RunState(task="What is 17*23?"), tool_need=need)
+    assert await planned.select([said("user")]) == "planner"
+    assert "arithmetic" in planned.decisions[-1].reason
+    assert asked == ["Give me three tips for clear emails", "What is 17*23?"]
