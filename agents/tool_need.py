@@ -37,6 +37,9 @@ _GENERIC_WORDS = frozenset(
     {"get", "set", "put", "read", "write", "list", "make", "run", "call", "find", "show", "the", "for", "with", "and"}
 )
 """Words of tool names that say nothing about what the tool is for."""
+MIN_SIMILARITY_WORDS = 3
+"""Shorter texts ("hi", "hey there") are not compared by meaning: their embeddings land near anything, and a one- or
+two-word request for a tool names it, which the tool-name rule catches."""
 MAX_TASK_CHARS = 2000
 """Only the start of a huge task is embedded (E5 reads 512 tokens at most)."""
 
@@ -94,7 +97,7 @@ class ToolNeed:
         return self._by_similarity(task)
 
     def _by_similarity(self, task: str) -> str | None:
-        if self._embedder is None:
+        if self._embedder is None or len(task.split()) < MIN_SIMILARITY_WORDS:
             return None
         if self._vectors is None:
             anchor = prompts.load("direct_answer").text.strip()
