@@ -8,6 +8,7 @@ commands that need them, so ``huddle --help`` stays fast (see docs/benchmarks.md
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from huddle import __version__
-from huddle.errors import HuddleError
+from huddle.errors import ExitCode, HuddleError, UsageError
 from huddle.memory.cli import memory_app
 from huddle.scenario_cli import scenario_app
 
@@ -67,7 +68,10 @@ def main(
         Path | None, typer.Option("--config", "-c", help="Config file (default: $HUDDLE_CONFIG or ./huddle.yaml).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Profile name, or a model name for the 'default' profile.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Profile name, PROFILE:MODEL, or a model name for the 'default' profile (gpt-4o)."
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where huddle keeps its data (default: $HUDDLE_HOME).")
@@ -133,10 +137,17 @@ def models_command(
     out.print(f"[dim]config: {source}[/dim]")
 
 
+def _not_blank(param: typer.CallbackParam, value: str | None) -> str | None:
+    """Refuse an empty or whitespace-only TASK/PROMPT before anything is built or any model is called."""
+    if value is not None and not value.strip():
+        raise UsageError(f'the {param.name} is empty; say in quotes what you want, e.g. "Plan a team picnic"')
+    return value
+
+
 @app.command("ask")
 def ask_command(
     ctx: typer.Context,
-    prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
+    prompt: Annotated[str, typer.Argument(help="What to ask the model.", callback=_not_blank)],
     system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the reply as it arrives.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print answer and usage as JSON.")] = False,
@@ -171,11 +182,31 @@ def ask_command(
 TeamOption = Annotated[
     str, typer.Option("--team", "-t", help="A preset name (assistant) or a team YAML file of any kind.")
 ]
-ModelOption = Annotated[
-    str | None, typer.Option("--model", "-m", help="Profile (or model name) for the team; overrides the global flag.")
+TaskArgument = Annotated[
+    str | None, typer.Argument(help="The task for the team (optional with --resume).", callback=_not_blank)
 ]
-MaxUsdOption = Annotated[float | None, typer.Option("--max-usd", min=0, help="Hard dollar limit per run.")]
-MaxTokensOption = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Hard token limit per run.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Profile, PROFILE:MODEL or model name for the team; overrides the global flag."),
+]
+
+
+def _positive_limit(param: typer.CallbackParam, value: float | None) -> float | None:
+    """Refuse a limit of 0 or less: 0 reads as "spend nothing" but a limit that cannot be met is no limit at all."""
+    if value is not None and not value > 0:  # `not >` also refuses nan
+        flag = param.opts[0]
+        raise UsageError(
+            f"{flag} must be a positive number, got {value:g}; omit {flag} for no limit beyond the config's budget.run"
+        )
+    return value
+
+
+MaxUsdOption = Annotated[
+    float | None, typer.Option("--max-usd", help="Hard dollar limit per run (> 0).", callback=_positive_limit)
+]
+MaxTokensOption = Annotated[
+    int | None, typer.Option("--max-tokens", help="Hard token limit per run (> 0).", callback=_positive_limit)
+]
 CacheOption = Annotated[
     bool | None, typer.Option("--cache/--no-cache", help="Answer identical model requests from the disk cache.")
 ]
@@ -215,7 +246,7 @@ def _verbosity(quiet: bool, verbose: bool) -> Verbosity:
 @app.command("run")
 def run_command(
     ctx: typer.Context,
-    task: Annotated[str | None, typer.Argument(help="The task for the team (optional with --resume).")] = None,
+    task: TaskArgument = None,
     team: TeamOption = "assistant",
     model: ModelOption = None,
     max_usd: MaxUsdOption = None,
@@ -573,15 +604,30 @@ def init_command(
     out.print(f"next: {enter}python -m pytest -q   (then see README.md)", highlight=False)
 
 
+def _as_utf8(arg: str) -> str:
+    """`arg` with the bytes that were not UTF-8 replaced by U+FFFD.
+
+    Python keeps such bytes of argv as lone surrogates, which fail with a UnicodeEncodeError wherever the text is
+    encoded later (the ledger, a trace, an HTTP body); replacing them here makes every later step safe.
+    """
+    return os.fsencode(arg).decode(sys.getfilesystemencoding(), errors="replace")
+
+
 def run(argv: list[str] | None = None) -> Any:
-    """Entry point: runs the app and turns user errors into one line on stderr plus their exit code."""
+    """Entry point: runs the app and turns user errors into one line on stderr plus their exit code.
+
+    The exit codes are listed in `huddle.errors` (and docs/cli.md). Arguments are decoded as UTF-8 with replacement,
+    so a file name that is not valid UTF-8 cannot be given on the command line.
+    """
+    from huddle.quiet import quiet_dependencies
     from huddle.secrets import redact
 
+    quiet_dependencies()
     try:
-        return app(args=argv)
+        return app(args=[_as_utf8(arg) for arg in (sys.argv[1:] if argv is None else argv)])
     except HuddleError as exc:
         err.print(f"[red]error:[/red] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)

@@ -7,6 +7,7 @@ variable that holds an API key (``api_key_env``), never the key itself.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,8 @@ from huddle.yamlfile import Loc, describe_validation_error, read_yaml
 Provider = Literal["openai", "local", "scripted"]
 CONFIG_FILE_NAME = "huddle.yaml"
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
+# How similar (difflib ratio) an unknown `--model` name must be to a profile name to be refused as its typo.
+_TYPO_SIMILARITY = 0.75
 
 _PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     # Per-provider defaults for fields a profile leaves empty.
@@ -153,7 +156,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUDDLE_", env_nested_delimiter="__", extra="forbid")
 
     models: dict[str, ModelProfile] = Field(default_factory=dict)
-    model: str | None = Field(None, description="Active profile name, or a model name for the `default` profile.")
+    model: str | None = Field(
+        None, description="Active profile name, PROFILE:MODEL, or a model name for `default` (see `Settings.profile`)."
+    )
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias=AliasChoices("data_dir", "huddle_home"))
     memory: MemorySettings = MemorySettings()
     budget: Budget = Budget()
@@ -215,26 +220,52 @@ class Settings(BaseSettings):
         return builtin_profiles() | self.models
 
     def profile(self, choice: str | None = None) -> ModelProfile:
-        """The profile to use: `choice` (or ``model:``/``$HUDDLE_MODEL``) as a profile name or a model name.
+        """The profile to use for `choice`, else ``model:``/``$HUDDLE_MODEL``; the first rule that applies wins.
+
+        1. A profile name: that profile.
+        2. ``PROFILE:MODEL`` where PROFILE is a profile with ``provider: openai``: that profile asking for MODEL
+           (``default:gpt-4o``, ``ollama:qwen2.5:7b``). This is the explicit way to name a model, never mistaken for
+           a typo.
+        3. A name at least 75% similar to a profile name (difflib ratio, ignoring case), e.g. ``locl``: a
+           `ConfigError` suggesting that profile. A mistyped profile must not quietly become a model name that is
+           sent, with the API key, to the ``default`` endpoint.
+        4. Anything else: a model name for the ``default`` profile (``gpt-4o``), when that profile has
+           ``provider: openai``; otherwise a `ConfigError` listing the profiles.
 
         With no choice: the configured ``default`` profile if the config defines one; else the built-in ``default``
         when its API key is set; else the embedded ``local`` profile.
         """
         profiles = self.profiles
         choice = choice or self.model
+        if not choice:
+            if "default" in self.models or profiles["default"].api_key():
+                return profiles["default"]
+            return profiles["local"]
         if choice in profiles:
             return profiles[choice]
-        if choice:
-            default = profiles["default"]
-            if default.provider != "openai":
+        name, _, model = choice.partition(":")
+        if not (model and name in profiles):
+            typo = _close_profile(choice, profiles)
+            if typo:
                 raise ConfigError(
-                    f"model: {choice!r} is neither a profile ({', '.join(sorted(profiles))}) nor usable as a model "
-                    f"name (profile 'default' has provider {default.provider!r}, not 'openai')"
+                    f"unknown profile {choice!r}; did you mean {typo!r}? (to send {choice!r} as a model name, give "
+                    f"PROFILE:MODEL, e.g. default:{choice})"
                 )
-            return default.model_copy(update={"model": choice})
-        if "default" in self.models or profiles["default"].api_key():
-            return profiles["default"]
-        return profiles["local"]
+            name, model = "default", choice
+        target = profiles[name]
+        if target.provider != "openai":
+            raise ConfigError(
+                f"model: {choice!r} is neither a profile ({', '.join(sorted(profiles))}) nor a model name for profile "
+                f"{name!r} (its provider is {target.provider!r}; only 'openai' profiles take a model name)"
+            )
+        return target.model_copy(update={"model": model})
+
+
+def _close_profile(choice: str, profiles: dict[str, ModelProfile]) -> str | None:
+    """The profile `choice` is most likely a typo of (see `Settings.profile`, rule 3), if any."""
+    by_folded = {name.casefold(): name for name in profiles}
+    close = difflib.get_close_matches(choice.casefold(), by_folded, n=1, cutoff=_TYPO_SIMILARITY)
+    return by_folded[close[0]] if close else None
 
 
 def find_config_file(explicit: Path | None) -> Path | None:

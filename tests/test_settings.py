@@ -40,6 +40,36 @@ def test_model_flag_takes_a_profile_name_or_a_model_name(monkeypatch: pytest.Mon
     assert load_settings().profile().model_name == "llama3.2"
 
 
+def test_a_typo_of_a_profile_is_refused_but_a_deliberate_model_name_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    write(tmp_path / "huddle.yaml", "models:\n  ollama: {base_url: 'http://127.0.0.1:11434/v1'}\n")
+    for typo, meant in (("locl", "local"), ("Local", "local"), ("defualt", "default"), ("olama", "ollama")):
+        with pytest.raises(ConfigError) as info:
+            load_settings(model=typo).profile()
+        assert f"unknown profile {typo!r}; did you mean {meant!r}?" in str(info.value)
+        assert f"PROFILE:MODEL, e.g. default:{typo}" in str(info.value) and info.value.exit_code == 2
+    monkeypatch.setenv("HUDDLE_MODEL", "locl")
+    with pytest.raises(ConfigError, match="did you mean 'local'"):
+        load_settings().profile()
+    monkeypatch.delenv("HUDDLE_MODEL")
+    chosen = {
+        choice: (p.name, p.model_name, p.base_url)
+        for choice in ("default:locl", "ollama:qwen2.5:7b", "gpt-4o", "llama3.2", "qwen2.5:7b")
+        for p in [load_settings(model=choice).profile()]
+    }
+    assert chosen == {
+        "default:locl": ("default", "locl", None),
+        "ollama:qwen2.5:7b": ("ollama", "qwen2.5:7b", "http://127.0.0.1:11434/v1"),
+        "gpt-4o": ("default", "gpt-4o", None),
+        "llama3.2": ("default", "llama3.2", None),
+        "qwen2.5:7b": ("default", "qwen2.5:7b", None),
+    }
+    with pytest.raises(ConfigError, match=r"profile 'local' .*only 'openai' profiles take a model name"):
+        load_settings(model="local:other").profile()
+
+
 def test_config_file_profiles_and_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(
         tmp_path / "huddle.yaml",
@@ -84,6 +114,8 @@ def test_data_dir_from_env_and_flag(tmp_path: Path) -> None:
         ("models: [1, 2\n", "huddle.yaml:2:1: invalid YAML"),
         ("- just\n- a list\n", "huddle.yaml:1: expected a mapping"),
         ("models:\n  s: {provider: scripted}\n", "huddle.yaml:2: models.s: Value error, a scripted profile needs"),
+        ("budget:\n  run: {max_usd: 0}\n", "huddle.yaml:2: budget.run.max_usd: Input should be greater than 0"),
+        ("budget:\n  session: {max_tokens: 0}\n", "huddle.yaml:2: budget.session.max_tokens: Input should be greater"),
     ],
 )
 def test_bad_config_names_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
