@@ -43,6 +43,20 @@ _TIME_QUESTION = re.compile(
 )
 
 
+# A number and a word asking for a computed quantity: "how many minutes are in 7 weeks", "split 250 between 4",
+# "19 percent of 250". No expression can be read off such a task, but the calculator is what answers it.
+_QUANTITY_CUE = re.compile(
+    r"\bhow (?:many|much|long)\b|\b(?:split|divide|share|total|sum|average|percent|percentage|convert|per|each)\b|%",
+    re.I,
+)
+_HAS_NUMBER = re.compile(r"\d")
+
+
+def asks_for_a_quantity(task: str) -> bool:
+    """Whether the task gives a number and asks for a quantity computed from it (a calculator question in words)."""
+    return _HAS_NUMBER.search(task) is not None and _QUANTITY_CUE.search(task) is not None
+
+
 def arithmetic_expressions(task: str) -> list[str]:
     """The arithmetic in `task`, as calculator expressions, operators in words included."""
     text = _IN_WORDS.sub(lambda m: f" {_WORD_OPERATORS[m.group(1).lower()]} ", task)

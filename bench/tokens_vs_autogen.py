@@ -6,7 +6,9 @@ every agent identically on both sides. Tokens are counted by the server (tiktoke
 each reply it sent), so neither side can under-report. Vanilla autogen selects speakers with its model and lets its
 tool executor ask the model for tool calls; huddle routes by plan and rule and runs plan-given tool calls directly.
 Prints per task: server-side tokens and model calls for each side, the ratio huddle / vanilla, and whether both
-reached the same final answer. The goal is a ratio <= 0.4 at equal outcomes.
+reached the same final answer, and whether huddle ran every tool call the task needs (the scripted responder's answer
+does not depend on the tool results, so only this column shows a skipped tool). The goal is a ratio <= 0.4 at equal
+outcomes.
 """
 
 from __future__ import annotations
@@ -81,12 +83,15 @@ async def run_vanilla(task: Task, settings_dir: Path) -> str:
     return result.messages[-1].to_text() if result.messages[-1].source == "responder" else ""
 
 
-async def run_huddle(task: Task) -> str:
+async def run_huddle(task: Task) -> tuple[str, bool]:
+    """The answer, and whether every tool call the task needs ran (a scripted answer cannot show a skipped tool)."""
     team = GroupChatTeam(TEAM, load_settings())
     try:
-        return (await team.run(task.text)).answer
+        result = await team.run(task.text)
     finally:
         await team.close()
+    ran = " ".join(m.content for m in result.messages if m.source == "tool_executor")
+    return result.answer, all(f"{name}(" in ran for name, _ in task.calls)
 
 
 def served(server: ScriptedServer) -> tuple[int, int]:
@@ -101,20 +106,23 @@ async def main() -> None:
         os.environ.pop("HUDDLE_CONFIG", None)
         os.chdir(home)
         (home / "huddle.yaml").write_text(f"models:\n  default: {{model: scripted, base_url: '{server.base_url}'}}\n")
-        print(f"{'task':46} {'vanilla tok':>11} {'calls':>5} {'huddle tok':>10} {'calls':>5} {'ratio':>6}  same answer")
+        print(
+            f"{'task':46} {'vanilla tok':>11} {'calls':>5} {'huddle tok':>10} {'calls':>5} {'ratio':>6}  "
+            "same answer  tools ran"
+        )
         totals = [0, 0, 0, 0]
         for task in TASKS:
             server.reset()
             vanilla_answer = await run_vanilla(task, home)
             vanilla = served(server)
             server.reset()
-            huddle_answer = await run_huddle(task)
+            huddle_answer, tools_ran = await run_huddle(task)
             ours = served(server)
             same = vanilla_answer == huddle_answer == task.answer
             totals = [totals[0] + vanilla[0], totals[1] + vanilla[1], totals[2] + ours[0], totals[3] + ours[1]]
             print(
                 f"{task.text[:46]:46} {vanilla[0]:11} {vanilla[1]:5} {ours[0]:10} {ours[1]:5} "
-                f"{ours[0] / vanilla[0]:6.2f}  {same}"
+                f"{ours[0] / vanilla[0]:6.2f}  {same!s:11}  {tools_ran}"
             )
         print(f"{'total':46} {totals[0]:11} {totals[1]:5} {totals[2]:10} {totals[3]:5} {totals[2] / totals[0]:6.2f}")
 
