@@ -81,7 +81,14 @@ class Transcript:
         self._streaming = False
         self._thinking = _Thinking()
         self._live = (
-            Live(self._thinking, console=status, transient=True, redirect_stdout=False, redirect_stderr=False)
+            Live(
+                self._thinking,
+                console=status,
+                transient=True,
+                refresh_per_second=10,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             if status is not None and verbosity != "quiet"
             else None
         )
@@ -95,13 +102,14 @@ class Transcript:
                 self._decision(item)
             self._spin(", ".join(item.content))
         elif isinstance(item, BaseChatMessage):
-            if item.source == self.responder and item.metadata.get("kind") != "failure":
-                self._answer(item)
-            elif item.source != "user":
-                self._message(item)
+            if item.source != self.responder:
+                if item.source != "user":
+                    self._message(item)
                 self._spin(self.team)  # the team decides who speaks next
-            else:
-                self._spin(self.team)
+            elif item.metadata.get("kind") != "failure":
+                self._answer(item)
+            elif self.verbosity == "verbose":  # else the run's error line says it
+                self._message(item)
         elif self.verbosity == "verbose":
             self._event(item)
 
