@@ -261,12 +261,15 @@ def test_a_run_that_cannot_answer_prints_one_error_line_and_exits_1(server: Scri
     assert proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
 
 
-def test_quiet_run_prints_the_answer_and_nothing_else(server: ScriptedServer, project: Path) -> None:
+def test_quiet_run_prints_the_answer_only_and_verbose_the_decisions(server: ScriptedServer, project: Path) -> None:
     server.add_rule(PICK_RESPONDER)
     server.add_rule(Rule(agent="responder", reply=Reply(content="Hello there.")))
     (project / "team.yaml").write_text(json.dumps(DESK))
     proc = huddle("run", "hi", "--team", "team.yaml", "--quiet")
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "Hello there.\n", "")
+    proc = huddle("run", "hi", "--team", "team.yaml", "--verbose")
+    assert proc.returncode == 0 and "manager> responder (llm: chosen by the manager's model)" in proc.stdout
+    assert "model calls" in proc.stderr
     proc = huddle("run", "hi", "--team", "team.yaml", "--quiet", "--verbose")
     assert proc.returncode == 2 and "exclude each other" in proc.stderr
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from huddle.sessions import SessionStore
 from huddle.testing import Reply, Rule, ScriptedServer
 
 TEAM = """
@@ -87,3 +89,29 @@ def test_sigkill_mid_turn_then_resume(tmp_path: Path, isolated_env: Path) -> Non
 def test_resume_needs_a_session() -> None:
     proc = huddle("run", "--resume")
     assert proc.returncode == 2 and "--resume needs --session" in proc.stderr
+
+
+def test_a_sessions_file_from_before_failed_turns_opens_and_gains_their_reason(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.sqlite"
+    old = sqlite3.connect(path)  # the schema before turns could fail or be cancelled: no error column
+    old.executescript(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, team TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);"
+        "CREATE TABLE turns (session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE, turn INTEGER NOT NULL,"
+        " run_id TEXT NOT NULL, task TEXT NOT NULL, status TEXT NOT NULL, answer TEXT, state TEXT, plan TEXT,"
+        " decisions TEXT, messages TEXT, started REAL NOT NULL, finished REAL, PRIMARY KEY (session_id, turn));"
+        "INSERT INTO sessions VALUES ('S', 'desk', 1, 1);"
+        "INSERT INTO turns (session_id, turn, run_id, task, status, answer, state, started)"
+        " VALUES ('S', 1, 'r1', 'old question', 'done', 'old answer', '{\"chat\": {}}', 1);"
+    )
+    old.close()
+    with SessionStore(path) as store:
+        assert [(t.task, t.status, t.error) for t in store.turns("S")] == [("old question", "done", None)]
+        turn = store.begin_turn("S", "desk", "new question", "r2")
+        store.finish_turn("S", turn, status="cancelled", error="cancelled by the user")
+        store.finish_turn("S", turn, answer="late", state={"chat": {}})  # a turn that ended keeps its first ending
+        assert [(t.status, t.error) for t in store.turns("S")] == [
+            ("done", None),
+            ("cancelled", "cancelled by the user"),
+        ]
+        assert store.unfinished("S") is None and store.saved_state("S") == {"chat": {}}
+        assert [s.unfinished for s in store.sessions()] == [0]
