@@ -112,6 +112,7 @@ class Transcript:
                 self._message(item)
         elif self.verbosity == "verbose":
             self._event(item)
+            self._spin(item.source)  # still at work
 
     def close(self) -> None:
         """End the run's output: the spinner cleared, a streamed answer's line ended."""
@@ -158,7 +159,7 @@ class Transcript:
     def _spin(self, label: str) -> None:
         if self._live is None or self._streaming:
             return
-        if label != self._thinking.label:
+        if label != self._thinking.label or not self._live.is_started:
             self._thinking.label, self._thinking.since = label, time.monotonic()
         if not self._live.is_started:
             self._live.start()

@@ -130,6 +130,10 @@ def test_the_spinner_names_the_agent_thinking_and_counts_the_seconds() -> None:
     seconds = [float(s) for s in re.findall(r"planner thinking… (\d+\.\d) s", spun)]
     assert len(set(seconds)) >= 2 and 0.3 <= max(seconds) < 1.0  # refreshed while the planner thinks
     assert "thinking" not in out.getvalue()  # on its own console (stderr), never in the transcript
+    time.sleep(0.3)
+    shown.show(TextMessage(content="next question", source="user"))  # the next turn of a chat: the clock restarts
+    shown.close()
+    assert status.getvalue()[len(spun) :].count("calc thinking… 0.0 s") == 1
     shown, _, status = transcript("quiet", spinner=True)
     show(shown, items)
     assert status.getvalue() == ""
