@@ -43,6 +43,10 @@ MAX_NOTE_BYTES = 100_000
 # list_notes stops after this many names: the listing goes into a model's context.
 MAX_LISTED_NOTES = 500
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -139,7 +143,7 @@ def calculator(expression: str) -> Number:
 
 @tool(max_result_tokens=200)
 def clock(timezone: str = "UTC") -> dict[str, str | int]:
-    """Current date and time (ISO datetime, date, year, weekday) in a timezone.
+    """Current date and time (a summary sentence, ISO datetime, date, year, weekday) in a timezone.
 
     Args:
         timezone: An IANA timezone name such as "UTC", "Europe/Paris" or "America/New_York".
@@ -149,13 +153,16 @@ def clock(timezone: str = "UTC") -> dict[str, str | int]:
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"unknown timezone {timezone!r}; use an IANA name such as 'UTC' or 'Europe/Paris'") from None
     now = datetime.now(zone)
+    weekday = _WEEKDAYS[now.weekday()]
     return {
+        # The sentence a responder repeats; small models misread the weekday out of the fields below.
+        "summary": f"{weekday}, {now.day} {_MONTHS[now.month - 1]} {now.year}, {now:%H:%M} ({timezone})",
         "datetime": now.isoformat(timespec="seconds"),
         "date": now.date().isoformat(),
         "time": now.strftime("%H:%M:%S"),
         "year": now.year,
         # Not strftime("%A"): that follows the process locale, and the model should always get English.
-        "weekday": _WEEKDAYS[now.weekday()],
+        "weekday": weekday,
         "timezone": timezone,
     }
 

@@ -2,7 +2,9 @@
 
 It is not shown the raw transcript: plans and routing chatter cost tokens and confuse small models. Its prompt is the
 task, the results other members posted (tool results, recalled memory, custom agents' findings) and the last few
-exchanges of the chat, so a follow-up question still has its context.
+exchanges of the chat, so a follow-up question still has its context. A member may put the text the responder should
+read in ``metadata["findings"]`` (the tool executor gives one plain sentence per result there); internal notes
+(``metadata["internal"] == "true"``) are never shown to it.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class ResponderAgent(BaseChatAgent):
         self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
     ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
         self._findings.extend(
-            f"{m.source}: {m.to_model_text()}"
+            m.metadata.get("findings") or f"{m.source}: {m.to_model_text()}"
             for m in messages
             if m.source not in ("user", self.name)
             and m.metadata.get("kind") not in _ROUTING_KINDS
@@ -99,8 +101,9 @@ class ResponderAgent(BaseChatAgent):
             earlier=prompts.render("responder_earlier", exchanges="\n".join(f"User: {q}\nYou: {a}" for q, a in earlier))
             if earlier
             else "",
-            findings=prompts.render("responder_findings", findings="\n".join(self._findings)) if self._findings else "",
-            task=self._state.task,
+            message=prompts.render("responder_findings", findings="\n".join(self._findings), task=self._state.task)
+            if self._findings
+            else self._state.task,
             note=("\n\n" + prompts.render("budget_note", reason=self._state.stop_note).strip())
             if self._state.stop_note
             else "",

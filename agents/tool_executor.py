@@ -75,6 +75,9 @@ class ToolExecutorAgent(BaseChatAgent):
                     "model_calls": str(sum(1 for _, u in outcomes if u.prompt_tokens)),
                     # The calls as data, for checks that must not parse the text (scenario expectations).
                     "calls": json.dumps([{"tool": r.tool, "args": r.args, "ok": r.ok} for r, _ in outcomes]),
+                    # What the responder reads: one plain sentence per result (a small model copies a sentence
+                    # correctly and misreads a JSON object, e.g. the clock's weekday).
+                    "findings": "\n".join(plain_result(r) for r, _ in outcomes),
                 },
             )
         )
@@ -118,6 +121,27 @@ class ToolExecutorAgent(BaseChatAgent):
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         """Stateless between turns: everything it needs is in the run state."""
+
+
+def plain_result(result: ToolResult) -> str:
+    """A tool result as the responder is shown it: ``calculator: 17*23 + 5 = 396``, ``clock: Tuesday, ...``.
+
+    An object result is shown as its ``summary`` string when it has one, else as JSON; a plain result of a call with
+    one argument as ``argument = result``; a failure as ``tool failed: why``. Measured on the embedded SmolLM2: given
+    ``calculator: 17*23 + 5 = 396`` it answers 396, given ``calculator(expression='17*23 + 5') -> 396`` it answers 409.
+    """
+    if not result.ok:
+        return f"{result.tool} failed: {result.error or result.content}"
+    try:
+        parsed = json.loads(result.content)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        summary = parsed.get("summary")
+        return f"{result.tool}: {summary if isinstance(summary, str) else result.content}"
+    if len(result.args) == 1:
+        return f"{result.tool}: {next(iter(result.args.values()))} = {result.content}"
+    return f"{result.tool}: {result.content}"
 
 
 def _add_usage(a: RequestUsage, b: RequestUsage) -> RequestUsage:

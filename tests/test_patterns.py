@@ -427,7 +427,7 @@ async def test_a_group_chat_nested_in_a_pipeline_is_metered_in_the_same_run(
     server.add_rule(Rule(agent="planner", reply='{"goal": "answer", "steps": [], "done": true}'))
     server.add_rule(Rule(reply=echo))
     chat = {
-        "team": {"name": "helpdesk"},
+        "team": {"name": "helpdesk", "plan": "always"},
         "agents": [{"role": "planner"}, {"role": "responder"}],
     }
     team_spec = spec("sequential", [{"name": "desk", "team": chat}, *model_agents("polish")])
