@@ -22,9 +22,9 @@ from huddle import prompts
 from huddle.agents.plan import MAX_STEPS, Plan, fallback_plan
 from huddle.agents.plan_rules import evident_tool_steps
 from huddle.agents.state import RunState
-from huddle.budget import BudgetExhausted
 from huddle.models.structured import structured_output_args
 from huddle.tools import ToolArgumentsError, ToolRegistry
+from huddle.usage.budget import BudgetExhausted
 
 
 class PlannerAgent(BaseChatAgent):

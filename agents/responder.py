@@ -20,7 +20,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, 
 
 from huddle import prompts
 from huddle.agents.state import RunState
-from huddle.budget import BudgetExhausted
+from huddle.usage.budget import BudgetExhausted
 
 _ROUTING_KINDS = {"plan"}  # messages that organise the work rather than contribute to the answer
 

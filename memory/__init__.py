@@ -1,7 +1,7 @@
 """Shared vector memory on ChromaDB and its embedders, installed as ``huddle.memory``.
 
 The public names below are imported on first use, not with the package: ``huddle memory --help`` imports
-`huddle.memory.cli`, and with it this package, and must not pay for Chroma, autogen or the embedding model.
+`huddle.cli.memory`, and with it this package, and must not pay for Chroma, autogen or the embedding model.
 """
 
 from __future__ import annotations

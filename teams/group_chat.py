@@ -22,7 +22,6 @@ from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 from pydantic import BaseModel, Field
 
-from huddle.agents.builtin_tools import builtin_registry
 from huddle.agents.guard import GuardedAgent
 from huddle.agents.memory_agent import MemoryAgent
 from huddle.agents.planner import PlannerAgent
@@ -30,18 +29,19 @@ from huddle.agents.responder import ResponderAgent
 from huddle.agents.state import RunState
 from huddle.agents.tool_executor import ToolExecutorAgent
 from huddle.agents.tool_need import ToolNeed
-from huddle.budget import Governor
+from huddle.config.settings import Settings
 from huddle.errors import ConfigError
 from huddle.models.factory import ClientWrapper, build_client
 from huddle.models.metering import MeteredClient
-from huddle.plugins import ToolAgent, load_agent, load_tools
-from huddle.settings import Settings
 from huddle.teams.managed_chat import Event, ManagedChat
 from huddle.teams.manager import Decision, Manager, Roles
 from huddle.teams.spec import AgentSpec, TeamSpec
 from huddle.tools import ToolRegistry
+from huddle.tools.builtin import builtin_registry
+from huddle.tools.plugins import ToolAgent, load_agent, load_tools
 from huddle.tracing import trace_run
 from huddle.usage import Totals, UsageLedger, usage_scope
+from huddle.usage.budget import Governor
 
 if TYPE_CHECKING:
     from huddle.memory.store import VectorMemory
@@ -361,7 +361,7 @@ class GroupChatTeam:
         executor = self.spec.member("tool_executor")
         if self._mcp is not None or not self.spec.team.mcp or executor is None:
             return
-        from huddle.mcp import open_mcp_tools
+        from huddle.tools.mcp import open_mcp_tools
 
         self._mcp = AsyncExitStack()
         tools = await self._mcp.enter_async_context(open_mcp_tools(self.spec.team.mcp))

@@ -29,9 +29,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from huddle.config.yamlfile import load_model, read_yaml
 from huddle.errors import ConfigError
 from huddle.teams.spec import NAME_PATTERN, TeamSpec, load_team, preset_names
-from huddle.yamlfile import load_model, read_yaml
 
 PatternKind = Literal["sequential", "parallel", "hierarchical", "event_driven"]
 TeamKind = Literal["group_chat", "sequential", "parallel", "hierarchical", "event_driven"]

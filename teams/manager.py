@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from huddle import prompts, tracing
 from huddle.agents.state import RunState
-from huddle.budget import Governor
+from huddle.usage.budget import Governor
 
 Policy = Literal["mention", "rule", "direct", "plan", "similarity", "llm", "repaired", "fallback"]
 _HISTORY_MESSAGES = 8

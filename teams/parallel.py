@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from autogen_agentchat.messages import TextMessage
 
-from huddle.plugins import resolve
 from huddle.teams.patterns import Member, MemberError, Outcome, PatternTeam, Run, failure_note
+from huddle.tools.plugins import resolve
 
 MERGE_GROUP = "huddle.merges"  # entry points naming merge functions, like huddle.tools names tools
 

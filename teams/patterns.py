@@ -36,17 +36,18 @@ from pydantic import BaseModel, Field
 
 from huddle import tracing
 from huddle.agents.state import RunState
-from huddle.budget import BudgetExhausted, Governor
+from huddle.config.settings import Settings
 from huddle.errors import ConfigError
 from huddle.models.factory import ClientWrapper, build_client
 from huddle.models.metering import MeteredClient
-from huddle.plugins import load_agent
 from huddle.secrets import redact
-from huddle.settings import Settings
-from huddle.teams.group_chat import Event, GroupChatTeam, MessageRecord, RunResult, UsageSummary
+from huddle.teams.group_chat import GroupChatTeam, MessageRecord, RunResult, UsageSummary
 from huddle.teams.kinds import MemberSpec, PatternSpec, load_any_team
+from huddle.teams.managed_chat import Event
 from huddle.teams.spec import TeamSpec
+from huddle.tools.plugins import load_agent
 from huddle.usage import UsageLedger, usage_scope
+from huddle.usage.budget import BudgetExhausted, Governor
 
 if TYPE_CHECKING:
     from huddle.memory.store import VectorMemory

@@ -22,9 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from huddle import prompts
+from huddle.config.yamlfile import load_model
 from huddle.errors import ConfigError
-from huddle.mcp import McpServerSpec
-from huddle.yamlfile import load_model
+from huddle.tools.mcp import McpServerSpec
 
 Role = Literal["planner", "tool_executor", "memory", "responder"]
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from autogen_core.models import SystemMessage, UserMessage
 
-from huddle.budget import Budget, Governor, Limit
+from huddle.config.settings import Settings, load_settings
 from huddle.models.factory import build_client
-from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Reply, Rule, ScriptedServer
 from huddle.usage import UsageLedger, usage_scope
+from huddle.usage.budget import Budget, Governor, Limit
 
 CALL_USAGE = (200, 50)  # every scripted reply reports this usage
 PRICE = {"input_per_mtok": 2.0, "output_per_mtok": 8.0}  # so each call costs $0.0008

@@ -139,7 +139,7 @@ def test_a_budgeted_run_on_an_unknown_model_shows_no_dependency_warnings(server:
 def test_huddles_own_warnings_stay_visible_and_python_w_shows_everything() -> None:
     script = (
         "import logging, warnings\n"
-        "from huddle.quiet import quiet_dependencies\n"
+        "from huddle.cli.quiet import quiet_dependencies\n"
         "quiet_dependencies()\n"
         "logging.getLogger('autogen_core.trace').warning('autogen chatter')\n"
         "logging.getLogger('chromadb.telemetry.product.posthog').error('telemetry chatter')\n"

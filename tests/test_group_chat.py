@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from huddle.config.settings import Settings, load_settings
 from huddle.errors import HuddleError
-from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam, RunResult
 from huddle.teams.spec import TeamSpec
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer, ToolCall

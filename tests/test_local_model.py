@@ -26,6 +26,7 @@ from autogen_core.models import (
 from autogen_core.tools import ToolSchema
 from pydantic import BaseModel, Field
 
+from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError
 from huddle.models.local import (
     REPEAT_PENALTY,
@@ -34,7 +35,6 @@ from huddle.models.local import (
     load_llama,
     to_llama_messages,
 )
-from huddle.settings import ModelProfile
 
 pytestmark = pytest.mark.local_model
 

@@ -16,8 +16,8 @@ import pytest
 from pydantic import ValidationError
 
 from huddle.errors import ConfigError, HuddleError, MissingExtraError
-from huddle.mcp import McpServerSpec, McpTool, open_mcp_tools
 from huddle.tools import Tool
+from huddle.tools.mcp import McpServerSpec, McpTool, open_mcp_tools
 
 pytest.importorskip("mcp.server.fastmcp", reason="needs the mcp extra")
 
@@ -301,7 +301,7 @@ def test_the_spec_rejects_typos_and_resolves_cwd_against_the_team_file(tmp_path:
 async def test_odd_argument_names_and_allowed_extras_reach_the_server_intact() -> None:
     from jsonschema import Draft202012Validator
 
-    from huddle.mcp import _args_model, _input_schema, _McpServer
+    from huddle.tools.mcp import _args_model, _input_schema, _McpServer
 
     schema = _input_schema(
         {

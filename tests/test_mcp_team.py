@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("mcp", reason="the mcp extra: pip install -e '.[mcp]'")
 
-from huddle.settings import load_settings
+from huddle.config.settings import load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import load_team
 from huddle.testing import Reply, Rule, ScriptedServer

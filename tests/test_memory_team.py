@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from huddle.config.settings import load_settings
 from huddle.memory.store import VectorMemory
-from huddle.settings import load_settings
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
 
 TEAM = """

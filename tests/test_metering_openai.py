@@ -13,8 +13,8 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage, ToolCallExecutionEvent
 from autogen_core.models import UserMessage
 
+from huddle.config.settings import ModelProfile, Price
 from huddle.models.factory import AGENT_HEADER, build_client
-from huddle.settings import ModelProfile, Price
 from huddle.testing import Fault, Reply, Rule, ScriptedServer, ToolCall
 from huddle.usage import UsageLedger, usage_scope
 

@@ -22,8 +22,8 @@ from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 
+from huddle.config.settings import Settings, load_settings
 from huddle.errors import ConfigError
-from huddle.settings import Settings, load_settings
 from huddle.teams.kinds import PatternSpec, load_any_team
 from huddle.teams.patterns import PatternResult, build_team
 from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer

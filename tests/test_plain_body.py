@@ -20,9 +20,9 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from openai._utils._transform import PropertyInfo
 from typing_extensions import Required, TypedDict
 
+from huddle.config.settings import ModelProfile
 from huddle.models import plain_body
 from huddle.models.factory import build_client, model_info_for
-from huddle.settings import ModelProfile
 from huddle.testing import Reply, Rule, ScriptedServer
 from huddle.usage import UsageLedger
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from huddle.config.settings import Settings, load_settings
 from huddle.errors import ConfigError
-from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam, Members
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Reply, Rule, ScriptedServer, ToolCall

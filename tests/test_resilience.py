@@ -14,8 +14,8 @@ from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 from autogen_core.models import UserMessage
 
+from huddle.config.settings import Settings, load_settings
 from huddle.models.factory import build_client
-from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Fault, Reply, Rule, ScriptedServer, ToolCall

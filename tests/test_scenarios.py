@@ -16,11 +16,11 @@ from autogen_agentchat.messages import TextMessage
 from click.testing import Result
 from typer.testing import CliRunner
 
-import huddle.scenarios
-from huddle.cli import CliState
-from huddle.scenario_cli import scenario_app
-from huddle.scenarios import pass_hat_k, tool_calls_in
-from huddle.settings import load_settings
+import huddle.evals.scenarios
+from huddle.cli.app import CliState
+from huddle.cli.scenario import scenario_app
+from huddle.config.settings import load_settings
+from huddle.evals.scenarios import pass_hat_k, tool_calls_in
 from huddle.usage import UsageLedger
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "support"
@@ -144,7 +144,7 @@ expect:
   database: {{"SELECT status FROM orders WHERE id = '1042'": [["refunded"]]}}
 """
     )
-    suite = huddle.scenarios.run([tmp_path / "scenario.yaml"])
+    suite = huddle.evals.scenarios.run([tmp_path / "scenario.yaml"])
     trial = suite.scenarios[0].trials[0]
     assert not suite.passed and trial.status == "fail"
     assert trial.failures == [
@@ -218,7 +218,7 @@ expect:
   reply_contains: [shipped]
 """
     )
-    suite = huddle.scenarios.run([tmp_path / "simulated.yaml"], trials=2)
+    suite = huddle.evals.scenarios.run([tmp_path / "simulated.yaml"], trials=2)
     assert suite.passed and suite.pass_hat_k == {"1": 1.0, "2": 1.0}
     trial = suite.scenarios[0].trials[0]
     assert trial.customer == ["Where is my order 1033?"] and trial.replies == ["It has shipped."]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import huddle.scenarios
-from huddle.settings import load_settings
+import huddle.evals.scenarios
+from huddle.config.settings import load_settings
 
 pytestmark = pytest.mark.local_model
 
@@ -23,7 +23,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "support"
 def test_the_suite_runs_end_to_end_on_the_embedded_model(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     (tmp_path / "huddle.yaml").write_text("models:\n  local: {provider: local, max_tokens: 48}\n")
-    suite = huddle.scenarios.run(
+    suite = huddle.evals.scenarios.run(
         [EXAMPLES / "refund-outside-window.yaml", EXAMPLES / "order-status.yaml"],
         model="local",
         settings=load_settings(tmp_path / "huddle.yaml"),

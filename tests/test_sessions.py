@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from huddle.sessions import SessionStore
+from huddle.storage.sessions import SessionStore
 from huddle.testing import Reply, Rule, ScriptedServer
 
 TEAM = """

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from huddle.config.settings import load_settings
 from huddle.errors import ConfigError
-from huddle.settings import load_settings
 
 
 def write(path: Path, text: str) -> Path:

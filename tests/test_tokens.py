@@ -51,7 +51,7 @@ def test_autogen_count_tokens_and_unknown_models_work_offline(tmp_path: Path) ->
         """
         from huddle.models.tokens import count_text, encoding_for
         from huddle.models.factory import build_client
-        from huddle.settings import ModelProfile
+        from huddle.config.settings import ModelProfile
         from huddle.usage import UsageLedger
         from autogen_core.models import UserMessage
 

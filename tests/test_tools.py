@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field
 
-from huddle.agents.builtin_tools import MAX_NOTE_BYTES, builtin_registry, calculator, clock, make_notes_tools
 from huddle.errors import HuddleError
 from huddle.models.tokens import count_text
 from huddle.tools import (
@@ -26,6 +25,7 @@ from huddle.tools import (
     parse_docstring,
     tool,
 )
+from huddle.tools.builtin import MAX_NOTE_BYTES, builtin_registry, calculator, clock, make_notes_tools
 
 
 @tool

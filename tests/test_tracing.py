@@ -16,7 +16,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from huddle.settings import load_settings
+from huddle.config.settings import load_settings
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Fault, Reply, Rule, ScriptedServer

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from huddle.settings import Settings, load_settings
+from huddle.config.settings import Settings, load_settings
 from huddle.teams.kinds import PatternSpec, load_any_team
 from huddle.teams.patterns import build_team
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer

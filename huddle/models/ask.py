@@ -7,10 +7,10 @@ from pathlib import Path
 
 from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
 
+from huddle.config.settings import ModelProfile
 from huddle.errors import HuddleError
 from huddle.models.factory import build_client
 from huddle.secrets import redact
-from huddle.settings import ModelProfile
 from huddle.usage import UsageLedger, UsageRecord, usage_scope
 
 

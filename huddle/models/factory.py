@@ -19,12 +19,12 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from httpx2 import create_ssl_context
 from openai import DefaultAsyncHttpxClient
 
-from huddle.budget import Governor
+from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError, MissingExtraError
 from huddle.models import AGENT_HEADER, plain_body, tokens
 from huddle.models.metering import MeteredClient, TextCounter
-from huddle.settings import ModelProfile
 from huddle.usage import UsageLedger
+from huddle.usage.budget import Governor
 
 ClientWrapper = Callable[[ChatCompletionClient, ModelProfile, str], ChatCompletionClient]
 # For a model autogen does not know (any custom server): what current OpenAI-compatible servers generally support.

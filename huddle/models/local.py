@@ -51,9 +51,9 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
+from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError, MissingExtraError
 from huddle.models.native_probe import ensure_native_ok
-from huddle.settings import ModelProfile
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

@@ -28,13 +28,13 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from huddle import tracing
-from huddle.budget import BudgetExhausted, Estimate, Governor, trim_messages
+from huddle.config.settings import ModelProfile
 from huddle.errors import HuddleError
 from huddle.models.delegating import DelegatingClient
 from huddle.resilience import MalformedReply, RetryPolicy, is_retryable
 from huddle.secrets import redact
-from huddle.settings import ModelProfile
 from huddle.usage import TokenSource, UsageLedger, UsageRecord, current_scope
+from huddle.usage.budget import BudgetExhausted, Estimate, Governor, trim_messages
 
 TextCounter = Callable[[str], int]
 JsonOutput = bool | type[BaseModel] | None

@@ -24,7 +24,7 @@ def structured_output_args(client: ChatCompletionClient, model: type[BaseModel])
     inner: object = client
     # Look through our layers (meter, disk cache, record/replay) to the provider's client.
     while isinstance(inner, MeteredClient | ChatCompletionCache) or hasattr(inner, "inner"):
-        inner = inner.client if isinstance(inner, ChatCompletionCache) else inner.inner  # type: ignore[attr-defined]
+        inner = inner.client if isinstance(inner, ChatCompletionCache) else inner.inner
     info = client.model_info
     if not isinstance(inner, OpenAIChatCompletionClient):
         return {"json_output": model} if info["json_output"] else {}

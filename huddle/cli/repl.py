@@ -21,14 +21,15 @@ from typing import BinaryIO, Protocol
 from rich.console import Console
 from rich.markup import escape
 
-from huddle.console import Interrupted, Transcript, Verbosity, failure, meter, print_error, run_turn
+from huddle.cli.console import Interrupted, Transcript, Verbosity, failure, meter, print_error, run_turn
+from huddle.config.settings import Settings
 from huddle.errors import HuddleError
 from huddle.secrets import redact
-from huddle.sessions import SessionStore
-from huddle.settings import Settings
+from huddle.storage.sessions import SessionStore
 from huddle.teams.durable import DurableTeam
-from huddle.teams.group_chat import Event, RunResult
+from huddle.teams.group_chat import RunResult
 from huddle.teams.kinds import PatternSpec
+from huddle.teams.managed_chat import Event
 from huddle.teams.patterns import AnyTeam, build_team
 from huddle.teams.spec import TeamSpec
 from huddle.usage import UsageLedger, usage_scope

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from huddle.errors import ConfigError, HuddleError, MissingExtraError
-from huddle.tools import SideEffects, Tool, ToolArgumentsError, _expected, _quote
+from huddle.tools.core import SideEffects, Tool, ToolArgumentsError, _expected, _quote
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError as SchemaValidationError
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MCP_REQUIREMENT", "McpServerSpec", "McpTool", "McpToolError", "open_mcp_tools"]
 
-logger = logging.getLogger("huddle.mcp")
+logger = logging.getLogger("huddle.tools.mcp")
 
 # What the `mcp` extra installs. mcp 2.x changed its API (FastMCP became MCPServer; autogen-ext 0.7.5's MCP module no
 # longer imports with it), and 1.30.0 is the release this module was tested with.

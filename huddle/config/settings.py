@@ -15,9 +15,9 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from huddle.budget import Budget
+from huddle.config.yamlfile import Loc, describe_validation_error, read_yaml
 from huddle.errors import ConfigError
-from huddle.yamlfile import Loc, describe_validation_error, read_yaml
+from huddle.usage.budget import Budget
 
 Provider = Literal["openai", "local", "scripted"]
 CONFIG_FILE_NAME = "huddle.yaml"

@@ -2,7 +2,7 @@
 speakers' messages, the answer streamed, a cost meter, and one ``error:`` line when a run gives no answer.
 
 Kept apart from `huddle.cli` so the CLI module stays light: this one imports the team stack. The chat REPL is in
-`huddle.repl`.
+`huddle.cli.repl`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from rich.markup import escape
 from rich.spinner import Spinner
 from rich.text import Text
 
+from huddle.config.settings import Settings
 from huddle.errors import HuddleError
 from huddle.secrets import redact
-from huddle.sessions import SessionStore
-from huddle.settings import Settings
+from huddle.storage.sessions import SessionStore
 from huddle.teams.durable import DurableTeam
-from huddle.teams.group_chat import Event, RunResult
+from huddle.teams.group_chat import RunResult
 from huddle.teams.kinds import PatternSpec
+from huddle.teams.managed_chat import Event
 from huddle.teams.patterns import build_team
 from huddle.teams.spec import TeamSpec
 from huddle.usage import UsageLedger

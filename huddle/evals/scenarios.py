@@ -26,8 +26,8 @@ fresh team, a fresh copy of the database and a fresh memory scope for the custom
 pass^k (the chance that all of k trials of a scenario pass, estimated as C(c,k)/C(n,k) from c passes in n trials and
 averaged over scenarios) measures how reliably the team behaves, not how lucky one run was.
 
-`run` (or ``huddle scenario run``) runs a suite; ``--record``/``--replay`` put a `huddle.cassette.Cassette` under every
-model client so a suite recorded once runs offline. A scenario's `model` may be a scripted-model rule file: a
+`run` (or ``huddle scenario run``) runs a suite; ``--record``/``--replay`` put a `huddle.evals.cassette.Cassette` under
+every model client so a suite recorded once runs offline. A scenario's `model` may be a scripted-model rule file: a
 `huddle.testing.ScriptedServer` answers from its rules, so a suite runs in CI with no model at all.
 """
 
@@ -52,18 +52,18 @@ from xml.etree import ElementTree
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, computed_field, model_validator
 
+from huddle.config.yamlfile import load_model
 from huddle.errors import ConfigError
 from huddle.secrets import redact
 from huddle.testing import Fault, Rule, ScriptedServer
 from huddle.usage import Totals
-from huddle.yamlfile import load_model
 
 if TYPE_CHECKING:
     from autogen_agentchat.messages import BaseChatMessage
 
-    from huddle.cassette import Cassette
+    from huddle.config.settings import ModelProfile, Settings
+    from huddle.evals.cassette import Cassette
     from huddle.memory.store import VectorMemory
-    from huddle.settings import ModelProfile, Settings
     from huddle.teams.group_chat import GroupChatTeam, RunResult
     from huddle.teams.spec import TeamSpec
     from huddle.usage import UsageLedger
@@ -618,7 +618,7 @@ class ScenarioRunner:
 
     def _scripted_profile(self, name: str, rules_file: Path) -> ModelProfile:
         """A profile on a scripted server answering from `rules_file` (one server per file per suite)."""
-        from huddle.settings import ModelProfile
+        from huddle.config.settings import ModelProfile
 
         key = str(rules_file)
         if key not in self._servers:
@@ -640,7 +640,7 @@ class ScenarioRunner:
         return scope
 
     async def _trial(self, item: _Prepared, trial: int) -> TrialResult:
-        from huddle.cassette import cassette_scope
+        from huddle.evals.cassette import cassette_scope
         from huddle.teams.group_chat import GroupChatTeam
 
         scenario = item.scenario
@@ -718,7 +718,7 @@ class ScenarioRunner:
     def _accepts_database(self, reference: str) -> bool:
         """Whether a custom agent class takes a ``database`` argument: it then gets the trial's database."""
         if reference not in self._takes_database:
-            from huddle.plugins import AGENTS_GROUP, resolve
+            from huddle.tools.plugins import AGENTS_GROUP, resolve
 
             target = resolve(reference, AGENTS_GROUP, where=f"agent {reference!r}")
             try:
@@ -890,8 +890,8 @@ async def run_async(
     on_trial: Callable[[TrialResult], None] | None = None,
 ) -> SuiteResult:
     """`run` for code that already has an event loop."""
-    from huddle.cassette import Cassette
-    from huddle.settings import load_settings
+    from huddle.config.settings import load_settings
+    from huddle.evals.cassette import Cassette
 
     if record is not None and replay is not None:
         raise ConfigError("give --record or --replay, not both")
@@ -918,7 +918,7 @@ async def run_async(
 def run(paths: Iterable[Path | str] | Sequence[Scenario], **options: Any) -> SuiteResult:
     """Run scenario files (or `Scenario` objects) and return the suite's result; usable from pytest::
 
-        result = huddle.scenarios.run(["examples/support"], trials=3)
+        result = huddle.evals.scenarios.run(["examples/support"], trials=3)
         assert result.passed, [t.failures for s in result.scenarios for t in s.trials]
 
     Options: `trials`, `concurrency`, `settings` (default: `load_settings()`), `model` (a profile or rule file for

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from shop_tools import shipping_quote
 
-import huddle.scenarios
-from huddle.settings import load_settings
+import huddle.evals.scenarios
+from huddle.config.settings import load_settings
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def test_scenarios_pass_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HUDDLE_MODEL"):
         monkeypatch.delenv(name, raising=False)  # proof that no key is needed
     settings = load_settings(PROJECT / "huddle.yaml", data_dir=tmp_path)  # the run's ledger and traces stay here
-    suite = huddle.scenarios.run([PROJECT / "scenarios"], settings=settings, trials=2)
+    suite = huddle.evals.scenarios.run([PROJECT / "scenarios"], settings=settings, trials=2)
     problems = [f"{t.scenario} #{t.trial}: {p}" for s in suite.scenarios for t in s.trials for p in t.failures]
     problems += [f"{t.scenario} #{t.trial}: {t.error}" for s in suite.scenarios for t in s.trials if t.error]
     assert suite.passed, problems

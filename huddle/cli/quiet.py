@@ -17,7 +17,7 @@ import sys
 import warnings
 
 # Loggers whose records stay visible: huddle's own, and the mcp SDK's ("client" is its ClientSession), which
-# huddle.mcp shortens to one line because they describe the user's own MCP server misbehaving.
+# huddle.tools.mcp shortens to one line because they describe the user's own MCP server misbehaving.
 _SHOWN_LOGGERS = ("huddle", "mcp", "client")
 
 

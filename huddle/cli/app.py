@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from huddle import __version__
+from huddle.cli.memory import memory_app
+from huddle.cli.scenario import scenario_app
 from huddle.errors import ExitCode, HuddleError, UsageError
-from huddle.memory.cli import memory_app
-from huddle.scenario_cli import scenario_app
 
 if TYPE_CHECKING:
-    from huddle.console import Verbosity
-    from huddle.settings import Settings
+    from huddle.cli.console import Verbosity
+    from huddle.config.settings import Settings
 
 app = typer.Typer(
     name="huddle",
@@ -50,7 +50,7 @@ class CliState:
     data_dir: Path | None
 
     def settings(self) -> Settings:
-        from huddle.settings import load_settings
+        from huddle.config.settings import load_settings
 
         return load_settings(self.config, model=self.model, data_dir=self.data_dir)
 
@@ -266,7 +266,7 @@ def run_command(
     it and exits 130."""
     import asyncio
 
-    from huddle.console import Interrupted, exit_interrupted, failure, meter, run_once
+    from huddle.cli.console import Interrupted, exit_interrupted, failure, meter, run_once
     from huddle.teams.group_chat import RunResult
     from huddle.teams.kinds import load_any_team
 
@@ -322,7 +322,7 @@ def chat_command(
     Piped input: one message per line; the chat exits 1 at the end of input if any turn failed."""
     import asyncio
 
-    from huddle.repl import chat
+    from huddle.cli.repl import chat
     from huddle.teams.kinds import load_any_team
 
     verbosity = _verbosity(quiet, verbose)
@@ -351,7 +351,7 @@ def sessions_list(
     ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
 ) -> None:
     """Sessions, most recent first, with their turn counts and unfinished turns."""
-    from huddle.sessions import SessionStore
+    from huddle.storage.sessions import SessionStore
 
     with SessionStore(ctx.obj.settings().sessions_path) as store:
         rows = [s.model_dump() for s in store.sessions()]
@@ -370,7 +370,7 @@ def sessions_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """A session's turns: each user message, the answer, and (with --json) every message and decision."""
-    from huddle.sessions import SessionStore
+    from huddle.storage.sessions import SessionStore
 
     with SessionStore(ctx.obj.settings().sessions_path) as store:
         turns = store.turns(session_id)
@@ -388,7 +388,7 @@ def sessions_show(
 @sessions_app.command("delete")
 def sessions_delete(ctx: typer.Context, session_id: Annotated[str, typer.Argument(help="The session id.")]) -> None:
     """Delete a session and its turns (its usage stays in the ledger)."""
-    from huddle.sessions import SessionStore
+    from huddle.storage.sessions import SessionStore
 
     with SessionStore(ctx.obj.settings().sessions_path) as store:
         deleted = store.delete(session_id)
@@ -515,7 +515,7 @@ def usage_command(
         table = Table(box=box.SIMPLE_HEAD, title=f"Usage by {title}")
         for column in (title, "calls", "prompt", "completion", "cached", "errors", "cost $"):
             table.add_column(column, justify="left" if column == title else "right")
-        rows: dict[str, dict[str, Any]] = {**report[key], "total": report["total"]}  # type: ignore[dict-item]
+        rows: dict[str, dict[str, Any]] = {**report[key], "total": report["total"]}
         for name, t in rows.items():
             table.add_row(
                 name,
@@ -536,14 +536,14 @@ def tools_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, with full schemas.")] = False,
 ) -> None:
     """The tools and agents a team can see: each member's tool allowlist with schemas, and installed plugins."""
-    from huddle.plugins import AGENTS_GROUP, TOOLS_GROUP, installed
     from huddle.teams.group_chat import Members
     from huddle.teams.spec import load_team
+    from huddle.tools.plugins import AGENTS_GROUP, TOOLS_GROUP, installed
 
     settings = ctx.obj.settings()
     spec = load_team(team)
     members = Members.resolve(spec, settings.workspace_dir)
-    report = {
+    report: dict[str, Any] = {
         "team": spec.team.name,
         "agents": [
             {
@@ -560,13 +560,13 @@ def tools_command(
         print(json.dumps(report, indent=2))
         return
     out.print(f"[bold]team {spec.team.name}[/bold]")
-    for agent in report["agents"]:  # type: ignore[attr-defined]
+    for agent in report["agents"]:
         out.print(f"  [cyan]{agent['name']}[/cyan] ({agent['kind']}): {agent['description']}", highlight=False)
         for schema in agent["tools"]:
             params = schema.get("parameters", {}).get("properties", {})
             args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in params.items())
             out.print(f"      {schema['name']}({args}) — {schema.get('description', '')}", highlight=False)
-    for group, entries in report["installed"].items():  # type: ignore[attr-defined]
+    for group, entries in report["installed"].items():
         listed = ", ".join(f"{n} ({v})" for n, v in entries) or "none"
         out.print(f"[dim]installed {group}: {listed}[/dim]")
 
@@ -596,7 +596,7 @@ def init_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the project's files if they exist.")] = False,
 ) -> None:
     """Create a starter project: huddle.yaml, a team with its own tool, a support scenario and offline tests."""
-    from huddle.scaffold import scaffold
+    from huddle.cli.scaffold import scaffold
 
     for path in scaffold(directory, force=force):
         out.print(f"created {path}", highlight=False)
@@ -619,7 +619,7 @@ def run(argv: list[str] | None = None) -> Any:
     The exit codes are listed in `huddle.errors` (and docs/cli.md). Arguments are decoded as UTF-8 with replacement,
     so a file name that is not valid UTF-8 cannot be given on the command line.
     """
-    from huddle.quiet import quiet_dependencies
+    from huddle.cli.quiet import quiet_dependencies
     from huddle.secrets import redact
 
     quiet_dependencies()

@@ -37,9 +37,9 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
+from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError, HuddleError
 from huddle.models.delegating import DelegatingClient
-from huddle.settings import ModelProfile
 
 CASSETTE_VERSION = 1
 # Where a replayed openai-compatible profile "points": the discard port, never contacted (no key needed, no network).

@@ -40,8 +40,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 def _open(ctx: typer.Context) -> VectorMemory:
     """The store configured by huddle.yaml / HUDDLE_* (root CLI state, or plain settings when run standalone)."""
+    from huddle.config.settings import load_settings
     from huddle.memory.store import VectorMemory
-    from huddle.settings import load_settings
 
     state = ctx.find_root().obj
     settings = state.settings() if state is not None else load_settings()

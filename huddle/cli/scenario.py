@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from huddle.scenarios import SuiteResult
-    from huddle.settings import Settings
+    from huddle.config.settings import Settings
+    from huddle.evals.scenarios import SuiteResult
 
 scenario_app = typer.Typer(
     help="Support-automation scenarios: a scripted customer, checkable outcomes, pass^k over trials.",
@@ -47,7 +47,7 @@ def _settings(ctx: typer.Context) -> Settings:
     state = ctx.find_root().obj
     if state is not None and hasattr(state, "settings"):
         return state.settings()  # type: ignore[no-any-return]
-    from huddle.settings import load_settings
+    from huddle.config.settings import load_settings
 
     return load_settings()
 
@@ -76,7 +76,7 @@ def run_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from huddle.scenarios import junit_xml, load_scenarios, run_async
+    from huddle.evals.scenarios import junit_xml, load_scenarios, run_async
 
     if record is not None and replay is not None:
         raise typer.BadParameter("give --record or --replay, not both")
@@ -128,7 +128,7 @@ def check_command(
     paths: Annotated[list[Path], typer.Argument(help="Scenario files, or directories of them (their *.yaml).")],
 ) -> None:
     """Validate scenario files (and their teams, files and rule files) without running them."""
-    from huddle.scenarios import load_scenarios
+    from huddle.evals.scenarios import load_scenarios
 
     with _user_errors():
         scenarios = load_scenarios(paths)
@@ -142,7 +142,7 @@ def _report(suite: SuiteResult) -> None:
     from rich import box
     from rich.table import Table
 
-    from huddle.scenarios import counts
+    from huddle.evals.scenarios import counts
 
     table = Table(box=box.SIMPLE_HEAD, title="Scenarios", padding=(0, 1))
     table.add_column("scenario", overflow="fold")

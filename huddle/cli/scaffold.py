@@ -1,6 +1,6 @@
 """``huddle init``: a starter project a user can edit — settings, a team with its own tool, a scenario and its tests.
 
-The project's files are real files in ``huddle/templates/project/`` (package data), copied as they are: each one is
+The project's files are real files in ``huddle/cli/templates/project/`` (package data), copied as they are: each one is
 then checked like any user's file (``huddle scenario check``, ``huddle tools --team``, pytest in the project), and
 editing the template is editing a file, not a Python string.
 """
@@ -39,7 +39,7 @@ def _walk(folder: Traversable, prefix: PurePosixPath) -> Iterator[tuple[PurePosi
 
 def template_files() -> dict[PurePosixPath, Traversable]:
     """The project's files by their path in the project, in a stable order."""
-    return dict(_walk(resources.files("huddle") / "templates" / "project", PurePosixPath()))
+    return dict(_walk(resources.files("huddle.cli") / "templates" / "project", PurePosixPath()))
 
 
 def scaffold(target: Path, *, force: bool = False) -> list[Path]:

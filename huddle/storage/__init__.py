@@ -1,0 +1,1 @@
+"""Persistence on disk: durable chat sessions (`sessions`)."""
