@@ -75,7 +75,7 @@ class PlannerAgent(BaseChatAgent):
         )
         context = "\n".join(self._context[-6:])
         user = f"Task: {self._state.task}" + (f"\n\nContext from the team:\n{context}" if context else "")
-        note, usage = "", None
+        note, usage, unusable = "", None, False
         try:
             result = await self._client.create(
                 [SystemMessage(content=system), UserMessage(content=user, source="user")],
@@ -86,6 +86,7 @@ class PlannerAgent(BaseChatAgent):
             raw = Plan.model_validate_json(result.content if isinstance(result.content, str) else "")
         except ValidationError:
             raw, note = fallback_plan(self._state.task, self._responder), " (the planner's output was unusable)"
+            unusable = True
         except BudgetExhausted as exc:
             raw, note = fallback_plan(self._state.task, self._responder), f" ({exc})"
         executor = self._tool_executor
@@ -102,7 +103,9 @@ class PlannerAgent(BaseChatAgent):
         plan = raw.sanitised(self._roster, self._responder, self._valid_tool_call)
         self._state.set_plan(plan)
         metadata = {"kind": "plan"}
-        if len(plan.steps) == 1:  # nothing to do but answer: the plan is a note for the trace, not news for the user
+        if len(plan.steps) == 1 or unusable:
+            # Nothing to do but answer, or a plan the rules wrote after the model failed: a note for the trace (and
+            # --verbose), not news for the user.
             metadata["internal"] = "true"
         return Response(
             chat_message=TextMessage(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import typer.main
 
-from huddle.cli import app
+from huddle.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
