@@ -1,5 +1,7 @@
-"""The ``huddle`` command line, on top of everything else: `app` (the commands), `console` and `repl` (what run and
-chat show), `memory` and `scenario` (their sub-commands), `scaffold` (``huddle init``), `quiet` (third-party noise)."""
+"""The ``huddle`` command line, on top of everything else: `app` (the root app and entry point), `options` (what
+the commands share), `runs` (ask, run, chat), `inspection` (models, runs, trace, usage, tools, prompts), `console` and
+`repl` (what run and chat show), `sessions`, `memory` and `scenario` (their sub-commands), `scaffold`
+(``huddle init``), `quiet` (third-party noise)."""
 
 from __future__ import annotations
 

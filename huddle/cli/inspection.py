@@ -1,0 +1,256 @@
+"""``huddle models``, ``runs``, ``trace``, ``usage``, ``tools`` and ``prompts``: look at what huddle has and did.
+
+Registered on the root app by `huddle.cli.app`. Each reads settings, traces, the ledger or a team and prints a table
+(or, with --json, the same rows as JSON); none calls a model. rich's tables and trees load inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from huddle.cli.options import JsonOption, TeamOption, out
+from huddle.errors import HuddleError
+
+
+def models_command(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+) -> None:
+    """List model profiles with provider, model, prices and which one is active."""
+    settings = ctx.obj.settings()
+    active = settings.profile()
+    rows = []
+    for name, profile in sorted(settings.profiles.items()):
+        if profile.provider == "openai":
+            key = "set" if profile.api_key() else ("not needed" if profile.base_url else "missing")
+        else:
+            key = "not needed"
+        rows.append(
+            {
+                "name": name,
+                "active": name == active.name,
+                "provider": profile.provider,
+                "model": active.model_name if name == active.name else profile.model_name,
+                "base_url": profile.base_url,
+                "input_per_mtok": profile.price.input_per_mtok,
+                "output_per_mtok": profile.price.output_per_mtok,
+                "context_window": profile.context_window,
+                "fallback": profile.fallback,
+                "api_key_env": profile.api_key_env if profile.provider == "openai" else None,
+                "api_key": key,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, title="Model profiles (* = active, → = fallback)")
+    for column in ("", "profile", "provider", "model", "$/1M in / out", "context", "API key"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            "*" if row["active"] else "",
+            row["name"] + (f" → {row['fallback']}" if row["fallback"] else ""),
+            row["provider"],
+            row["model"] + (f" @ {row['base_url']}" if row["base_url"] else ""),
+            f"{row['input_per_mtok']:g} / {row['output_per_mtok']:g}",
+            f"{row['context_window']:,}",
+            f"missing: {row['api_key_env']}" if row["api_key"] == "missing" else row["api_key"],
+        )
+    out.print(table)
+    source = settings.config_file or "built-in defaults (no huddle.yaml)"
+    out.print(f"[dim]config: {source}[/dim]")
+
+
+def trace_command(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run id (from `huddle runs`, or a run's output).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The spans as JSON.")] = False,
+) -> None:
+    """A run as a tree: agent turns, model and tool calls, manager decisions; latency, tokens, cost; failures marked."""
+    from rich.tree import Tree
+
+    from huddle.tracing import read_run
+
+    spans = read_run(ctx.obj.settings().runs_dir, run_id)
+    if not spans:
+        raise HuddleError(f"no trace for run {run_id!r} (see `huddle runs`)")
+    if as_json:
+        print(json.dumps(spans, indent=2))
+        return
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for span in sorted(spans, key=lambda s: s["start"]):
+        children.setdefault(span["parent"], []).append(span)
+
+    def label(span: dict[str, Any]) -> str:
+        attrs = span["attributes"]
+        parts = [f"{(span['end'] - span['start']) * 1000:.0f} ms"]
+        if "prompt_tokens" in attrs:
+            parts.append(f"{attrs['prompt_tokens']}+{attrs['completion_tokens']} tokens")
+        if attrs.get("cost_usd"):
+            parts.append(f"${attrs['cost_usd']:.6f}")
+        if span["kind"] == "decision":
+            parts.append(f"{attrs.get('policy')}: {attrs.get('reason')}")
+        mark = f"[red]✗ {escape(span['error'] or 'failed')}[/red] " if span["status"] == "error" else ""
+        return f"{mark}[bold]{escape(span['name'])}[/bold] [dim]{escape(' · '.join(parts))}[/dim]"
+
+    def grow(node: Tree, parent: str | None) -> None:
+        for span in children.get(parent, []):
+            grow(node.add(label(span)), span["id"])
+
+    roots = children.get(None, [])
+    tree = Tree(label(roots[0]) if roots else f"run {run_id}")
+    for root in roots:
+        grow(tree, root["id"])
+    out.print(tree)
+
+
+def runs_command(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many recent runs.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent runs, newest first: team, stop reason, model calls, tokens, cost, failures."""
+    from huddle.tracing import read_run
+
+    folder = ctx.obj.settings().runs_dir
+    files = (
+        sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit] if folder.is_dir() else []
+    )
+    rows = []
+    for path in files:
+        spans = read_run(folder, path.stem)
+        root = next((s for s in spans if s["kind"] == "run"), None)
+        attrs = root["attributes"] if root else {}
+        rows.append(
+            {
+                "run_id": path.stem,
+                "team": attrs.get("team"),
+                "task": attrs.get("task"),
+                "finished": root is not None,
+                "stop_reason": attrs.get("stop_reason"),
+                "calls": attrs.get("calls"),
+                "tokens": (attrs.get("prompt_tokens") or 0) + (attrs.get("completion_tokens") or 0),
+                "cost_usd": attrs.get("cost_usd"),
+                "failures": sum(s["status"] == "error" for s in spans),
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "" if row["finished"] else " [yellow](unfinished)[/yellow]"
+        failures = f" [red]{row['failures']} failed[/red]" if row["failures"] else ""
+        out.print(
+            f"{row['run_id']}  {row['team']}  {row['calls']} calls  {row['tokens']} tokens  "
+            f"${row['cost_usd'] or 0:.6f}{failures}{state}  [dim]{escape(str(row['task'])[:60])}[/dim]"
+        )
+
+
+def usage_command(
+    ctx: typer.Context,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    session_id: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Tokens, calls and cost from the usage ledger, per agent and per model (all runs unless filtered)."""
+    from huddle.usage import UsageLedger
+
+    settings = ctx.obj.settings()
+    ledger = UsageLedger(settings.ledger_path)
+    try:
+        filters = {"run_id": run_id, "session_id": session_id}
+        report = {
+            "total": ledger.totals(**filters).model_dump(),
+            "by_agent": {k: v.model_dump() for k, v in ledger.by("agent", **filters).items()},
+            "by_model": {k: v.model_dump() for k, v in ledger.by("model", **filters).items()},
+        }
+    finally:
+        ledger.close()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich import box
+    from rich.table import Table
+
+    for key, title in (("by_agent", "agent"), ("by_model", "model")):
+        table = Table(box=box.SIMPLE_HEAD, title=f"Usage by {title}")
+        for column in (title, "calls", "prompt", "completion", "cached", "errors", "cost $"):
+            table.add_column(column, justify="left" if column == title else "right")
+        rows: dict[str, dict[str, Any]] = {**report[key], "total": report["total"]}
+        for name, t in rows.items():
+            table.add_row(
+                name,
+                str(t["calls"]),
+                str(t["prompt_tokens"]),
+                str(t["completion_tokens"]),
+                str(t["cached_calls"]),
+                str(t["errors"]),
+                f"{t['cost_usd']:.6f}",
+            )
+        out.print(table)
+
+
+def tools_command(
+    ctx: typer.Context,
+    team: TeamOption = "assistant",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, with full schemas.")] = False,
+) -> None:
+    """The tools and agents a team can see: each member's tool allowlist with schemas, and installed plugins."""
+    from huddle.teams.group_chat import Members
+    from huddle.teams.spec import load_team
+    from huddle.tools.plugins import AGENTS_GROUP, TOOLS_GROUP, installed
+
+    settings = ctx.obj.settings()
+    spec = load_team(team)
+    members = Members.resolve(spec, settings.workspace_dir)
+    report: dict[str, Any] = {
+        "team": spec.team.name,
+        "agents": [
+            {
+                "name": name,
+                "kind": (spec.agents[i].role or f"use: {spec.agents[i].use}"),
+                "description": members.roster[name],
+                "tools": [t.schema for t in members.toolsets.get(name, [])],
+            }
+            for i, name in enumerate(members.roster)
+        ],
+        "installed": {TOOLS_GROUP: installed(TOOLS_GROUP), AGENTS_GROUP: installed(AGENTS_GROUP)},
+    }
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    out.print(f"[bold]team {spec.team.name}[/bold]")
+    for agent in report["agents"]:
+        out.print(f"  [cyan]{agent['name']}[/cyan] ({agent['kind']}): {agent['description']}", highlight=False)
+        for schema in agent["tools"]:
+            params = schema.get("parameters", {}).get("properties", {})
+            args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in params.items())
+            out.print(f"      {schema['name']}({args}) — {schema.get('description', '')}", highlight=False)
+    for group, entries in report["installed"].items():
+        listed = ", ".join(f"{n} ({v})" for n, v in entries) or "none"
+        out.print(f"[dim]installed {group}: {listed}[/dim]")
+
+
+def prompts_command(
+    as_json: JsonOption = False,
+) -> None:
+    """List the prompt templates with their placeholders and token counts (cl100k_base)."""
+    from huddle import prompts
+    from huddle.models.tokens import count_text
+
+    rows: list[dict[str, Any]] = [
+        {"name": n, "tokens": count_text(t.text, "gpt-4"), "placeholders": sorted(t.placeholders)}
+        for n, t in ((n, prompts.load(n)) for n in prompts.names())
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        out.print(f"{row['name']:16} {row['tokens']:5} tokens  {{{', '.join(row['placeholders'])}}}")
