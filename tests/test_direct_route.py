@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from huddle.agents import builtin_tools
+from huddle.tools import builtin as builtin_tools
 from huddle.agents.tool_executor import plain_result
 from huddle.agents.tool_need import ToolNeed
 from huddle.config.settings import Settings, load_settings
