@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from huddle.tools import builtin as builtin_tools
 from huddle.agents.tool_executor import plain_result
 from huddle.agents.tool_need import ToolNeed
 from huddle.config.settings import Settings, load_settings
@@ -17,6 +16,7 @@ from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import load_team
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
 from huddle.tools import ToolResult
+from huddle.tools import builtin as builtin_tools
 
 TOOLS = {
     "tool_executor": [
