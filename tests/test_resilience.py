@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,7 @@ from autogen_core.models import UserMessage
 
 from huddle.config.settings import Settings, load_settings
 from huddle.models.factory import build_client
+from huddle.resilience import RetryPolicy, retrying
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Fault, Reply, Rule, ScriptedServer, ToolCall
@@ -85,6 +87,48 @@ async def test_a_cut_stream_is_retried(server: ScriptedServer, settings: Setting
     chunks = [c async for c in client.create_stream([UserMessage(content="count", source="user")])]
     assert chunks[-1].content == "one two three four"  # type: ignore[union-attr]
     assert [r.error is None for r in ledger.records()] == [False, True]
+
+
+async def test_retries_stop_before_a_wait_would_pass_the_total_time_bound() -> None:
+    attempts: list[float] = []
+
+    async def unreachable() -> str:
+        attempts.append(time.perf_counter())
+        raise TimeoutError("no answer")
+
+    policy = RetryPolicy(max_retries=5, base_delay_s=0.2, max_delay_s=1.0, max_total_s=0.5, jitter=0)
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError, match="no answer"):  # the failure itself, not tenacity's RetryError
+        await retrying(policy)(unreachable)
+    # Waits of 0.2 s, then 0.4 s: the second would end past 0.5 s, so only two attempts are made.
+    assert len(attempts) == 2 and time.perf_counter() - started < 0.5
+
+
+async def test_a_permanent_failure_is_not_retried_and_the_retry_hook_sees_each_retry() -> None:
+    seen: list[tuple[int, str, float]] = []
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        raise (TimeoutError("slow") if calls == 1 else ValueError("bad request"))
+
+    policy = RetryPolicy(max_retries=3, base_delay_s=0.01, jitter=0)
+    with pytest.raises(ValueError, match="bad request"):
+        await retrying(policy, on_retry=lambda n, exc, wait: seen.append((n, str(exc), wait)))(flaky)
+    assert calls == 2 and seen == [(1, "slow", 0.01)]
+
+
+async def test_a_stream_abandoned_part_way_is_not_retried(server: ScriptedServer, settings: Settings) -> None:
+    server.add_rule(Rule(reply=Reply(content="one two three four", usage=(5, 4))))
+    ledger = UsageLedger()
+    client = build_client(settings.profile(), ledger, agent="a", profiles=settings.profiles)
+    stream = client.create_stream([UserMessage(content="count", source="user")])
+    async for _ in stream:
+        break
+    await stream.aclose()
+    await asyncio.sleep(0.3)  # a retry would have been sent by now
+    assert len(server.chat_requests) == 1
 
 
 class Crashing(BaseChatAgent):

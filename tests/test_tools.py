@@ -103,7 +103,8 @@ def test_parse_docstring_without_args_section() -> None:
         (lambda: tool(name="f", description="d")(lambda x: x), "no type hint"),
         (lambda: tool(name="bad name!", description="d")(lambda: None), "name 'bad name!' is invalid"),
         (lambda: tool(name="f", description="d", timeout_s=0)(lambda: None), "timeout_s must be > 0"),
-        (lambda: tool(name="f", description="d", retries=-1)(lambda: None), "retries must be >= 0"),
+        (lambda: tool(name="f", description="d", retries=-1)(lambda: None), "retries must be between 0 and 10"),
+        (lambda: tool(name="f", description="d", retries=11)(lambda: None), "retries must be between 0 and 10"),
     ],
 )
 def test_definition_errors_say_how_to_fix(define: Any, match: str) -> None:

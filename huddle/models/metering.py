@@ -9,9 +9,7 @@ when it did not.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -31,7 +29,7 @@ from huddle import tracing
 from huddle.config.settings import ModelProfile
 from huddle.errors import HuddleError
 from huddle.models.delegating import DelegatingClient
-from huddle.resilience import MalformedReply, RetryPolicy, is_retryable
+from huddle.resilience import MalformedReply, RetryPolicy, retrying
 from huddle.secrets import redact
 from huddle.usage import TokenSource, UsageLedger, UsageRecord, current_scope
 from huddle.usage.budget import BudgetExhausted, Estimate, Governor, trim_messages
@@ -90,16 +88,12 @@ class MeteredClient(DelegatingClient):
         try:
             if downgrade is not None:
                 return await downgrade.create(messages, **args)  # recorded under the fallback's profile
-            retries = self._retries()
-            while True:
-                try:
-                    return await self._create_once(messages, args)
-                except Exception as exc:
-                    if await retries.again(exc):
-                        continue
-                    if self.fallback is None or isinstance(exc, BudgetExhausted):
-                        raise
-                    return await self.fallback.create(messages, **args)  # the next profile in the chain
+            try:
+                return await retrying(self._retry_policy())(self._create_once, messages, args)
+            except Exception as exc:
+                if self.fallback is None or isinstance(exc, BudgetExhausted):
+                    raise
+                return await self.fallback.create(messages, **args)  # the next profile in the chain
         finally:
             self._release(admitted)
 
@@ -121,21 +115,17 @@ class MeteredClient(DelegatingClient):
                 async for item in downgrade.create_stream(messages, **args):  # recorded under the fallback's profile
                     yield item
                 return
-            retries = self._retries()
-            while True:
-                try:
-                    # A stream cut part-way is retried whole: the final CreateResult is the retry's.
-                    async for item in self._stream_once(messages, args):
-                        yield item
-                    return
-                except Exception as exc:
-                    if await retries.again(exc):
-                        continue
-                    if self.fallback is None or isinstance(exc, BudgetExhausted):
-                        raise
-                    async for item in self.fallback.create_stream(messages, **args):
-                        yield item
-                    return
+            try:
+                async for attempt in retrying(self._retry_policy()):
+                    with attempt:
+                        # A stream cut part-way is retried whole: the final CreateResult is the retry's.
+                        async for item in self._stream_once(messages, args):
+                            yield item
+            except Exception as exc:
+                if self.fallback is None or isinstance(exc, BudgetExhausted):
+                    raise
+                async for item in self.fallback.create_stream(messages, **args):
+                    yield item
         finally:
             self._release(admitted)
 
@@ -176,8 +166,8 @@ class MeteredClient(DelegatingClient):
         self._record(result, messages, args["tools"], started, streamed=True)
         yield result
 
-    def _retries(self) -> _Retries:
-        return _Retries(RetryPolicy(max_retries=self.profile.max_retries))
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_retries=self.profile.max_retries)
 
     def _fit_window(
         self,
@@ -352,27 +342,6 @@ def _call_args(
         "extra_create_args": extra_create_args,
         "cancellation_token": cancellation_token,
     }
-
-
-class _Retries:
-    """Counts one call's attempts and sleeps before the next when the failure is worth retrying."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-        self.attempt = 0
-        self.started = time.monotonic()
-        self._rng = random.Random()
-
-    async def again(self, exc: BaseException) -> bool:
-        """Whether to try again (after waiting); False once the failure is permanent or the retries are spent."""
-        self.attempt += 1
-        if not is_retryable(exc) or self.attempt > self.policy.max_retries:
-            return False
-        delay = self.policy.delay(self.attempt, exc, self._rng)
-        if time.monotonic() - self.started + delay > self.policy.max_total_s:
-            return False
-        await asyncio.sleep(delay)
-        return True
 
 
 def _upper_bound_tokens(messages: Sequence[LLMMessage]) -> int:

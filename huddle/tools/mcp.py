@@ -52,7 +52,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from huddle.errors import ConfigError, HuddleError, MissingExtraError
-from huddle.tools.core import SideEffects, Tool, ToolArgumentsError, _expected, _quote
+from huddle.tools.definition import SideEffects, Tool
+from huddle.tools.results import ToolArgumentsError
+from huddle.tools.schema import expected_type, quote_value
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError as SchemaValidationError
@@ -228,7 +230,8 @@ class McpTool(Tool):
         instance = error.instance
         if error.validator == "required" and isinstance(instance, Mapping):
             return [
-                f"missing required argument '{'.'.join([*path, str(key)])}' (expected {_expected(properties.get(key))})"
+                f"missing required argument '{'.'.join([*path, str(key)])}' "
+                f"(expected {expected_type(properties.get(key))})"
                 for key in error.validator_value
                 if key not in instance
             ]
@@ -248,8 +251,8 @@ class McpTool(Tool):
         elif len(error.message) <= 100:
             reason = error.message
         else:
-            reason = f"fails {error.validator}={_quote(error.validator_value)}"
-        return [f"argument '{loc}': {reason} (got {_quote(instance)}, expected {_expected(schema)})"]
+            reason = f"fails {error.validator}={quote_value(error.validator_value)}"
+        return [f"argument '{loc}': {reason} (got {quote_value(instance)}, expected {expected_type(schema)})"]
 
 
 def _json_type(value: Any) -> str:
