@@ -301,9 +301,10 @@ def test_the_spec_rejects_typos_and_resolves_cwd_against_the_team_file(tmp_path:
 async def test_odd_argument_names_and_allowed_extras_reach_the_server_intact() -> None:
     from jsonschema import Draft202012Validator
 
-    from huddle.tools.mcp import _args_model, _input_schema, _McpServer
+    from huddle.tools.mcp.adapter import carrier_model, input_schema
+    from huddle.tools.mcp.server import McpServer
 
-    schema = _input_schema(
+    schema = input_schema(
         {
             "properties": {
                 "_private": {"type": "string"},
@@ -321,9 +322,9 @@ async def test_odd_argument_names_and_allowed_extras_reach_the_server_intact() -
         sent.append((name, arguments))
         return "ok"
 
-    server = _McpServer(McpServerSpec(command="unused"))
+    server = McpServer(McpServerSpec(command="unused"))
     server.call = fake_call  # type: ignore[method-assign]
-    args_model, names = _args_model("odd", schema)
+    args_model, names = carrier_model("odd", schema)
     tool = McpTool(
         server._caller("odd.tool", names, {"from"}),
         validator=Draft202012Validator(schema),
