@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +63,36 @@ def test_usage_scope_nests_and_restores() -> None:
             assert current_scope().run_id == "inner"
         assert current_scope().run_id == "outer"
     assert current_scope().run_id is None
+
+
+def test_a_ledger_file_from_before_schema_versions_opens_and_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "usage.sqlite"
+    old = sqlite3.connect(path)  # an early ledger: only the usage table, no decisions tables, no user_version
+    old.executescript(
+        "CREATE TABLE usage (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT, session_id TEXT,"
+        " agent TEXT NOT NULL, profile TEXT NOT NULL, model TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,"
+        " completion_tokens INTEGER NOT NULL, token_source TEXT NOT NULL, cost_usd REAL NOT NULL,"
+        " latency_s REAL NOT NULL, cached INTEGER NOT NULL, streamed INTEGER NOT NULL, error TEXT);"
+        "INSERT INTO usage (ts, run_id, agent, profile, model, prompt_tokens, completion_tokens, token_source,"
+        " cost_usd, latency_s, cached, streamed) VALUES (1, 'r0', 'planner', 'p', 'm', 7, 3, 'server', 0, 0, 0, 0);"
+    )
+    old.close()
+    ledger = UsageLedger(path)
+    assert [(r.run_id, r.total_tokens) for r in ledger.records()] == [("r0", 10)]
+    with usage_scope(run_id="r1"):
+        ledger.record_decision(1, "planner", "rule", "first turn")
+    assert ledger.decisions("r1") == [{"turn": 1, "speaker": "planner", "policy": "rule", "reason": "first turn"}]
+    ledger.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
+
+
+def test_a_ledger_from_a_newer_huddle_is_refused_with_one_error_line(isolated_env: Path) -> None:
+    isolated_env.mkdir(parents=True)
+    newer = sqlite3.connect(isolated_env / "usage.sqlite")
+    newer.execute("PRAGMA user_version = 9")
+    newer.close()
+    proc = subprocess.run([sys.executable, "-m", "huddle", "usage"], capture_output=True, text=True, env=os.environ)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: the usage ledger ") and "schema version 9" in proc.stderr
+    assert "upgrade huddle-agents" in proc.stderr and "Traceback" not in proc.stderr
+    assert sqlite3.connect(isolated_env / "usage.sqlite").execute("PRAGMA user_version").fetchone() == (9,)

@@ -1,1 +1,2 @@
-"""Persistence on disk: durable chat sessions (`sessions`)."""
+"""Persistence on disk: the one SQLite helper (`sqlite`: connection, WAL, lock, schema migrations) and durable chat
+sessions (`sessions`)."""

@@ -1,21 +1,20 @@
 """Durable sessions: a chat survives its process, even a SIGKILL in the middle of a turn.
 
-A session is a sequence of turns (one user message and the team's reply each) in SQLite (WAL mode) under the data
-directory. A turn is written twice, each time in one transaction: when it starts (the user's message is acknowledged,
-status ``running``) and when it ends: ``done`` with the team's saved state, the plan, the manager's decisions and the
-turn's messages; ``failed`` when the run raised or ended with no answer, or ``cancelled`` when the user interrupted
-it, each with the reason in ``error`` and no state (the conversation goes on from the last ``done`` turn). A process
-that dies mid-turn leaves that turn ``running``; resuming loads the state of the last finished turn and redoes the
-unfinished one once, so every acknowledged message ends up in the conversation exactly once. A failed or cancelled
-turn is not redone: the user saw it end, and may send the message again. Usage rows are in the ledger
-(``usage.sqlite``), written per call, keyed by the same run id.
+A session is a sequence of turns (one user message and the team's reply each) in SQLite (`huddle.storage.sqlite`, WAL
+mode) under the data directory. A turn is written twice, each time in one transaction: when it starts (the user's
+message is acknowledged, status ``running``) and when it ends: ``done`` with the team's saved state, the plan, the
+manager's decisions and the turn's messages; ``failed`` when the run raised or ended with no answer, or ``cancelled``
+when the user interrupted it, each with the reason in ``error`` and no state (the conversation goes on from the last
+``done`` turn). A process that dies mid-turn leaves that turn ``running``; resuming loads the state of the last finished
+turn and redoes the unfinished one once, so every acknowledged message ends up in the conversation exactly once. A
+failed or cancelled turn is not redone: the user saw it end, and may send the message again. Usage rows are in the
+ledger (``usage.sqlite``), written per call, keyed by the same run id.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -23,11 +22,13 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from huddle.errors import HuddleError
+from huddle.storage.sqlite import Database, Migration
 
 TurnStatus = Literal["running", "done", "failed", "cancelled"]
 EndStatus = Literal["done", "failed", "cancelled"]
 
-_SCHEMA = """
+# Schema steps, oldest first (see `huddle.storage.sqlite`); a change is a new step at the end, never an edit here.
+_TABLES = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, team TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL
 );
@@ -35,9 +36,20 @@ CREATE TABLE IF NOT EXISTS turns (
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     turn INTEGER NOT NULL, run_id TEXT NOT NULL, task TEXT NOT NULL, status TEXT NOT NULL,
     answer TEXT, state TEXT, plan TEXT, decisions TEXT, messages TEXT, started REAL NOT NULL, finished REAL,
-    error TEXT, PRIMARY KEY (session_id, turn)
+    PRIMARY KEY (session_id, turn)
 );
 """
+
+
+def _add_turn_error(db: sqlite3.Connection) -> None:
+    """Turns that fail or are cancelled keep why in ``error``. A file from before versions may already have the column
+    (it was added ad hoc then), so it is added only when missing."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(turns)")}
+    if "error" not in columns:
+        db.execute("ALTER TABLE turns ADD COLUMN error TEXT")
+
+
+_MIGRATIONS: list[Migration] = [_TABLES, _add_turn_error]
 
 
 class Turn(BaseModel):
@@ -71,47 +83,32 @@ class SessionStore:
     """Sessions and their turns in one SQLite file; safe to share between threads of one process."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
-            if "error" not in columns:  # a file written before turns could fail or be cancelled
-                self._db.execute("ALTER TABLE turns ADD COLUMN error TEXT")
+        self._db = Database(path, _MIGRATIONS, what="sessions store")
 
     def begin_turn(self, session_id: str, team: str, task: str, run_id: str) -> int:
         """Acknowledge a user message: a new ``running`` turn (and the session, if new). Returns the turn number."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT team FROM sessions WHERE id = ?", (session_id,)).fetchone()
-                if row is None:
-                    self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (session_id, team, now, now))
-                elif row[0] != team:
-                    raise HuddleError(f"session {session_id!r} belongs to team {row[0]!r}, not {team!r}")
-                (last,) = self._db.execute(
-                    "SELECT COALESCE(MAX(turn), 0) FROM turns WHERE session_id = ?", (session_id,)
-                ).fetchone()
-                self._db.execute(
-                    "INSERT INTO turns (session_id, turn, run_id, task, status, started) VALUES (?,?,?,?,?,?)",
-                    (session_id, last + 1, run_id, task, "running", now),
-                )
-                self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as db:
+            row = db.execute("SELECT team FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (session_id, team, now, now))
+            elif row[0] != team:
+                raise HuddleError(f"session {session_id!r} belongs to team {row[0]!r}, not {team!r}")
+            (last,) = db.execute(
+                "SELECT COALESCE(MAX(turn), 0) FROM turns WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO turns (session_id, turn, run_id, task, status, started) VALUES (?,?,?,?,?,?)",
+                (session_id, last + 1, run_id, task, "running", now),
+            )
+            db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
         return int(last) + 1
 
     def restart_turn(self, session_id: str, turn: int, run_id: str) -> None:
         """Redo an unfinished turn under a new run id (the old attempt's usage stays in the ledger)."""
-        with self._lock:
-            self._db.execute(
+        with self._db.connection() as db:
+            db.execute(
                 "UPDATE turns SET run_id = ?, started = ? WHERE session_id = ? AND turn = ? AND status = 'running'",
                 (run_id, time.time(), session_id, turn),
             )
@@ -134,34 +131,28 @@ class SessionStore:
         if status == "done" and state is None:
             raise ValueError("a done turn needs the team's state")
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "UPDATE turns SET status = ?, answer = ?, state = ?, plan = ?, decisions = ?, messages = ?, "
-                    "finished = ?, error = ? WHERE session_id = ? AND turn = ? AND status = 'running'",
-                    (
-                        status,
-                        answer,
-                        None if state is None else json.dumps(state),
-                        json.dumps(plan),
-                        json.dumps(decisions or []),
-                        json.dumps(messages or []),
-                        now,
-                        error,
-                        session_id,
-                        turn,
-                    ),
-                )
-                self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as db:
+            db.execute(
+                "UPDATE turns SET status = ?, answer = ?, state = ?, plan = ?, decisions = ?, messages = ?, "
+                "finished = ?, error = ? WHERE session_id = ? AND turn = ? AND status = 'running'",
+                (
+                    status,
+                    answer,
+                    None if state is None else json.dumps(state),
+                    json.dumps(plan),
+                    json.dumps(decisions or []),
+                    json.dumps(messages or []),
+                    now,
+                    error,
+                    session_id,
+                    turn,
+                ),
+            )
+            db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
 
     def turns(self, session_id: str) -> list[Turn]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.connection() as db:
+            rows = db.execute(
                 "SELECT session_id, turn, run_id, task, status, answer, plan, decisions, messages, started, finished, "
                 "error FROM turns WHERE session_id = ? ORDER BY turn",
                 (session_id,),
@@ -186,8 +177,8 @@ class SessionStore:
 
     def saved_state(self, session_id: str) -> dict[str, Any] | None:
         """The team's state after the last finished turn (None for a new session)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._db.connection() as db:
+            row = db.execute(
                 "SELECT state FROM turns WHERE session_id = ? AND status = 'done' ORDER BY turn DESC LIMIT 1",
                 (session_id,),
             ).fetchone()
@@ -199,8 +190,8 @@ class SessionStore:
         return next((t for t in self.turns(session_id) if t.status == "running"), None)
 
     def sessions(self) -> list[SessionSummary]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.connection() as db:
+            rows = db.execute(
                 "SELECT s.id, s.team, s.created, s.updated, COUNT(t.turn), "
                 "COALESCE(SUM(t.status = 'running'), 0) FROM sessions s LEFT JOIN turns t ON t.session_id = s.id "
                 "GROUP BY s.id ORDER BY s.updated DESC"
@@ -210,18 +201,17 @@ class SessionStore:
         ]
 
     def team_of(self, session_id: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT team FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        with self._db.connection() as db:
+            row = db.execute("SELECT team FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return row[0] if row else None
 
     def delete(self, session_id: str) -> bool:
-        with self._lock:
-            deleted = self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+        with self._db.connection() as db:
+            deleted = db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
         return bool(deleted)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def __enter__(self) -> SessionStore:
         return self

@@ -3,13 +3,12 @@
 Rows are written by the metering client (`huddle.models.metering`) that wraps every client the framework builds, so
 agents' calls, the manager's selection calls and summaries all land here. Token counts are the server's ``usage``
 when it reported one (``token_source="server"``) and a tokenizer estimate otherwise (``"estimate"``); cached replies
-cost nothing (``"cache"``). The ledger is SQLite: in memory by default, or a file that survives the process.
+cost nothing (``"cache"``). The ledger is SQLite (`huddle.storage.sqlite`): in memory by default, or a file
+that survives the process.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from huddle.storage.sqlite import Database, Migration
 
 TokenSource = Literal["server", "estimate", "cache", "none"]
 GroupKey = Literal["run_id", "session_id", "agent", "profile", "model"]
@@ -90,6 +91,8 @@ def current_scope() -> UsageScope:
 
 
 _COLUMNS = tuple(name for name in UsageRecord.model_fields if name != "id")
+# Schema steps, oldest first (see `huddle.storage.sqlite`). Step 1 is the schema from before versions existed, so
+# a file from then passes it unharmed; a new column or table is a new step at the end, never an edit here.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -109,6 +112,7 @@ CREATE TABLE IF NOT EXISTS budget_decisions (
 );
 CREATE INDEX IF NOT EXISTS usage_session ON usage(session_id);
 """
+_MIGRATIONS: list[Migration] = [_SCHEMA]
 _TOTALS_SQL = (
     "COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cost_usd),0), "
     "COALESCE(SUM(latency_s),0), COALESCE(SUM(cached),0), COUNT(error)"
@@ -120,23 +124,13 @@ class UsageLedger:
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            if self.path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                # Every call commits a row: with WAL, NORMAL keeps commits safe from a crashed or killed process
-                # and skips the fsync that FULL does per commit (blocking the event loop ~0.2 ms each).
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+        self._db = Database(self.path, _MIGRATIONS, what="usage ledger")
 
     def record(self, record: UsageRecord) -> UsageRecord:
         """Append one call; returns it with its id."""
         values = [getattr(record, c) for c in _COLUMNS]
-        with self._lock, self._db:
-            cursor = self._db.execute(
+        with self._db.connection() as db:
+            cursor = db.execute(
                 f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
             )
         return record.model_copy(update={"id": cursor.lastrowid})
@@ -144,17 +138,15 @@ class UsageLedger:
     def records(self, **filters: str | None) -> list[UsageRecord]:
         """Rows in call order, filtered by any of run_id, session_id, agent, profile, model."""
         where, params = _where(filters)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, {', '.join(_COLUMNS)} FROM usage{where} ORDER BY id", params
-            ).fetchall()
+        with self._db.connection() as db:
+            rows = db.execute(f"SELECT id, {', '.join(_COLUMNS)} FROM usage{where} ORDER BY id", params).fetchall()
         return [UsageRecord(**dict(zip(("id", *_COLUMNS), row, strict=True))) for row in rows]
 
     def totals(self, **filters: str | None) -> Totals:
         """Sums over the rows matching `filters`."""
         where, params = _where(filters)
-        with self._lock:
-            row = self._db.execute(f"SELECT {_TOTALS_SQL} FROM usage{where}", params).fetchone()
+        with self._db.connection() as db:
+            row = db.execute(f"SELECT {_TOTALS_SQL} FROM usage{where}", params).fetchone()
         return _totals(row)
 
     def by(self, key: GroupKey, **filters: str | None) -> dict[str, Totals]:
@@ -162,8 +154,8 @@ class UsageLedger:
         if key not in GroupKey.__args__:  # type: ignore[attr-defined]
             raise ValueError(f"cannot group usage by {key!r}")
         where, params = _where(filters)
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.connection() as db:
+            rows = db.execute(
                 f"SELECT COALESCE({key}, '-'), {_TOTALS_SQL} FROM usage{where} GROUP BY 1 ORDER BY 1", params
             ).fetchall()
         return {row[0]: _totals(row[1:]) for row in rows}
@@ -171,8 +163,8 @@ class UsageLedger:
     def record_decision(self, turn: int, speaker: str, policy: str, reason: str) -> None:
         """Keep a manager's speaker decision beside the calls of the same run (see `huddle.teams.manager`)."""
         scope = current_scope()
-        with self._lock, self._db:
-            self._db.execute(
+        with self._db.connection() as db:
+            db.execute(
                 "INSERT INTO decisions (ts, run_id, session_id, turn, speaker, policy, reason) VALUES (?,?,?,?,?,?,?)",
                 (time.time(), scope.run_id, scope.session_id, turn, speaker, policy, reason),
             )
@@ -180,31 +172,30 @@ class UsageLedger:
     def record_budget_decision(self, agent: str, action: str, reason: str) -> None:
         """Keep a budget governor's decision (trim, downgrade, skip, stop) beside the calls of the same run."""
         scope = current_scope()
-        with self._lock, self._db:
-            self._db.execute(
+        with self._db.connection() as db:
+            db.execute(
                 "INSERT INTO budget_decisions (ts, run_id, session_id, agent, action, reason) VALUES (?,?,?,?,?,?)",
                 (time.time(), scope.run_id, scope.session_id, agent, action, reason),
             )
 
     def budget_decisions(self, run_id: str) -> list[dict[str, str]]:
         """A run's budget decisions in order: agent, action, reason."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.connection() as db:
+            rows = db.execute(
                 "SELECT agent, action, reason FROM budget_decisions WHERE run_id = ? ORDER BY id", (run_id,)
             ).fetchall()
         return [dict(zip(("agent", "action", "reason"), row, strict=True)) for row in rows]
 
     def decisions(self, run_id: str) -> list[dict[str, str | int]]:
         """A run's speaker decisions in order: turn, speaker, policy, reason."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.connection() as db:
+            rows = db.execute(
                 "SELECT turn, speaker, policy, reason FROM decisions WHERE run_id = ? ORDER BY id", (run_id,)
             ).fetchall()
         return [dict(zip(("turn", "speaker", "policy", "reason"), row, strict=True)) for row in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
 def _where(filters: dict[str, str | None]) -> tuple[str, list[str]]:
