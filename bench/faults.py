@@ -25,7 +25,8 @@ from assistant_tasks import TASKS, TEAM, Task, server_rules
 
 from huddle.config.settings import load_settings
 from huddle.evals.scenarios import run_async
-from huddle.teams.group_chat import GroupChatTeam, RunResult
+from huddle.teams.base import RunResult
+from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer
 

@@ -68,9 +68,10 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from huddle.config.settings import Settings, load_settings
 from huddle.models.factory import AGENT_HEADER, model_info_for
+from huddle.teams.base import Team as HuddleTeam
+from huddle.teams.base import build_team
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.kinds import PatternSpec
-from huddle.teams.patterns import AnyTeam, build_team
 from huddle.teams.spec import TeamSpec
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer, ToolCall
 from huddle.usage import UsageLedger
@@ -329,7 +330,7 @@ async def measure(
     return CpuRow(label, turns, calls, build_ms, statistics.median(per_turn), statistics.median(per_call))
 
 
-async def run_huddle(team: AnyTeam, task: str) -> int:
+async def run_huddle(team: HuddleTeam, task: str) -> int:
     return huddle_turns((await team.run(task)).messages)
 
 
@@ -615,7 +616,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
-async def run_many(team: AnyTeam, n: int) -> None:
+async def run_many(team: HuddleTeam, n: int) -> None:
     for i in range(n):
         await team.run(f"task {i}")
 

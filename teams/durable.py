@@ -21,9 +21,8 @@ from typing import Any
 
 from huddle.secrets import redact
 from huddle.storage.sessions import EndStatus, SessionStore, Turn
-from huddle.teams.group_chat import RunResult
+from huddle.teams.base import RunResult, Team
 from huddle.teams.managed_chat import Event
-from huddle.teams.patterns import AnyTeam
 
 CANCELLED = "cancelled by the user"
 _ERROR_CHARS = 500
@@ -32,7 +31,7 @@ _ERROR_CHARS = 500
 class DurableTeam:
     """Runs turns of one session on `team`, recording each in `store`."""
 
-    def __init__(self, team: AnyTeam, store: SessionStore, session_id: str) -> None:
+    def __init__(self, team: Team, store: SessionStore, session_id: str) -> None:
         self.team = team
         self.store = store
         self.session_id = session_id
@@ -60,7 +59,7 @@ class DurableTeam:
         stream = self.team.run_stream(task, run_id=run_id)
         try:
             # aclosing: when our caller closes us early, the team's run ends now (and before we restore its state).
-            async with aclosing(stream):  # type: ignore[type-var]  # an async generator, typed as AsyncIterator
+            async with aclosing(stream):
                 async for item in stream:
                     if isinstance(item, RunResult):
                         await self._finish(turn, item)

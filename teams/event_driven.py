@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 
 from autogen_agentchat.messages import TextMessage
 
+from huddle.teams.base import MemberError, Outcome, Run
 from huddle.teams.kinds import FAILED_TOPIC
-from huddle.teams.patterns import Member, MemberError, Outcome, PatternTeam, Run, failure_note
+from huddle.teams.patterns import Member, PatternTeam, failure_note
 
 _ROUTE = re.compile(r"\A\s*topic:\s*(\S+)[ \t]*(?:\n|\Z)", re.IGNORECASE)
 
@@ -48,7 +49,7 @@ class EventDrivenTeam(PatternTeam):
     def responder(self) -> str:
         return self.spec.team.name
 
-    async def orchestrate(self, run: Run) -> Outcome:
+    async def flow(self, run: Run) -> Outcome:
         bus = _Bus(self, run)
         bus.publish(self.spec.team.start_topic, run.task, source="user")
         await bus.idle.wait()

@@ -18,16 +18,8 @@ from autogen_agentchat.messages import TextMessage
 from pydantic import BaseModel, Field, ValidationError
 
 from huddle.models.structured import structured_output_args
-from huddle.teams.patterns import (
-    Member,
-    MemberError,
-    ModelMember,
-    Outcome,
-    PatternTeam,
-    Run,
-    failure_note,
-    reply_text,
-)
+from huddle.teams.base import MemberError, Outcome, Run
+from huddle.teams.patterns import Member, ModelMember, PatternTeam, failure_note, reply_text
 
 DELEGATE_PROMPT = """{persona}
 
@@ -82,7 +74,7 @@ class HierarchicalTeam(PatternTeam):
     def all_members(self) -> list[Member]:
         return [self.manager, *super().all_members()]
 
-    async def orchestrate(self, run: Run) -> Outcome:
+    async def flow(self, run: Run) -> Outcome:
         try:
             assignments = await self._delegate(run)
         except MemberError as error:

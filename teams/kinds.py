@@ -177,6 +177,15 @@ MemberSpec.model_rebuild()
 PatternSpec.model_rebuild()
 
 
+def team_schema() -> dict[str, Any]:
+    """The JSON Schema of a team YAML of any kind (``huddle schema``), for editors' completion and checks."""
+    from pydantic import TypeAdapter
+
+    schema: dict[str, Any] = TypeAdapter(AnyTeamSpec).json_schema()
+    schema["title"] = "huddle team"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
 def load_any_team(name_or_path: str | Path, *, _including: tuple[Path, ...] = ()) -> TeamSpec | PatternSpec:
     """A preset by name or a team YAML of any kind, with the team files its members name loaded in place."""
     path = Path(name_or_path)

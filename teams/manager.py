@@ -35,7 +35,24 @@ from huddle import prompts, tracing
 from huddle.agents.state import RunState
 from huddle.usage.budget import Governor
 
-Policy = Literal["mention", "rule", "direct", "plan", "similarity", "llm", "repaired", "fallback"]
+# The group chat manager's policies, then the other kinds' (sequential, parallel, hierarchical, event-driven).
+Policy = Literal[
+    "mention",
+    "rule",
+    "direct",
+    "plan",
+    "similarity",
+    "llm",
+    "repaired",
+    "fallback",
+    "sequence",
+    "fan_out",
+    "aggregate",
+    "delegate",
+    "integrate",
+    "event",
+    "stop",
+]
 _HISTORY_MESSAGES = 8
 _HISTORY_CHARS = 300
 

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 from autogen_agentchat.messages import TextMessage
 
-from huddle.teams.patterns import Member, MemberError, Outcome, PatternTeam, Run, failure_note
+from huddle.teams.base import MemberError, Outcome, Run
+from huddle.teams.patterns import Member, PatternTeam, failure_note
 from huddle.tools.plugins import resolve
 
 MERGE_GROUP = "huddle.merges"  # entry points naming merge functions, like huddle.tools names tools
@@ -46,7 +47,7 @@ class ParallelTeam(PatternTeam):
     def all_members(self) -> list[Member]:
         return super().all_members() + ([self.aggregator] if self.aggregator else [])
 
-    async def orchestrate(self, run: Run) -> Outcome:
+    async def flow(self, run: Run) -> Outcome:
         members = list(self.members.values())
         for member in members:
             run.decide(member.name, "fan_out", f"one of {len(members)} members run concurrently on the task")

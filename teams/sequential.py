@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from huddle.teams.patterns import MemberError, Outcome, PatternTeam, Run
+from huddle.teams.base import MemberError, Outcome, Run
+from huddle.teams.patterns import PatternTeam
 
 
 class SequentialTeam(PatternTeam):
@@ -21,7 +22,7 @@ class SequentialTeam(PatternTeam):
     def responder(self) -> str:
         return self.spec.agents[-1].name
 
-    async def orchestrate(self, run: Run) -> Outcome:
+    async def flow(self, run: Run) -> Outcome:
         text, produced = run.task, False
         steps = list(self.members.values())
         previous = "the task"

@@ -125,6 +125,40 @@ class TeamSpec(BaseModel):
     def member(self, role: Role) -> AgentSpec | None:
         return next((a for a in self.agents if a.role == role), None)
 
+    @classmethod
+    def from_file(cls, path: str | Path) -> TeamSpec:
+        """A group chat's team YAML, validated (errors name the file, the line and the field)."""
+        return load_team(Path(path))
+
+
+# The role agents in Python, as short as their YAML lines: `Team.chat("desk", [planner(), responder()])`. The keyword
+# options are `AgentSpec`'s fields (name, description, model, optional, reroute_to, prompt, ...).
+
+
+def planner(**options: Any) -> AgentSpec:
+    """The planner: writes the plan of tool calls and steps the manager follows."""
+    return AgentSpec(role="planner", **options)
+
+
+def tool_executor(tools: list[str] | None = None, **options: Any) -> AgentSpec:
+    """The tool executor, allowed the named `tools` (built-in or plugin tool names)."""
+    return AgentSpec(role="tool_executor", tools=tools or [], **options)
+
+
+def memory_agent(**options: Any) -> AgentSpec:
+    """The memory agent: recalls from and stores into the shared vector memory."""
+    return AgentSpec(role="memory", **options)
+
+
+def responder(**options: Any) -> AgentSpec:
+    """The responder: writes the answer, which ends the run."""
+    return AgentSpec(role="responder", **options)
+
+
+def custom_agent(use: str, name: str, **options: Any) -> AgentSpec:
+    """A custom agent: `use` is ``"module:Class"`` or an installed ``huddle.agents`` entry point's name."""
+    return AgentSpec(use=use, name=name, **options)
+
 
 def preset_names() -> list[str]:
     folder = resources.files("huddle.teams") / "presets"

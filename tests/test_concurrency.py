@@ -22,9 +22,9 @@ import pytest
 
 from huddle.config.settings import Settings, load_settings
 from huddle.memory.store import VectorMemory
-from huddle.teams.group_chat import GroupChatTeam, RunResult
+from huddle.teams.base import RunResult, Team, build_team
+from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.kinds import PatternSpec
-from huddle.teams.patterns import AnyTeam, build_team
 from huddle.teams.spec import TeamSpec
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
 from huddle.usage import UsageLedger
@@ -99,7 +99,7 @@ def settings_for(server: ScriptedServer, tmp_path: Path, extra: str = "") -> Set
     return load_settings()
 
 
-async def chat(team: AnyTeam, label: str, turns: int) -> list[RunResult]:
+async def chat(team: Team, label: str, turns: int) -> list[RunResult]:
     """One session: `turns` tasks one after another on the same team, as ``huddle chat`` would."""
     results = []
     for turn in range(1, turns + 1):

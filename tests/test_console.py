@@ -23,8 +23,10 @@ from rich.console import Console
 from huddle.cli.console import Interrupted, Transcript, Verbosity, run_turn
 from huddle.config.settings import load_settings
 from huddle.storage.sessions import SessionStore
+from huddle.teams.base import RunResult
 from huddle.teams.durable import DurableTeam
-from huddle.teams.group_chat import Event, GroupChatTeam, RunResult
+from huddle.teams.group_chat import GroupChatTeam
+from huddle.teams.managed_chat import Event
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Fault, Reply, Rule, ScriptedServer
 
@@ -237,7 +239,7 @@ class Exploding:
 async def test_a_turn_whose_run_raises_is_recorded_failed_and_the_team_put_back(tmp_path: Path) -> None:
     store = SessionStore(tmp_path / "sessions.sqlite")
     team = Exploding(TeamSpec.model_validate(DESK))
-    durable = DurableTeam(team, store, "S")  # duck-typed: the part of AnyTeam a DurableTeam uses
+    durable = DurableTeam(team, store, "S")  # duck-typed: the part of Team a DurableTeam uses
     with pytest.raises(ConnectionError):
         await run_turn(durable.run_stream("hello"), None)
     (turn,) = store.turns("S")

@@ -16,7 +16,8 @@ import pytest
 
 from huddle.config.settings import Settings, load_settings
 from huddle.errors import HuddleError
-from huddle.teams.group_chat import GroupChatTeam, RunResult
+from huddle.teams.base import RunResult
+from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer, ToolCall
 

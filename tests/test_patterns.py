@@ -24,8 +24,8 @@ from autogen_core import CancellationToken
 
 from huddle.config.settings import Settings, load_settings
 from huddle.errors import ConfigError
+from huddle.teams.base import RunResult, build_team
 from huddle.teams.kinds import PatternSpec, load_any_team
-from huddle.teams.patterns import PatternResult, build_team
 from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer
 from huddle.tracing import read_run
 
@@ -66,14 +66,14 @@ def model_agents(*names: str, **fields: Any) -> list[dict[str, Any]]:
     return [{"name": name, "instruction": f"You are {name}.", **fields} for name in names]
 
 
-async def run(settings: Settings, team_spec: PatternSpec, task: str) -> PatternResult:
+async def run(settings: Settings, team_spec: PatternSpec, task: str) -> RunResult:
     result, _ = await timed(settings, team_spec, task, warm_up=False)
     return result
 
 
 async def timed(
     settings: Settings, team_spec: PatternSpec, task: str, *, warm_up: bool = True
-) -> tuple[PatternResult, float]:
+) -> tuple[RunResult, float]:
     """The result of `task` and its wall time, after one untimed run (a process's first HTTP calls pay a one-off
     set-up of about 0.25 s, which would blur what the timing is meant to show)."""
     team = build_team(team_spec, settings)
@@ -85,7 +85,7 @@ async def timed(
         elapsed = time.perf_counter() - started
     finally:
         await team.close()
-    assert isinstance(result, PatternResult)
+    assert isinstance(result, RunResult)
     return result, elapsed
 
 
@@ -366,7 +366,7 @@ async def test_every_example_loads_and_runs(path: Path, server: ScriptedServer, 
         result = await team.run("Customer 42 ordered a lamp; it arrived broken.")
     finally:
         await team.close()
-    assert isinstance(result, PatternResult)  # every example is a pattern kind (group chats only nested)
+    assert isinstance(result, RunResult)  # every example is a pattern kind (group chats only nested)
     assert result.answer and result.usage.calls >= 1 and not result.failures, result.failures
     if loaded.team.kind == "hierarchical":
         assert {d.speaker for d in result.decisions if d.policy == "delegate"} == {a.name for a in loaded.agents}

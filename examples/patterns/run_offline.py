@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from huddle.config.settings import Settings, load_settings
+from huddle.teams.base import build_team
 from huddle.teams.kinds import PatternSpec, load_any_team
-from huddle.teams.patterns import build_team
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
 
 HERE = Path(__file__).resolve().parent

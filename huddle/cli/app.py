@@ -91,6 +91,23 @@ def init_command(
     out.print(f"next: {enter}python -m pytest -q   (then see README.md)", highlight=False)
 
 
+@app.command("schema")
+def schema_command(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write it to this file instead.")] = None,
+) -> None:
+    """Print the JSON Schema of a team YAML (any kind), for editors: completion and checks as you type."""
+    import json
+
+    from huddle.teams.kinds import team_schema
+
+    text = json.dumps(team_schema(), indent=2)
+    if output is None:
+        print(text)
+        return
+    output.write_text(text + "\n", encoding="utf-8")
+    out.print(f"wrote {output}", highlight=False)
+
+
 def _as_utf8(arg: str) -> str:
     """`arg` with the bytes that were not UTF-8 replaced by U+FFFD.
 

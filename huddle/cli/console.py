@@ -32,11 +32,10 @@ from huddle.config.settings import Settings
 from huddle.errors import HuddleError
 from huddle.secrets import redact
 from huddle.storage.sessions import SessionStore
+from huddle.teams.base import RunResult, build_team
 from huddle.teams.durable import DurableTeam
-from huddle.teams.group_chat import RunResult
 from huddle.teams.kinds import PatternSpec
 from huddle.teams.managed_chat import Event
-from huddle.teams.patterns import build_team
 from huddle.teams.spec import TeamSpec
 from huddle.usage import UsageLedger
 

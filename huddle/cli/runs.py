@@ -30,7 +30,7 @@ from huddle.cli.options import (
 from huddle.errors import HuddleError
 
 if TYPE_CHECKING:
-    from huddle.teams.group_chat import RunResult
+    from huddle.teams.base import RunResult
 
 
 def ask_command(
