@@ -9,6 +9,10 @@ Answers come from an ordered list of `Rule` s (first match wins) with a fallback
 rule or injected at random with a seeded generator, so chaos tests are reproducible. Every request is recorded as a
 `RecordedRequest`, with secrets redacted, so tests can assert on what a client actually sent and on the token usage
 the server actually reported.
+
+The script's parts live in `huddle.testing.rules` (rules, recorded requests), `replies` and `faults`; the OpenAI
+wire format (payloads, SSE chunks, error bodies, usage) in `huddle.testing.wire`. This module is the server: its
+lifecycle, the request log, and choosing each answer.
 """
 
 from __future__ import annotations
@@ -16,285 +20,26 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import re
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import Any, Literal, TypeAlias, cast, get_args
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
-
 from huddle.models import AGENT_HEADER  # light: the models package itself imports no autogen
-from huddle.models.tokens import count_text
-
-__all__ = [
-    "AGENT_HEADER",
-    "FAULT_KINDS",
-    "Fault",
-    "FaultKind",
-    "RecordedRequest",
-    "Reply",
-    "ReplyLike",
-    "Rule",
-    "ScriptedServer",
-    "ToolCall",
-]
-
-FaultKind: TypeAlias = Literal["rate_limit", "server_error", "timeout", "cut_stream", "malformed_tool_json"]
-FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
+from huddle.testing import wire
+from huddle.testing.faults import FAULT_KINDS, Fault, FaultKind, fault_template, malformed
+from huddle.testing.replies import Reply, ToolCall
+from huddle.testing.rules import RecordedRequest, ReplyLike, Rule, coerce_reply_like
 
 # Header names whose values are credentials: recorded requests must never keep them (test logs get shared).
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"})
 _REDACTED = "***"
-# A proper prefix of a JSON object is never valid JSON; this one reads like a real truncation.
-_MALFORMED_ARGUMENTS = '{"order_id": "10'
-_UNKNOWN_TOOL = "unknown_tool"
 _JOIN_TIMEOUT_S = 5.0
-
-
-class ToolCall(BaseModel):
-    """One function call the scripted model asks for."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    arguments: dict[str, Any] | str = Field(default_factory=dict)
-    """A dict is sent as JSON; a str is sent verbatim, so tests can script malformed JSON on purpose."""
-    id: str | None = None
-    """None: the server generates ``call_<n>``, unique for the server's lifetime."""
-
-    def arguments_json(self) -> str:
-        """The ``function.arguments`` string as sent on the wire."""
-        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
-
-
-class Reply(BaseModel):
-    """What the scripted model answers: content and/or tool calls, with the usage to report."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    content: str | None = None
-    tool_calls: list[ToolCall] = Field(default_factory=list)
-    usage: tuple[NonNegativeInt, NonNegativeInt] | None = None
-    """(prompt, completion) tokens to report; None: count them with tiktoken (deterministic)."""
-    include_usage: bool = True
-    """False omits ``usage`` entirely (also from streams), so clients must fall back to estimating."""
-    finish_reason: str | None = None
-    """None: ``tool_calls`` when the reply has tool calls, else ``stop``."""
-    delay_s: float = Field(default=0.0, ge=0.0)
-    """Seconds to wait before answering, e.g. to prove that requests run concurrently."""
-
-    @property
-    def effective_finish_reason(self) -> str:
-        """The finish_reason sent on the wire."""
-        if self.finish_reason is not None:
-            return self.finish_reason
-        return "tool_calls" if self.tool_calls else "stop"
-
-
-class Fault(BaseModel):
-    """A failure to inject instead of (or around) a reply, to test a client's error handling."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: FaultKind
-    retry_after: float = Field(default=1.0, ge=0.0)
-    """rate_limit: seconds sent in ``Retry-After`` (and ``retry-after-ms``)."""
-    delay_s: float = Field(default=30.0, ge=0.0)
-    """timeout: seconds to stall before answering; give the client a shorter timeout. ``stop()`` cuts it short."""
-
-
-class RecordedRequest(BaseModel):
-    """One HTTP request the server received and how it answered; credentials are redacted."""
-
-    method: str
-    path: str
-    body: dict[str, Any] | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Lower-cased names; credential headers (``authorization``, ...) hold ``***``."""
-    agent: str | None = None
-    """The ``X-Huddle-Agent`` header, if any."""
-    stream: bool = False
-    index: int = -1
-    """0-based index among chat-completion requests; -1 for anything else (models list, 404, invalid JSON)."""
-    status: int = 0
-    """HTTP status sent; 0 while not (or never) answered, e.g. a timeout fault cut short by ``stop()``."""
-    fault: str | None = None
-    usage: tuple[int, int] | None = None
-    """(prompt, completion) usage the server reported; None when it reported none."""
-    reply: Reply | None = None
-    """The reply sent (or partly sent), with generated tool-call ids filled in."""
-    rule: int | None = None
-    """Position in ``ScriptedServer.rules`` of the rule that answered; None for the fallback."""
-    error: str | None = None
-    """Why the server answered with an error of its own (e.g. a reply callable raised)."""
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        """The request's ``messages`` (empty for non-chat requests)."""
-        messages = (self.body or {}).get("messages")
-        return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-
-    @property
-    def system_text(self) -> str:
-        """All system (and ``developer``) messages' text, newline-joined: what `Rule.system` searches."""
-        return "\n".join(_text_of(m.get("content")) for m in self.messages if m.get("role") in ("system", "developer"))
-
-    @property
-    def last_role(self) -> str | None:
-        """Role of the last message (``tool`` right after a tool result)."""
-        return str(self.messages[-1].get("role")) if self.messages else None
-
-    @property
-    def last_text(self) -> str:
-        """Text of the last message (for a tool result, its content): what `Rule.last` searches."""
-        return _text_of(self.messages[-1].get("content")) if self.messages else ""
-
-    @property
-    def model(self) -> str:
-        """The requested model name (``scripted`` if the request named none)."""
-        model = (self.body or {}).get("model")
-        return model if isinstance(model, str) and model else "scripted"
-
-    @property
-    def has_tools(self) -> bool:
-        """Whether the request offered tools."""
-        return bool((self.body or {}).get("tools"))
-
-    @property
-    def response_format(self) -> dict[str, Any] | None:
-        """The request's ``response_format`` (json_object / json_schema), if any; replies are sent as scripted."""
-        value = (self.body or {}).get("response_format")
-        return value if isinstance(value, dict) else None
-
-
-ReplyLike: TypeAlias = Reply | Callable[[RecordedRequest], Reply]
-"""A fixed reply, or a function computing one from the request (dynamic replies)."""
-
-
-class Rule(BaseModel):
-    """When a chat-completion request matches all given conditions, answer with `reply` (and/or `fault`).
-
-    Conditions left as None are not checked. ``system`` and ``last`` are regular expressions (``re.search``).
-    """
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-    system: str | None = None
-    last: str | None = None
-    agent: str | None = None
-    call_index: int | None = Field(default=None, ge=0)
-    has_tools: bool | None = None
-    last_role: str | None = None
-    reply: ReplyLike | list[ReplyLike] | None = None
-    """A list gives successive matches successive replies (the last repeats); None uses the server's fallback."""
-    fault: Fault | None = None
-    times: int | None = Field(default=None, ge=1)
-    """Stop matching after this many uses (e.g. a 429 once, then let the next rule answer the retry)."""
-
-    @field_validator("system", "last")
-    @classmethod
-    def _valid_regex(cls, value: str | None) -> str | None:
-        """Fail when the script is written, not with a confusing error in a server thread later."""
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
-        return value
-
-    @field_validator("reply", mode="before")
-    @classmethod
-    def _coerce_reply(cls, value: Any) -> Any:
-        """Accept a bare string as shorthand for ``Reply(content=...)``; refuse an empty list (it could never reply)."""
-        if isinstance(value, str):
-            return Reply(content=value)
-        if isinstance(value, list | tuple):
-            if not value:
-                raise ValueError("reply list must not be empty")
-            return [Reply(content=item) if isinstance(item, str) else item for item in value]
-        return value
-
-    def matches(self, request: RecordedRequest) -> bool:
-        """Whether every given condition holds for `request` (``times`` is checked by the server)."""
-        if self.call_index is not None and request.index != self.call_index:
-            return False
-        if self.agent is not None and request.agent != self.agent:
-            return False
-        if self.has_tools is not None and request.has_tools != self.has_tools:
-            return False
-        if self.last_role is not None and request.last_role != self.last_role:
-            return False
-        if self.system is not None and re.search(self.system, request.system_text) is None:
-            return False
-        return self.last is None or re.search(self.last, request.last_text) is not None
-
-    def reply_for(self, use: int) -> ReplyLike | None:
-        """The reply for this rule's `use`-th match (0-based); the last of a list repeats."""
-        if isinstance(self.reply, list):
-            return self.reply[min(use, len(self.reply) - 1)]
-        return self.reply
-
-
-def _text_of(content: Any) -> str:
-    """Plain text of a message ``content``: a string, or the text parts of a multimodal list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts: list[str] = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return "\n".join(parts)
-    return json.dumps(content, sort_keys=True)
-
-
-def _coerce_reply_like(value: Any) -> ReplyLike:
-    """A `Reply` (or callable) from what a user may pass: Reply, str, dict or callable."""
-    if isinstance(value, Reply):
-        return value
-    if isinstance(value, str):
-        return Reply(content=value)
-    if isinstance(value, dict):
-        return Reply.model_validate(value)
-    if callable(value):
-        return cast(Callable[[RecordedRequest], Reply], value)
-    raise TypeError(f"expected a Reply, str, dict or callable, got {type(value).__name__}")
-
-
-def _fault_template(value: Any) -> Fault:
-    if isinstance(value, Fault):
-        return value
-    if value not in FAULT_KINDS:
-        raise ValueError(f"unknown fault kind {value!r}; expected one of {', '.join(FAULT_KINDS)}")
-    return Fault(kind=value)
-
-
-def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
-    """An OpenAI-style error object, so the client's error classes and messages look like production."""
-    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
-
-
-def _split_words(text: str) -> list[str]:
-    """Split after whitespace, keeping it, so the chunks concatenate back to `text` exactly."""
-    return [piece for piece in re.split(r"(?<=\s)(?=\S)", text) if piece]
-
-
-def _split_thirds(text: str) -> list[str]:
-    """Split tool-call arguments across chunks the way real servers do, so clients must concatenate them."""
-    if len(text) < 3:
-        return [text]
-    step = -(-len(text) // 3)
-    return [text[i : i + step] for i in range(0, len(text), step)]
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -373,35 +118,6 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def send_json(self, status: int, payload: Any, headers: Sequence[tuple[str, str]] = ()) -> None:
-        """A complete JSON response with Content-Length, so the keep-alive connection stays usable."""
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def start_chunked(self, headers: Sequence[tuple[str, str]] = ()) -> None:
-        """Start an SSE response with chunked transfer-encoding: a missing final chunk is then a detectable error."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-
-    def write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
-
-    def end_chunked(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
 
 class ScriptedServer:
     """An OpenAI-compatible HTTP server on 127.0.0.1 answering chat completions from `rules`.
@@ -433,9 +149,9 @@ class ScriptedServer:
             raise ValueError("fault_rate > 0 needs at least one fault kind")
         self._rules: list[Rule] = [Rule.model_validate(rule) for rule in rules]
         self._uses: list[int] = [0] * len(self._rules)
-        self.fallback: ReplyLike = Reply(content="OK") if fallback is None else _coerce_reply_like(fallback)
+        self.fallback: ReplyLike = Reply(content="OK") if fallback is None else coerce_reply_like(fallback)
         self.fault_rate = fault_rate
-        self.fault_kinds: tuple[Fault, ...] = tuple(_fault_template(kind) for kind in fault_kinds)
+        self.fault_kinds: tuple[Fault, ...] = tuple(fault_template(kind) for kind in fault_kinds)
         self.seed = seed
         self.models: list[str] = list(models)
         self._rng = random.Random(seed)
@@ -600,23 +316,19 @@ class ScriptedServer:
         if is_chat:
             status = 400
             problem = "We could not parse the JSON body of your request." if invalid_json else "'messages' is required."
-            payload = _error_body(problem, "invalid_request_error")
+            payload = wire.error_body(problem, "invalid_request_error")
         elif handler.command == "GET" and record.path == "/v1/models":
-            status, payload = 200, {"object": "list", "data": [self._model_object(m) for m in self.models]}
+            status, payload = 200, {"object": "list", "data": [wire.model_object(m) for m in self.models]}
         elif handler.command == "GET" and record.path.startswith("/v1/models/") and record.path[11:] in self.models:
-            status, payload = 200, self._model_object(record.path[11:])
+            status, payload = 200, wire.model_object(record.path[11:])
         else:
             status = 404
             message = f"Unknown request URL: {handler.command} {record.path}."
-            payload = _error_body(message, "invalid_request_error", "unknown_url")
+            payload = wire.error_body(message, "invalid_request_error", "unknown_url")
         record.status = status
         if status >= 400:
             record.error = payload["error"]["message"]
-        handler.send_json(status, payload)
-
-    @staticmethod
-    def _model_object(model: str) -> dict[str, Any]:
-        return {"id": model, "object": "model", "created": 0, "owned_by": "huddle-scripted"}
+        wire.send_json(handler, status, payload)
 
     def _answer_chat(self, handler: _Handler, record: RecordedRequest) -> None:
         with self._lock:
@@ -644,7 +356,7 @@ class ScriptedServer:
         if fault is not None:
             record.fault = fault.kind
             if fault.kind in ("rate_limit", "server_error"):  # before resolving: a reply callable is not called
-                self._send_error(handler, record, 429 if fault.kind == "rate_limit" else 500, fault)
+                wire.send_error(handler, record, 429 if fault.kind == "rate_limit" else 500, fault)
                 return
             if fault.kind == "timeout" and self._stopping.wait(fault.delay_s):
                 handler.close_connection = True  # stopped while stalling: hang up without an answer
@@ -654,10 +366,10 @@ class ScriptedServer:
         except Exception as exc:  # a broken callable is a test bug: say so in the response, don't hang up
             record.error = f"reply callable raised {exc!r}"
             record.status = 500
-            handler.send_json(500, _error_body(f"ScriptedServer: {record.error}", "server_error"))
+            wire.send_json(handler, 500, wire.error_body(f"ScriptedServer: {record.error}", "server_error"))
             return
         if fault is not None and fault.kind == "malformed_tool_json":
-            reply = self._malformed(reply)
+            reply = malformed(reply)
         reply = self._with_tool_ids(reply)
         record.reply = reply
         if reply.delay_s and self._stopping.wait(reply.delay_s):
@@ -665,9 +377,9 @@ class ScriptedServer:
             return
         cut = fault is not None and fault.kind == "cut_stream"
         if record.stream:
-            self._send_stream(handler, record, reply, cut=cut)
+            wire.send_stream(handler, record, reply, cut=cut)
         else:
-            self._send_completion(handler, record, reply, cut=cut)
+            wire.send_completion(handler, record, reply, cut=cut)
 
     def _match(self, record: RecordedRequest) -> tuple[int, Rule] | None:
         """First rule (in order) that matches and is not used up. Caller holds the lock."""
@@ -685,29 +397,10 @@ class ScriptedServer:
         produced: Any = source(record)
         if isinstance(produced, Reply):
             return produced
-        coerced = _coerce_reply_like(produced)
+        coerced = coerce_reply_like(produced)
         if not isinstance(coerced, Reply):
             raise TypeError(f"reply callable returned {type(produced).__name__}, expected a Reply")
         return coerced
-
-    @staticmethod
-    def _malformed(reply: Reply) -> Reply:
-        """The reply's first tool call (or ``unknown_tool``) with arguments cut mid-JSON, as a flaky model sends."""
-        name, arguments, call_id = _UNKNOWN_TOOL, _MALFORMED_ARGUMENTS, None
-        if reply.tool_calls:
-            first = reply.tool_calls[0]
-            name, call_id = first.name, first.id
-            if isinstance(first.arguments, dict):
-                text = json.dumps(first.arguments)
-                arguments = text[: max(1, len(text) // 2)]  # a proper prefix of an object: never valid JSON
-        return Reply(
-            content=None,
-            tool_calls=[ToolCall(name=name, arguments=arguments, id=call_id)],
-            usage=reply.usage,
-            include_usage=reply.include_usage,
-            finish_reason="tool_calls",
-            delay_s=reply.delay_s,
-        )
 
     def _with_tool_ids(self, reply: Reply) -> Reply:
         if all(call.id is not None for call in reply.tool_calls):
@@ -720,138 +413,6 @@ class ScriptedServer:
                     self._tool_ids += 1
                 calls.append(call)
         return reply.model_copy(update={"tool_calls": calls})
-
-    @staticmethod
-    def _usage(record: RecordedRequest, reply: Reply) -> tuple[int, int]:
-        """Scripted usage, else tiktoken counts: every message's text and tool calls plus the tools offered (prompt);
-        the content plus each tool call's name and arguments (completion)."""
-        if reply.usage is not None:
-            return reply.usage
-        prompt_parts: list[str] = []
-        for message in record.messages:
-            prompt_parts.append(_text_of(message.get("content")))
-            for call in message.get("tool_calls") or []:
-                function = (call.get("function") or {}) if isinstance(call, dict) else {}
-                prompt_parts.append(f"{function.get('name', '')}{function.get('arguments', '')}")
-        tools = (record.body or {}).get("tools")
-        if tools:
-            prompt_parts.append(json.dumps(tools, sort_keys=True))
-        completion_parts = [reply.content or ""]
-        completion_parts += [f"{call.name}{call.arguments_json()}" for call in reply.tool_calls]
-        return count_text("\n".join(prompt_parts), record.model), count_text("\n".join(completion_parts), record.model)
-
-    @staticmethod
-    def _usage_json(usage: tuple[int, int]) -> dict[str, int]:
-        return {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]}
-
-    def _send_error(self, handler: _Handler, record: RecordedRequest, status: int, fault: Fault) -> None:
-        headers: list[tuple[str, str]] = []
-        if status == 429:
-            message = "Rate limit reached for requests (scripted). Please try again later."
-            payload = _error_body(message, "requests", "rate_limit_exceeded")
-            headers = [
-                ("Retry-After", f"{fault.retry_after:g}"),
-                ("retry-after-ms", str(round(fault.retry_after * 1000))),
-            ]
-        else:
-            message = "The server had an error while processing your request (scripted)."
-            payload = _error_body(message, "server_error")
-        record.status = status
-        record.error = message
-        handler.send_json(status, payload, [*headers, ("x-request-id", f"req_scripted_{record.index}")])
-
-    def _send_completion(self, handler: _Handler, record: RecordedRequest, reply: Reply, *, cut: bool) -> None:
-        message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
-        if reply.tool_calls:
-            message["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json()}}
-                for c in reply.tool_calls
-            ]
-        payload: dict[str, Any] = {
-            "id": f"chatcmpl-scripted-{record.index}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": record.model,
-            "system_fingerprint": "fp_scripted",
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.effective_finish_reason}
-            ],
-        }
-        if reply.include_usage and not cut:
-            usage = self._usage(record, reply)
-            payload["usage"] = self._usage_json(usage)
-            record.usage = usage
-        record.status = 200
-        if not cut:
-            handler.send_json(200, payload, [("x-request-id", f"req_scripted_{record.index}")])
-            return
-        data = json.dumps(payload).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))  # promise the whole body, then hang up halfway
-        handler.end_headers()
-        handler.wfile.write(data[: len(data) // 2])
-        handler.close_connection = True
-
-    def _send_stream(self, handler: _Handler, record: RecordedRequest, reply: Reply, *, cut: bool) -> None:
-        stream_options = (record.body or {}).get("stream_options")
-        wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
-        report_usage = wants_usage and reply.include_usage and not cut
-        usage = self._usage(record, reply) if report_usage else None
-        events = list(self._chunks(record, reply, wants_usage=wants_usage, usage=usage))
-        if cut:
-            # Some content, never the final chunk: the client must notice the stream ended early.
-            events = events[: min(max(2, len(events) // 2), len(events) - 1)]
-        record.usage = usage
-        record.status = 200
-        handler.start_chunked([("x-request-id", f"req_scripted_{record.index}")])
-        for event in events:
-            handler.write_chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
-        if cut:
-            handler.close_connection = True  # no terminating chunk: an incomplete chunked body
-            return
-        handler.write_chunk(b"data: [DONE]\n\n")
-        handler.end_chunked()
-
-    @staticmethod
-    def _chunks(
-        record: RecordedRequest, reply: Reply, *, wants_usage: bool, usage: tuple[int, int] | None
-    ) -> Iterator[dict[str, Any]]:
-        """``chat.completion.chunk`` objects as OpenAI streams them: role, content words, tool-call deltas, finish,
-        then (when asked for and reported) a usage chunk with no choices."""
-        base: dict[str, Any] = {
-            "id": f"chatcmpl-scripted-{record.index}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": record.model,
-            "system_fingerprint": "fp_scripted",
-        }
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            event = {
-                **base,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-            }
-            if wants_usage:
-                event["usage"] = None
-            return event
-
-        yield chunk({"role": "assistant", "content": "" if reply.content is not None else None, "refusal": None})
-        for piece in _split_words(reply.content or ""):
-            yield chunk({"content": piece})
-        for position, call in enumerate(reply.tool_calls):
-            head = {
-                "index": position,
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": ""},
-            }
-            yield chunk({"tool_calls": [head]})
-            for piece in _split_thirds(call.arguments_json()):
-                yield chunk({"tool_calls": [{"index": position, "function": {"arguments": piece}}]})
-        yield chunk({}, reply.effective_finish_reason)
-        if usage is not None:
-            yield {**base, "choices": [], "usage": ScriptedServer._usage_json(usage)}
 
 
 def _shutdown_socket(connection: socket.socket) -> None:
