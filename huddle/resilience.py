@@ -36,7 +36,7 @@ class RetryPolicy(BaseModel):
     max_total_s: float = Field(30.0, gt=0, description="Stop retrying once this much time has gone by.")
     jitter: float = Field(0.25, ge=0, le=1)
 
-    def delay(self, attempt: int, exc: BaseException, rng: random.Random) -> float:
+    def delay(self, attempt: int, exc: BaseException | None, rng: random.Random) -> float:
         """Seconds to wait before retry number `attempt` (1-based): the server's Retry-After if it gave one."""
         hinted = retry_after(exc)
         if hinted is not None:
@@ -57,7 +57,7 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIConnectionError | httpx.TransportError | TimeoutError | MalformedReply)
 
 
-def retry_after(exc: BaseException) -> float | None:
+def retry_after(exc: BaseException | None) -> float | None:
     """The wait a 429/503 asked for (``retry-after-ms`` or ``retry-after`` in seconds), if any."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
@@ -88,7 +88,7 @@ def retrying(
 
     def wait(state: RetryCallState) -> float:
         failure = state.outcome.exception() if state.outcome is not None else None
-        return policy.delay(state.attempt_number, failure or Exception(), _JITTER)
+        return policy.delay(state.attempt_number, failure, _JITTER)
 
     def stop(state: RetryCallState) -> bool:
         spent = state.seconds_since_start or 0.0
