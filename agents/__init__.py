@@ -1,1 +1,1 @@
-"""Role agents (planner, tool executor, memory agent, responder and support roles), installed as ``huddle.agents``."""
+"""Role agents (planner, tool executor, memory agent, responder, intent router), installed as ``huddle.agents``."""

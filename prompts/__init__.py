@@ -53,8 +53,13 @@ def names() -> list[str]:
 
 @cache
 def load(name: str) -> PromptTemplate:
-    """The template ``prompts/{name}.md``."""
-    path = resources.files(__name__) / f"{name}.md"
+    """The template ``prompts/{name}.md``, or for ``package:name`` the file ``{name}.md`` in that Python package's
+    folder: a plugin ships its own prompts (``support_shop.prompts:support_responder``) under the same rules."""
+    package, _, template = name.rpartition(":")
+    try:
+        path = resources.files(package or __name__) / f"{template}.md"
+    except ModuleNotFoundError:
+        raise PromptError(f"prompt {name!r}: no package {package!r} is installed") from None
     if not path.is_file():
         raise PromptError(f"no prompt template {name!r} (known: {', '.join(names())})")
     text = path.read_text(encoding="utf-8")
