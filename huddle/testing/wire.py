@@ -32,9 +32,15 @@ def model_object(model: str) -> dict[str, Any]:
 
 
 def send_json(
-    handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: Sequence[tuple[str, str]] = ()
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    payload: Any,
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    cut: bool = False,
 ) -> None:
-    """A complete JSON response with Content-Length, so the keep-alive connection stays usable."""
+    """A complete JSON response with Content-Length, so the keep-alive connection stays usable; with `cut`, the
+    Content-Length still promises the whole body but only half is sent before the server hangs up."""
     data = json.dumps(payload).encode()
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
@@ -42,6 +48,10 @@ def send_json(
     for name, value in headers:
         handler.send_header(name, value)
     handler.end_headers()
+    if cut:
+        handler.wfile.write(data[: len(data) // 2])
+        handler.close_connection = True
+        return
     handler.wfile.write(data)
 
 
@@ -131,16 +141,7 @@ def send_completion(handler: BaseHTTPRequestHandler, record: RecordedRequest, re
         payload["usage"] = usage_json(usage)
         record.usage = usage
     record.status = 200
-    if not cut:
-        send_json(handler, 200, payload, [("x-request-id", f"req_scripted_{record.index}")])
-        return
-    data = json.dumps(payload).encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))  # promise the whole body, then hang up halfway
-    handler.end_headers()
-    handler.wfile.write(data[: len(data) // 2])
-    handler.close_connection = True
+    send_json(handler, 200, payload, [("x-request-id", f"req_scripted_{record.index}")], cut=cut)
 
 
 def send_stream(handler: BaseHTTPRequestHandler, record: RecordedRequest, reply: Reply, *, cut: bool) -> None:
