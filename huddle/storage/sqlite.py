@@ -53,13 +53,6 @@ class Database:
             self._db.close()
             raise
 
-    @property
-    def version(self) -> int:
-        """The file's schema version: how many migration steps it has had."""
-        with self.connection() as db:
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-        return int(version)
-
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """The connection inside ``BEGIN IMMEDIATE``: committed if the block ends, rolled back if it raises.
