@@ -40,8 +40,8 @@ def main() -> None:
             row[3] += not clear
             row[4] += guess.intent == intent
             if guess.intent != intent:
-                way = "decided" if clear else "to the model"
-                misses.append(f"  {intent:15} -> {guess.intent:15} ({way}, {guess.score:.2f}/{guess.margin:.3f}) {text}")
+                way = f"{'decided' if clear else 'to the model'}, {guess.score:.2f}/{guess.margin:.3f}"
+                misses.append(f"  {intent:15} -> {guess.intent:15} ({way}) {text}")
         totals = [a + b for a, b in zip(totals, row, strict=True)]
         print(f"{intent:16} {row[0]:>5} {row[1]:>16} {row[2]:>6} {row[3]:>9} {row[4]:>14}")
     per_message_ms = (time.perf_counter() - started) * 1000 / totals[0]
