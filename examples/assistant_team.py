@@ -10,27 +10,13 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from huddle.config.settings import load_settings
-from huddle.teams.group_chat import GroupChatTeam
-from huddle.teams.spec import TeamSpec
+import huddle
 
 
 async def main(task: str) -> None:
-    spec = TeamSpec.model_validate(
-        {
-            "team": {"name": "assistant", "max_turns": 12},
-            "agents": [
-                {"role": "planner"},
-                {"role": "tool_executor", "tools": ["calculator", "clock"]},
-                {"role": "responder"},
-            ],
-        }
-    )
-    team = GroupChatTeam(spec, load_settings())
-    try:
+    agents = [huddle.planner(), huddle.tool_executor(tools=["calculator", "clock"]), huddle.responder()]
+    async with huddle.Team.chat("assistant", agents, max_turns=12) as team:
         result = await team.run(task)
-    finally:
-        await team.close()
     print(result.answer)
     for decision in result.decisions:
         print(f"  turn {decision.turn}: {decision.speaker:14} by {decision.policy:10} {decision.reason}")
