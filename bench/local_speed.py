@@ -17,7 +17,7 @@ import sys
 
 CHILD = """
 import json, sys, time
-from huddle.models.local import find_smollm2_gguf, open_llama
+from huddle.models.llama_loading import find_smollm2_gguf, open_llama
 extra, runs, words, max_tokens = sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 llama = open_llama(find_smollm2_gguf(), 4096, extra_buffers=extra)
 prompt = " ".join(f"word{i % 50}" for i in range(words))

@@ -28,13 +28,9 @@ from pydantic import BaseModel, Field
 
 from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError
-from huddle.models.local import (
-    REPEAT_PENALTY,
-    LocalChatCompletionClient,
-    find_smollm2_gguf,
-    load_llama,
-    to_llama_messages,
-)
+from huddle.models.llama_loading import find_smollm2_gguf, load_llama
+from huddle.models.llama_messages import to_llama_messages
+from huddle.models.local import REPEAT_PENALTY, LocalChatCompletionClient
 
 pytestmark = pytest.mark.local_model
 

@@ -9,7 +9,7 @@ import pytest
 
 from huddle.config.settings import ModelProfile
 from huddle.errors import HuddleError
-from huddle.models.local import find_smollm2_gguf, load_llama, open_llama
+from huddle.models.llama_loading import find_smollm2_gguf, load_llama, open_llama
 from huddle.models.native_probe import NativeCrashError, ensure_native_ok
 
 pytestmark = pytest.mark.local_model

