@@ -3,6 +3,11 @@
 Every YAML the user writes (huddle.yaml, team specs, scenarios) goes through `load_model`, so they all fail the same
 way: one line naming the file, the line, the field and what was expected, never a traceback. Values of fields that
 may hold credentials are not echoed.
+
+A file is bounded before anything walks it: at most `MAX_BYTES` of UTF-8, nested at most `MAX_DEPTH` levels (PyYAML's
+composer recurses per level, so a deeper file would end in a `RecursionError`), and at most `MAX_VALUES` values with
+its aliases expanded (a few lines of nested aliases, an "alias bomb", expand to billions, which validation would walk).
+An alias inside its own anchor (a recursive structure) is refused too: no setting is a cycle.
 """
 
 from __future__ import annotations
@@ -19,36 +24,82 @@ from huddle.secrets import looks_secret
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 
+MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+
 
 class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers the line of every mapping key and sequence item."""
+    """A SafeLoader that remembers the line of every mapping key and sequence item, within the bounds above."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.lines: dict[Loc, int] = {}
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", parent.start_mark if parent else None
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_document(self, node: yaml.Node) -> Any:
-        self._index(node, ())
+        if self._index(node, (), {}, set()) > MAX_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"more than {MAX_VALUES:,} values once its aliases are expanded", node.start_mark
+            )
         return super().construct_document(node)
 
-    def _index(self, node: yaml.Node, loc: Loc) -> None:
+    def _index(self, node: yaml.Node, loc: Loc, sizes: dict[int, int], open_nodes: set[int]) -> int:
+        """Record the lines under `node` and return how many values it holds with aliases expanded.
+
+        A node reached again through an alias is not walked again (its lines are those of its anchor, and its size
+        is remembered), so the walk is linear in the file however the aliases multiply.
+        """
+        key = id(node)
+        if key in open_nodes:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to the anchor it is inside (a recursive structure)", node.start_mark
+            )
+        if key in sizes:
+            return sizes[key]
         self.lines[loc] = node.start_mark.line + 1
+        size = 1
+        open_nodes.add(key)
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
-                key = key_node.value
-                self._index(value_node, (*loc, key))
-                self.lines[(*loc, key)] = key_node.start_mark.line + 1
+                # A list or mapping as a key is refused when the document is constructed ("unhashable key").
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                size += self._index(value_node, (*loc, name), sizes, open_nodes)
+                self.lines[(*loc, name)] = key_node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                self._index(item, (*loc, i))
+                size += self._index(item, (*loc, i), sizes, open_nodes)
+        open_nodes.discard(key)
+        sizes[key] = size
+        return size
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
     """Parse `path`; return the data and a map from field location to line number."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_BYTES // 1024} KiB; huddle's YAML files are a few KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        byte = raw[exc.start]
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {byte:#04x}); save the file as UTF-8") from None
     loader = _LineLoader(text)
     try:
         data = loader.get_single_data()
