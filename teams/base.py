@@ -176,15 +176,21 @@ class Team(ABC):
         session_id: str | None = None,
         workspace: Path | None = None,
         wrap_client: ClientWrapper | None = None,
+        governor: Governor | None = None,
     ) -> None:
-        """`wrap_client` is passed to `build_client` for every model client of the team (e.g. record/replay)."""
+        """`wrap_client` is passed to `build_client` for every model client of the team (e.g. record/replay).
+
+        `governor` is a parent team's, given to a nested team: one budget for the whole tree of teams, with one set of
+        reservations for its concurrent calls and one `stopped` the parent reports. Without one the team governs
+        itself (it is the root), and only the root starts and ends the governor's run."""
         self.spec: AnySpec = spec
         self.settings = settings
         self.ledger = ledger or UsageLedger()
         self.session_id = session_id
         self.workspace = workspace or settings.workspace_dir
         self.state = RunState(session_scope=f"session:{session_id}" if session_id else None)
-        self.governor = Governor(settings.budget, self.ledger, final_agent=self.responder)
+        self._owns_governor = governor is None
+        self.governor = governor or Governor(settings.budget, self.ledger, final_agent=self.responder)
         self._wrap_client = wrap_client
         self._memory = memory
         self._clients: list[MeteredClient] = []
@@ -286,13 +292,14 @@ class Team(ABC):
     async def _execute(self, run: Run, stream_answer: bool) -> None:
         """The run, in its own task: usage scope and trace are entered and left here, whatever the caller does."""
         self.state.start(run.task, run.run_id, stream_answer=stream_answer)
-        self.governor.start_run()
+        if self._owns_governor:
+            self.governor.start_run()
         info = {"team": self.spec.team.name, "team_kind": self.kind, "session_id": self.session_id}
         with (
             usage_scope(run_id=run.run_id, session_id=self.session_id),
             tracing.trace_run(self.settings.runs_dir, run.run_id, task=run.task[:300], **info) as root,
         ):
-            outcome = await self.orchestrate(run)
+            outcome = self.settle(await self.orchestrate(run))
             result = self.result(run, outcome)
             root.set(
                 stop_reason=result.stop_reason,
@@ -313,6 +320,18 @@ class Team(ABC):
                 result = item
         assert result is not None  # run_stream always ends with a result
         return result
+
+    def settle(self, outcome: Outcome) -> Outcome:
+        """The outcome as every kind reports it: no answer is never a success (its stop reason starts ``error:``,
+        which ``huddle run`` exits 1 on), and a run the budget stopped says so first, even when the refused calls were
+        a nested team's (the kind's own reason follows)."""
+        if not outcome.answer.strip():
+            reason = outcome.stop_reason
+            return Outcome("", reason if reason.startswith("error:") else f"error: no answer ({reason})")
+        stopped = self.governor.stopped
+        if stopped is not None and not outcome.stop_reason.startswith("budget"):
+            return Outcome(outcome.answer, f"{stopped.reason}; {outcome.stop_reason}")
+        return outcome
 
     def result(self, run: Run, outcome: Outcome) -> RunResult:
         return RunResult(

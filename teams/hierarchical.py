@@ -88,7 +88,7 @@ class HierarchicalTeam(PatternTeam):
         done = await asyncio.gather(*(self._work(worker, tasks, run) for worker, tasks in by_worker.items()))
         results = [result for worker_results in done for result in worker_results]
         if results and all(output is None for _, _, output in results):
-            return Outcome("", f"failed: every worker failed; {failure_note(run.failures)}")
+            return Outcome("", f"error: every worker failed; {failure_note(run.failures)}")
         answer = await self._integrate(results, run)
         if run.failures:
             return Outcome(answer, f"partial: {failure_note(run.failures)}")

@@ -54,7 +54,7 @@ class ParallelTeam(PatternTeam):
         outputs = await asyncio.gather(*(self.attempt(m, run.task, run) for m in members))
         done = {m.name: out for m, out in zip(members, outputs, strict=True) if out is not None}
         if not done:
-            return Outcome("", f"failed: every member failed; {failure_note(run.failures)}")
+            return Outcome("", f"error: every member failed; {failure_note(run.failures)}")
         answer = await self._combine(done, run)
         if run.failures:
             note = failure_note(run.failures)

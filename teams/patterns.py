@@ -156,8 +156,9 @@ class TeamMember(Member):
         if result is None:
             raise RuntimeError("the team ended without a result")
         run.absorb(self.name, result)
-        if not result.answer:
-            raise MemberError(self.name, f"no answer ({result.stop_reason})"[:_REASON_CHARS])
+        if not result.answer:  # its stop reason starts "error:" (`Team.settle`)
+            budget = self.team.governor.stopped is not None
+            raise MemberError(self.name, result.stop_reason[:_REASON_CHARS], budget=budget)
         run.emit(self.message(result.answer, topic))
         return result.answer
 
@@ -205,7 +206,7 @@ class PatternTeam(Team):
     spec: PatternSpec
 
     def __init__(self, spec: PatternSpec, *args: Any, **kwargs: Any) -> None:
-        """The arguments of `Team`; nested teams get the same ledger, memory, session and client wrapper."""
+        """The arguments of `Team`; nested teams get the same ledger, memory, session, client wrapper and governor."""
         if spec.team.kind != self.kind:
             raise ConfigError(f"team {spec.team.name!r} is kind {spec.team.kind!r}, not {self.kind!r}")
         super().__init__(spec, *args, **kwargs)
@@ -236,6 +237,7 @@ class PatternTeam(Team):
                 session_id=self.session_id,
                 workspace=self.workspace,
                 wrap_client=self._wrap_client,
+                governor=self.governor,
             )
             return TeamMember(spec, timeout, team)
         if spec.use is not None:

@@ -206,7 +206,7 @@ async def test_parallel_merge_function_and_total_failure(server: ScriptedServer,
     assert merged.answer == "x(T)"
 
     failed = await run(settings, spec("parallel", model_agents("z")), "T")
-    assert failed.answer == "" and failed.stop_reason.startswith("failed: every member failed")
+    assert failed.answer == "" and failed.stop_reason.startswith("error: every member failed")
 
 
 def shortest(outputs: dict[str, str]) -> str:

@@ -1,0 +1,115 @@
+"""Faults in teams of every kind end with a clear outcome: one budget for a tree of nested teams, a member's failure of
+any exception type recorded as a failure, a failed MCP start retried, custom agents closed, nothing left running
+after a cancelled run, and no empty answer reported as a success."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from huddle.config.settings import Settings, load_settings
+from huddle.teams.base import RunResult, build_team
+from huddle.teams.kinds import PatternSpec
+from huddle.testing import Fault, Reply, Rule, ScriptedServer
+
+CALL = (20, 80)  # the usage every scripted reply reports: 100 tokens, below the governor's estimate (its max_tokens)
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer(fallback=Reply(content="ok", usage=CALL)) as running:
+        yield running
+
+
+def configure(server: ScriptedServer, tmp_path: Path, extra: str = "") -> Settings:
+    (tmp_path / "huddle.yaml").write_text(
+        f"models:\n  default: {{model: scripted, base_url: '{server.base_url}', max_retries: 0, max_tokens: 100}}\n"
+        f"{extra}"
+    )
+    return load_settings()
+
+
+def spec(kind: str, agents: Sequence[dict[str, Any]], **team: Any) -> PatternSpec:
+    return PatternSpec.model_validate({"team": {"name": f"{kind}-team", "kind": kind, **team}, "agents": list(agents)})
+
+
+def model(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "instruction": f"You are {name}.", **fields}
+
+
+async def run(settings: Settings, team_spec: PatternSpec, task: str = "go") -> RunResult:
+    team = build_team(team_spec, settings)
+    try:
+        return await team.run(task)
+    finally:
+        await team.close()
+
+
+# --- 1: one budget for a tree of teams ------------------------------------------------------------------------------
+
+
+async def test_nested_teams_share_one_budget_and_the_parent_names_the_stop(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """Four pipelines at once under a 600-token run limit: each pipeline's last member is its own team's final answer,
+    which a governor of its own lets overshoot; one governor for the tree lets nothing past the limit but one call."""
+    settings = configure(server, tmp_path, "budget: {run: {max_tokens: 600}}")
+    pipeline = spec("sequential", [model("draft"), model("polish")])
+    members = [{"name": f"p{i}", "team": pipeline.model_dump(exclude_defaults=True)} for i in range(4)]
+    result = await run(settings, spec("parallel", members))
+
+    assert result.usage.total_tokens <= 600 + sum(CALL)
+    assert result.budget is not None and result.budget["stopped"] is not None
+    assert result.stop_reason.startswith("budget")
+    assert result.budget["stopped"] in result.stop_reason
+
+
+async def test_nested_group_chats_share_the_budget_too(server: ScriptedServer, tmp_path: Path) -> None:
+    """The issue's case: a parallel team of four chats, each with its own manager, planner and responder."""
+    server.add_rule(Rule(agent="planner", reply=Reply(content='{"goal": "a", "steps": [], "done": true}', usage=CALL)))
+    settings = configure(server, tmp_path, "budget: {run: {max_tokens: 600}}")
+    chat = {"team": {"name": "desk", "plan": "always"}, "agents": [{"role": "planner"}, {"role": "responder"}]}
+    result = await run(settings, spec("parallel", [{"name": f"c{i}", "team": chat} for i in range(4)]))
+
+    assert result.usage.total_tokens <= 600 + sum(CALL)
+    assert result.budget is not None and result.budget["stopped"] is not None
+    assert result.stop_reason.startswith(("budget", "error: no answer (budget"))
+
+
+# --- 14: no answer is never a success --------------------------------------------------------------------------------
+
+FAILING_TEAMS = {
+    "sequential": spec("sequential", [model("a"), model("b")]),
+    "parallel": spec("parallel", [model("a"), model("b")]),
+    "hierarchical": PatternSpec.model_validate(
+        {
+            "team": {"name": "h", "kind": "hierarchical"},
+            "agents": [model("a", description="does everything")],
+            "manager": model("lead"),
+        }
+    ),
+    "event_driven": spec("event_driven", [model("a", subscribe=["task"])]),
+}
+
+
+@pytest.mark.parametrize("kind", list(FAILING_TEAMS))
+async def test_a_run_with_no_answer_stops_with_an_error_in_every_kind(
+    kind: str, server: ScriptedServer, tmp_path: Path
+) -> None:
+    """Every model call fails (a manager that cannot delegate, in the hierarchical case): the empty answer's stop
+    reason starts ``error:``, so no caller reads it as a success."""
+    server.add_rule(Rule(fault=Fault(kind="server_error")))
+    result = await run(configure(server, tmp_path), FAILING_TEAMS[kind])
+    assert result.answer == ""
+    assert result.stop_reason.startswith("error:") and result.failures
+
+
+async def test_a_manager_that_answers_nothing_is_an_error(server: ScriptedServer, tmp_path: Path) -> None:
+    """The manager delegates nothing and then writes an empty answer: an error, not ``finished``."""
+    server.add_rule(Rule(agent="lead", reply=Reply(content='{"assignments": []}'), times=1))
+    server.add_rule(Rule(agent="lead", reply=Reply(content="   ")))
+    result = await run(configure(server, tmp_path), FAILING_TEAMS["hierarchical"])
+    assert result.answer == "" and result.stop_reason.startswith("error: no answer (finished")
