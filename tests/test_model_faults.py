@@ -8,12 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 from autogen_agentchat.messages import ModelClientStreamingChunkEvent
-from autogen_core.models import CreateResult, UserMessage
+from autogen_core.models import CreateResult, RequestUsage, UserMessage
+from autogen_ext.models.replay import ReplayChatCompletionClient
 from rich.console import Console
 
 from huddle.cli.console import Transcript
 from huddle.config.settings import ModelProfile, Price
 from huddle.models.factory import build_client
+from huddle.models.metering import MeteredClient
 from huddle.models.streaming import STREAM_RESET
 from huddle.testing import Fault, Reply, Rule, ScriptedServer
 from huddle.usage import UsageLedger
@@ -78,3 +80,31 @@ def test_the_console_starts_the_answer_again_on_a_reset() -> None:
         shown.show(ModelClientStreamingChunkEvent(content=chunk, source="responder"))
     shown.close()
     assert out.getvalue() == "responder> The quick \nresponder> A slow turtle\n"
+
+
+async def test_absurd_server_usage_is_replaced_by_the_estimate(server: ScriptedServer, profile: ModelProfile) -> None:
+    server.add_rule(Rule(reply=Reply(content="fine", usage=(10**9, 10**9))))
+    ledger = UsageLedger()
+    client = build_client(profile, ledger, agent="a")
+    result = await client.create([UserMessage(content="hi", source="user")])
+    row = ledger.records()[0]
+    assert row.token_source == "estimate" and 0 < row.prompt_tokens < 50 and 0 < row.completion_tokens < 10
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (row.prompt_tokens, row.completion_tokens)
+
+
+async def test_negative_server_usage_never_lowers_the_bill(profile: ModelProfile) -> None:
+    """A server reporting -8 billion completion tokens put -$16,000 in the ledger and let calls through a budget."""
+    negative = CreateResult(
+        finish_reason="stop",
+        content="fine",
+        usage=RequestUsage(prompt_tokens=5, completion_tokens=-8 * 10**9),
+        cached=False,
+    )
+    ledger = UsageLedger()
+    inner = ReplayChatCompletionClient([negative, negative])
+    client = MeteredClient(inner, ledger=ledger, profile=profile, count_text=lambda text: len(text.split()))
+    for _ in range(2):
+        await client.create([UserMessage(content="hi there", source="user")])
+    rows = ledger.records()
+    assert [r.token_source for r in rows] == ["estimate", "estimate"]
+    assert all(r.completion_tokens == 1 and r.cost_usd > 0 for r in rows)

@@ -20,6 +20,7 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
+    RequestUsage,
     UserMessage,
 )
 from autogen_core.tools import Tool, ToolSchema
@@ -41,6 +42,7 @@ ToolChoice = Tool | Literal["auto", "required", "none"]
 _BYTES_PER_CHAR = 4  # UTF-8's most; a BPE token covers at least one byte, so 4 x chars bounds the tokens from above
 _PER_MESSAGE_TOKENS = 8  # role and separator tokens a chat template adds per message, generously
 _KEEP_LAST_MESSAGES = 2
+_USAGE_SLACK_TOKENS = 1024  # what a server may add to the text sent: chat template, tool rendering, its own system prompt
 
 
 class ContextOverflow(HuddleError):
@@ -143,8 +145,7 @@ class MeteredClient(DelegatingClient):
         except BaseException as exc:
             self._record_failure(exc, started, streamed=False)
             raise
-        self._record(result, messages, args["tools"], started, streamed=False)
-        return result
+        return self._record(result, messages, args["tools"], started, streamed=False)
 
     async def _stream_once(
         self, messages: Sequence[LLMMessage], args: dict[str, Any]
@@ -169,8 +170,7 @@ class MeteredClient(DelegatingClient):
             failure = RuntimeError("stream ended without a final result")
             self._record_failure(failure, started, streamed=True)
             raise failure
-        self._record(result, messages, args["tools"], started, streamed=True)
-        yield result
+        yield self._record(result, messages, args["tools"], started, streamed=True)
 
     def _retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_retries=self.profile.max_retries)
@@ -275,18 +275,26 @@ class MeteredClient(DelegatingClient):
         started: float,
         *,
         streamed: bool,
-    ) -> None:
-        """Meter a call that returned; a reply that cannot be right is metered, then raised as `MalformedReply`."""
+    ) -> CreateResult:
+        """Meter a call that returned, and return it with the usage metered; a reply that cannot be right is
+        metered, then raised as `MalformedReply`.
+
+        The server's usage is taken only when it can be true: a server reporting negative or absurd counts let calls
+        through a budget and put a refund of $16,000 in the ledger. Anything else is estimated with the tokenizer.
+        """
         problem = None if tools or isinstance(result.content, str) else "the model called a tool, but none was offered"
         prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
         source: TokenSource = "server"
         if result.cached:
             prompt, completion, source = 0, 0, "cache"
+        elif (prompt, completion) != (0, 0) and not self._plausible(prompt, completion, messages, tools, result):
+            tracing.event("usage rejected", "model", agent=self.agent, reason=f"server reported {prompt}/{completion}")
+            prompt, completion, source = self._estimate_usage(messages, tools, result)
+            usage = RequestUsage(prompt_tokens=prompt, completion_tokens=completion)
+            result = result.model_copy(update={"usage": usage})  # callers summing models_usage see it too
         elif prompt == 0 and completion == 0:
             # autogen reports 0/0 when the server sent no usage; a real request always has prompt tokens.
-            prompt = self.inner.count_tokens(messages, tools=tools)
-            completion = self._count_text(_result_text(result))
-            source = "estimate"
+            prompt, completion, source = self._estimate_usage(messages, tools, result)
         self._append(
             prompt_tokens=prompt,
             completion_tokens=completion,
@@ -299,6 +307,35 @@ class MeteredClient(DelegatingClient):
         )
         if problem:
             raise MalformedReply(problem)
+        return result
+
+    def _estimate_usage(
+        self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], result: CreateResult
+    ) -> tuple[int, int, TokenSource]:
+        """Prompt and completion tokens counted here, for a call whose server sent no usage or an impossible one."""
+        return self.inner.count_tokens(messages, tools=tools), self._count_text(_result_text(result)), "estimate"
+
+    def _plausible(
+        self,
+        prompt: int,
+        completion: int,
+        messages: Sequence[LLMMessage],
+        tools: Sequence[Tool | ToolSchema],
+        result: CreateResult,
+    ) -> bool:
+        """Whether a server's usage can be true: not negative, the prompt no more than what was sent can take, the
+        completion no more than what came back can take or the profile lets the model write (reasoning tokens).
+
+        The bounds come from lengths alone (no tokenizer on every call), so they are loose: they catch the impossible,
+        not a server counting a little high.
+        """
+        if prompt < 0 or completion < 0:
+            return False
+        tools_chars = sum(len(json.dumps(getattr(tool, "schema", tool), default=str)) for tool in tools)
+        sent = _upper_bound_tokens(messages) + tools_chars * _BYTES_PER_CHAR + _USAGE_SLACK_TOKENS
+        received = len(_result_text(result)) * _BYTES_PER_CHAR + _USAGE_SLACK_TOKENS
+        allowed = max(received, self.profile.max_tokens or 0, self.profile.context_window or 0)
+        return prompt <= sent and completion <= allowed
 
     def _record_failure(self, exc: BaseException, started: float, *, streamed: bool) -> None:
         message = redact(f"{type(exc).__name__}: {exc}")[:500]
