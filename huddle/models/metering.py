@@ -42,7 +42,7 @@ ToolChoice = Tool | Literal["auto", "required", "none"]
 _BYTES_PER_CHAR = 4  # UTF-8's most; a BPE token covers at least one byte, so 4 x chars bounds the tokens from above
 _PER_MESSAGE_TOKENS = 8  # role and separator tokens a chat template adds per message, generously
 _KEEP_LAST_MESSAGES = 2
-_USAGE_SLACK_TOKENS = 1024  # what a server may add to the text sent: chat template, tool rendering, its own system prompt
+_USAGE_SLACK_TOKENS = 1024  # a server may add a chat template, tool rendering, its own system prompt
 
 
 class ContextOverflow(HuddleError):
