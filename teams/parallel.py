@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from autogen_agentchat.messages import TextMessage
 
 from huddle.teams.base import MemberError, Outcome, Run
-from huddle.teams.patterns import Member, PatternTeam, failure_note
+from huddle.teams.patterns import Member, PatternTeam, failure_note, failure_reason
 from huddle.tools.plugins import resolve
 
 MERGE_GROUP = "huddle.merges"  # entry points naming merge functions, like huddle.tools names tools
@@ -74,7 +74,7 @@ class ParallelTeam(PatternTeam):
                 merged = self._merge(dict(outputs))
                 return str(await merged if inspect.isawaitable(merged) else merged)
             except Exception as exc:
-                run.fail(MemberError("merge", f"{type(exc).__name__}: {exc}"[:300]))
+                run.fail(MemberError("merge", failure_reason(exc)))
         answer = concat(outputs, failed)
         run.emit(TextMessage(content=answer, source=self.responder))
         return answer

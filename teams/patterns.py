@@ -70,11 +70,13 @@ class Member(ABC):
         except MemberError:
             raise
         except asyncio.TimeoutError as exc:  # TimeoutError itself only from Python 3.11
-            raise MemberError(self.name, f"timed out after {self.timeout_s:g} s") from exc
+            # Without a timeout of ours the member's own work timed out (an HTTP read, a tool): say what it said.
+            reason = f"timed out after {self.timeout_s:g} s" if self.timeout_s is not None else failure_reason(exc)
+            raise MemberError(self.name, reason) from exc
         except BudgetExhausted as exc:
             raise MemberError(self.name, redact(str(exc))[:_REASON_CHARS], budget=True) from exc
         except Exception as exc:
-            raise MemberError(self.name, redact(f"{type(exc).__name__}: {exc}")[:_REASON_CHARS]) from exc
+            raise MemberError(self.name, failure_reason(exc)) from exc
 
     @abstractmethod
     async def run(self, prompt: str, run: Run, topic: str) -> str:
@@ -286,6 +288,16 @@ def failure_note(failures: Mapping[str, str]) -> str:
         return ""
     listed = "; ".join(f"{name} ({reason})" for name, reason in failures.items())
     return f"{len(failures)} member{'s' if len(failures) > 1 else ''} failed: {listed}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``Type: message`` for a failure record, secrets masked and bounded; an exception whose ``str`` itself raises
+    is named by its type, so describing a failure can never fail in turn."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        text = f"{type(exc).__name__} (its message could not be read)"
+    return redact(text)[:_REASON_CHARS]
 
 
 def needs_memory(spec: str | TeamSpec | PatternSpec) -> bool:

@@ -4,11 +4,16 @@ after a cancelled run, and no empty answer reported as a success."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import BaseChatMessage, TextMessage
+from autogen_core import CancellationToken
 
 from huddle.config.settings import Settings, load_settings
 from huddle.teams.base import RunResult, build_team
@@ -77,6 +82,55 @@ async def test_nested_group_chats_share_the_budget_too(server: ScriptedServer, t
     assert result.usage.total_tokens <= 600 + sum(CALL)
     assert result.budget is not None and result.budget["stopped"] is not None
     assert result.stop_reason.startswith(("budget", "error: no answer (budget"))
+
+
+# --- 3: a member's failure never escapes, whatever it raises ---------------------------------------------------------
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no message")
+
+
+RAISED: dict[str, BaseException] = {
+    "TimeoutError": TimeoutError("read timed out"),  # an HTTP read's, not the member's timeout (none is set)
+    "asyncio.TimeoutError": asyncio.TimeoutError(),
+    "KeyError": KeyError("k"),
+    "Unprintable": Unprintable(),
+}
+
+
+class RaisingAgent(BaseChatAgent):
+    """A custom member that raises `RAISED[error]` (``use: tests.test_team_faults:RaisingAgent``)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__("raising", "raises")
+        self.error = error
+        self.closed = False
+
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (TextMessage,)
+
+    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        raise RAISED[self.error]
+
+    async def on_reset(self, cancellation_token: CancellationToken) -> None:
+        """Stateless."""
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("error", list(RAISED))
+async def test_a_member_failure_of_any_type_is_recorded_not_raised(
+    error: str, server: ScriptedServer, tmp_path: Path
+) -> None:
+    member = {"name": "raising", "use": "tests.test_team_faults:RaisingAgent", "config": {"error": error}}
+    result = await run(configure(server, tmp_path), spec("parallel", [member, model("steady")]))
+    assert result.answer.startswith("## steady\nok")
+    assert result.stop_reason.startswith("partial") and set(result.failures) == {"raising"}
+    assert type(RAISED[error]).__name__ in result.failures["raising"]
 
 
 # --- 14: no answer is never a success --------------------------------------------------------------------------------
