@@ -19,10 +19,24 @@ _SECRET_ENV_HINTS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
 MASK = "***"
 _SHORTEST_SECRET = 8  # no pattern above, and no environment value `_env_secrets` keeps, matches fewer characters
 _scanned: tuple[dict[Any, Any] | None, list[str]] = (None, [])
+_protected: set[str] = set()  # variables named by a profile's api_key_env: secrets whatever their names say
+
+
+def protect_env(*names: str) -> None:
+    """Mask the values of these environment variables wherever `redact` runs, whatever their names or shapes.
+
+    A profile may keep its key in any variable (``api_key_env: LLM_CRED``) and a gateway's key need not look like
+    ``sk-...``: neither the name hints nor the key patterns would catch it, and it was echoed on error paths.
+    """
+    global _scanned
+    if not set(names) <= _protected:
+        _protected.update(names)
+        _scanned = (None, [])  # the next `redact` scans the environment again
 
 
 def _env_secrets() -> list[str]:
-    """Values of environment variables whose names say they hold a secret (long enough to be worth masking).
+    """Values of environment variables whose names say they hold a secret, or that `protect_env` named (long enough
+    to be worth masking).
 
     `redact` runs on every traced attribute, and scanning (and decoding) the whole environment each time was a tenth
     of a turn's CPU, so the scan is kept until the environment changes: comparing the raw mapping CPython keeps
@@ -35,8 +49,9 @@ def _env_secrets() -> list[str]:
         secrets = [
             v
             for k, v in os.environ.items()
-            if any(h in k.upper() for h in _SECRET_ENV_HINTS) and len(v) >= _SHORTEST_SECRET
+            if (k in _protected or any(h in k.upper() for h in _SECRET_ENV_HINTS)) and len(v) >= _SHORTEST_SECRET
         ]
+        secrets.sort(key=len, reverse=True)  # a value that contains another is masked whole
         _scanned = (dict(raw) if raw is not None else None, secrets)
     return secrets
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from autogen_core.models import UserMessage
 
+from huddle.config.settings import ModelProfile
+from huddle.models.factory import build_client
 from huddle.secrets import MASK, redact
+from huddle.testing import Reply, Rule, ScriptedServer
+from huddle.usage import UsageLedger
 
 
 def test_key_shapes_are_masked() -> None:
@@ -22,3 +27,21 @@ def test_an_environment_secret_set_or_changed_after_earlier_calls_is_masked(monk
     assert redact("now other-words-now") == f"now {MASK}"
     monkeypatch.setenv("UNRELATED_SETTING", "unrelated-value")  # a name that does not say "secret" is left alone
     assert redact("unrelated-value") == "unrelated-value"
+
+
+async def test_the_key_in_any_variable_a_profile_names_is_masked_and_never_kept_from_a_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``api_key_env: LLM_CRED`` holding a key of no known shape: masked on error paths, and out of model replies."""
+    key = "gateway-7f3a9c1e55"
+    monkeypatch.setenv("LLM_CRED", key)
+    assert redact(f"failed with {key}") == f"failed with {key}"  # neither its name nor its shape says secret
+    with ScriptedServer() as server:
+        server.add_rule(Rule(reply=Reply(content=f"Your key is {key} and sk-abcdefghijklmnop.")))
+        profile = ModelProfile(name="gw", model="m", base_url=server.base_url, api_key_env="LLM_CRED", max_retries=0)
+        ledger = UsageLedger()
+        client = build_client(profile, ledger, agent="a")
+        assert redact(f"failed with {key}") == f"failed with {MASK}"
+        result = await client.create([UserMessage(content="what is my key?", source="user")])
+        await client.close()
+    assert result.content == f"Your key is {MASK} and {MASK}."

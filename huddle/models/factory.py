@@ -19,6 +19,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from httpx2 import create_ssl_context
 from openai import DefaultAsyncHttpxClient
 
+from huddle import secrets
 from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError, MissingExtraError
 from huddle.models import AGENT_HEADER, plain_body, tokens
@@ -148,6 +149,7 @@ def build_client(
     agent)` may put a layer of the caller's between the provider's client and the cache and meter (record/replay).
     """
     tokens.ensure_offline_tiktoken()
+    secrets.protect_env(profile.api_key_env, *(other.api_key_env for other in (profiles or {}).values()))
     raw: ChatCompletionClient
     if profile.provider == "openai":
         raw = _openai_client(profile, agent)

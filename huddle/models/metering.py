@@ -9,13 +9,14 @@ when it did not.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from autogen_core import CancellationToken
+from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
@@ -307,7 +308,7 @@ class MeteredClient(DelegatingClient):
         )
         if problem:
             raise MalformedReply(problem)
-        return result
+        return _masked(result)
 
     def _estimate_usage(
         self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], result: CreateResult
@@ -392,6 +393,20 @@ def _delivered(delivery: Delivery, item: str | CreateResult) -> list[str | Creat
     if isinstance(item, CreateResult):
         return [*delivery.finish(), item]
     return list(delivery.take(item))
+
+
+def _masked(result: CreateResult) -> CreateResult:
+    """The reply with anything key-shaped masked (`redact`), before an agent keeps it: a model repeating a key put it
+    in sessions.sqlite unmasked, though traces masked it. The chunks of a stream are shown, not stored."""
+    content: str | list[FunctionCall]
+    if isinstance(result.content, str):
+        content = redact(result.content)
+    else:
+        content = [dataclasses.replace(call, arguments=redact(call.arguments)) for call in result.content]
+    thought = redact(result.thought) if result.thought else result.thought
+    if content == result.content and thought == result.thought:
+        return result
+    return result.model_copy(update={"content": content, "thought": thought})
 
 
 def _upper_bound_tokens(messages: Sequence[LLMMessage]) -> int:
