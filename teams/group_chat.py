@@ -214,16 +214,19 @@ class GroupChatTeam(Team):
         )
 
     async def _start_mcp(self) -> None:
-        """Start the team's MCP servers once and give their tools to the tool executor (and so to the planner)."""
+        """Start the team's MCP servers and give their tools to the tool executor (and so to the planner), once it
+        works: a start that fails stops what it started and raises, and the next run tries again, so no run goes on
+        silently without the servers' tools."""
         executor = self.spec.member("tool_executor")
         if self._mcp is not None or not self.spec.team.mcp or executor is None:
             return
         from huddle.tools.mcp import open_mcp_tools
 
-        self._mcp = AsyncExitStack()
-        tools = await self._mcp.enter_async_context(open_mcp_tools(self.spec.team.mcp))
-        for tool in tools:
-            self.toolsets[executor.agent_name].register(tool)
+        async with AsyncExitStack() as starting:
+            tools = await starting.enter_async_context(open_mcp_tools(self.spec.team.mcp))
+            for tool in tools:
+                self.toolsets[executor.agent_name].register(tool)
+            self._mcp = starting.pop_all()  # started: kept open until `close`
 
     async def save_state(self) -> dict[str, Any]:
         """The conversation and every member's state (each member's autogen ``save_state``), for a durable session."""

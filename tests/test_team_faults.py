@@ -5,6 +5,7 @@ after a cancelled run, and no empty answer reported as a success."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 
 from huddle.config.settings import Settings, load_settings
+from huddle.errors import HuddleError
 from huddle.teams.base import RunResult, build_team
 from huddle.teams.kinds import PatternSpec
 from huddle.testing import Fault, Reply, Rule, ScriptedServer
@@ -167,3 +169,44 @@ async def test_a_manager_that_answers_nothing_is_an_error(server: ScriptedServer
     server.add_rule(Rule(agent="lead", reply=Reply(content="   ")))
     result = await run(configure(server, tmp_path), FAILING_TEAMS["hierarchical"])
     assert result.answer == "" and result.stop_reason.startswith("error: no answer (finished")
+
+
+# --- 4: a failed MCP start is tried again ----------------------------------------------------------------------------
+
+FLAKY_LAUNCHER = """
+import os, runpy, sys
+from pathlib import Path
+
+if not Path("failed-once").exists():  # the first start fails, as a server whose port is taken would
+    Path("failed-once").write_text("")
+    sys.exit(1)
+runpy.run_path("demo_server.py", run_name="__main__")
+"""
+
+
+async def test_a_failed_mcp_start_fails_its_run_and_is_retried_at_the_next(tmp_path: Path) -> None:
+    pytest.importorskip("mcp", reason="the mcp extra: pip install -e '.[mcp]'")
+    from huddle.teams.group_chat import GroupChatTeam
+    from huddle.teams.spec import TeamSpec
+    from tests.test_mcp import SERVER
+
+    (tmp_path / "demo_server.py").write_text(SERVER)
+    (tmp_path / "launcher.py").write_text(FLAKY_LAUNCHER)
+    mcp = [{"command": sys.executable, "args": ["launcher.py"], "env": {"PIDFILE": "server.pid"}, "tools": ["add"]}]
+    team_spec = TeamSpec.model_validate(
+        {
+            "team": {"name": "mcp-desk", "mcp": mcp},
+            "agents": [{"role": "planner"}, {"role": "tool_executor", "tools": []}, {"role": "responder"}],
+        }
+    )
+    with ScriptedServer(fallback=Reply(content="ok")) as server:
+        team = GroupChatTeam(team_spec, configure(server, tmp_path))
+        try:
+            with pytest.raises(HuddleError):
+                await team.run("add forty and two")
+            assert "add" not in team.toolsets["tool_executor"].names()
+            result = await team.run("add forty and two")
+        finally:
+            await team.close()
+    assert result.answer == "ok"
+    assert "add" in team.toolsets["tool_executor"].names()  # the second run started the server and has its tool
