@@ -1,6 +1,8 @@
 """The group-chat manager: picks the next speaker through a chain of policies, cheapest first.
 
-1. ``mention``    — the last message hands off to or @-mentions a member.
+1. ``mention``    — the last message hands off to or @-mentions a member, when a member wrote it in its own words:
+                    never the user's text, recalled memory, a plan, tool output or a failure (prompt injection
+                    must not route around a plan's confirmation step).
 2. ``rule``       — fixed rules: once the budget refused a call, the responder wraps up; a failed member's steps go
                     to its ``reroute_to`` alternate (an optional member is skipped, and any member that fails the
                     same way twice in a run is never picked again); a new task goes to the memory agent (recall)
@@ -22,17 +24,19 @@ Every decision is recorded with its policy and reason; the manager's model calls
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Literal, Protocol
 
-from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, HandoffMessage
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, HandoffMessage, ToolCallSummaryMessage
 from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 from pydantic import BaseModel
 
 from huddle import prompts, tracing
 from huddle.agents.state import RunState
+from huddle.secrets import redact
 from huddle.usage.budget import Governor
 
 # The group chat manager's policies, then the other kinds' (sequential, parallel, hierarchical, event-driven).
@@ -53,6 +57,7 @@ Policy = Literal[
     "event",
     "stop",
 ]
+logger = logging.getLogger("huddle.manager")
 _HISTORY_MESSAGES = 8
 _HISTORY_CHARS = 300
 
@@ -124,6 +129,7 @@ class Manager:
         self._on_decision = on_decision
         self._previous: str | None = None
         self._spoken: set[str] = set()
+        self.model_error: str | None = None  # why this decision's model call failed, for its reason
 
     def start_task(self) -> None:
         """Forget per-task progress (a chat runs one task per user message on the same team)."""
@@ -145,6 +151,7 @@ class Manager:
             self._spoken.add(last.source)
             self._previous = last.source
         self._economise()
+        self.model_error = None
         choice = (
             self._by_budget()
             or self._after_failure(last)
@@ -156,6 +163,8 @@ class Manager:
             or self._fallback()
         )
         speaker, policy, reason = choice
+        if self.model_error is not None:
+            reason = f"{reason} (the manager's model failed: {self.model_error})"
         return self._decide(speaker, policy, reason)
 
     def _decide(self, speaker: str, policy: Policy, reason: str) -> str:
@@ -206,15 +215,28 @@ class Manager:
         return [n for n in self.available if self.allow_repeated_speaker or n != self._previous]
 
     def _by_mention(self, last: BaseChatMessage | None) -> tuple[str, Policy, str] | None:
+        if last is None or not self._trusted(last):
+            return None
         if isinstance(last, HandoffMessage) and last.target in self.available:
             return last.target, "mention", f"{last.source} handed off to {last.target}"
-        if last is None:
-            return None
         text = last.to_model_text()
         for name in self.available:
             if name != last.source and re.search(rf"(?<![\w@])@{re.escape(name)}\b", text):
                 return name, "mention", f"{last.source} mentioned @{name}"
         return None
+
+    def _trusted(self, message: BaseChatMessage) -> bool:
+        """Whether a message may route the turn: a member's own words, not text it relays.
+
+        The user's message, recalled memory, plans and intents (whose text quotes the user), tool output and failure
+        messages (which quote exceptions) carry text nobody on the team wrote; an ``@orders`` in them is data, not a
+        handoff. Members' plain messages carry no ``kind``; a message kind added later is untrusted until listed.
+        """
+        return (
+            message.source in self.roster
+            and not isinstance(message, ToolCallSummaryMessage)
+            and "kind" not in message.metadata
+        )
 
     async def _by_rule(self) -> tuple[str, Policy, str] | None:
         if self.state.plan is not None:
@@ -286,10 +308,14 @@ class Manager:
     async def _ask(self, conversation: list[LLMMessage]) -> str:
         """The model's reply, or "" when the call is refused or fails for good (the fallback then decides: choosing
         a speaker must never end the run)."""
-        assert self.client is not None
+        if self.client is None:
+            return ""
         try:
             result = await self.client.create(conversation, extra_create_args={"max_tokens": 20})
-        except Exception:  # retries and fallback profiles are already spent inside the client
+        except Exception as exc:  # retries and fallback profiles are already spent inside the client
+            why = redact(f"{type(exc).__name__}: {exc}")[:200]
+            logger.warning("the manager's model call failed, the fallback chooses: %s", why)
+            self.model_error = why
             return ""
         return result.content if isinstance(result.content, str) else ""
 
