@@ -2,7 +2,12 @@
 
 Only a step whose tool or arguments the planner could not give costs a model call (a tool call chosen by the model
 among this agent's tools). Every failure — unknown tool, invalid arguments, an exception, a timeout, a model that
-does not call a tool — becomes a result line in the conversation and a failed step; the run goes on.
+does not call a tool, a model call that fails for good — becomes a result line in the conversation and a failed step
+of its own; the other steps keep their results, and a step that finished is never run again (a write must not repeat
+when the failed steps are rerouted). In a team with a planner, tools that change things (``write``, ``external``) run
+only as plan steps: a request routed here by a mention or the manager's model may only read, so text injected into
+the conversation cannot skip the plan's confirmation. What it posts is bounded: one argument cannot fill the next
+prompt.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
@@ -21,10 +27,15 @@ from autogen_core.models import ChatCompletionClient, LLMMessage, RequestUsage, 
 from huddle import prompts
 from huddle.agents.plan import PlanStep
 from huddle.agents.state import RunState
+from huddle.secrets import redact
 from huddle.tools import ToolRegistry, ToolResult
 from huddle.usage.budget import BudgetExhausted
 
 logger = logging.getLogger("huddle.tools")
+MAX_ARG_CHARS = 200
+"""An argument's value as posted to the conversation (the tool itself gets all of it)."""
+MAX_RESULT_CHARS = 8000
+"""A step's result or error as posted: tools bound their own output in tokens; this bounds everything else too."""
 
 
 class ToolExecutorAgent(BaseChatAgent):
@@ -39,12 +50,15 @@ class ToolExecutorAgent(BaseChatAgent):
         *,
         tools: ToolRegistry,
         prompt: str = "tool_executor",
+        planned_writes_only: bool = False,
     ) -> None:
+        """`planned_writes_only`: the team has a planner, so ``write``/``external`` tools run only as its steps."""
         super().__init__(name, description)
         self._client = client
         self._state = state
         self._tools = tools
         self._prompt = prompt
+        self._planned_writes_only = planned_writes_only
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
@@ -56,14 +70,12 @@ class ToolExecutorAgent(BaseChatAgent):
             instruction = messages[-1].to_model_text() if messages else self._state.task
             # Chosen by mention, similarity or the manager's model rather than the plan: an unplanned step 0.
             steps = [PlanStep.model_construct(id=0, assignee=self.name, instruction=instruction, tool=None, args=None)]
-        outcomes = await asyncio.gather(*(self._run_step(step, cancellation_token) for step in steps))
+        outcomes = await asyncio.gather(*(self._settle(step, cancellation_token) for step in steps))
         lines, usage = [], RequestUsage(prompt_tokens=0, completion_tokens=0)
         for step, (result, step_usage) in zip(steps, outcomes, strict=True):
-            if step.id:
-                self._state.complete(step.id, result.content, ok=result.ok)
-            call = f"{result.tool}({', '.join(f'{k}={v!r}' for k, v in result.args.items())})"
+            call = f"{clip(result.tool)}({', '.join(f'{k}={clip(repr(v))}' for k, v in result.args.items())})"
             label = f"Step {step.id}" if step.id else "Request"
-            lines.append(f"{label}: {call} -> {'' if result.ok else 'ERROR '}{result.content}")
+            lines.append(f"{label}: {call} -> {'' if result.ok else 'ERROR '}{clip(result.content, MAX_RESULT_CHARS)}")
             usage = _add_usage(usage, step_usage)
         return Response(
             chat_message=TextMessage(
@@ -74,13 +86,28 @@ class ToolExecutorAgent(BaseChatAgent):
                     "kind": "tool_result",
                     "model_calls": str(sum(1 for _, u in outcomes if u.prompt_tokens)),
                     # The calls as data, for checks that must not parse the text (scenario expectations).
-                    "calls": json.dumps([{"tool": r.tool, "args": r.args, "ok": r.ok} for r, _ in outcomes]),
+                    "calls": json.dumps(
+                        [{"tool": clip(r.tool), "args": _clipped(r.args), "ok": r.ok} for r, _ in outcomes]
+                    ),
                     # What the responder reads: one plain sentence per result (a small model copies a sentence
                     # correctly and misreads a JSON object, e.g. the clock's weekday).
                     "findings": "\n".join(plain_result(r) for r, _ in outcomes),
                 },
             )
         )
+
+    async def _settle(self, step: PlanStep, cancellation_token: CancellationToken) -> tuple[ToolResult, RequestUsage]:
+        """One step's outcome, whatever happens to its siblings: an exception is this step's failure, and the step
+        is completed in the run state as soon as it ends, so a finished step is never handed to anyone again."""
+        try:
+            outcome = await self._run_step(step, cancellation_token)
+        except Exception as exc:  # the model call failed for good (its retries and fallbacks are spent)
+            why = redact(f"{type(exc).__name__}: {exc}")[:MAX_RESULT_CHARS]
+            logger.warning("%s: step %d failed: %s", self.name, step.id, why)
+            outcome = _not_run(step.tool, why), RequestUsage(prompt_tokens=0, completion_tokens=0)
+        if step.id:
+            self._state.complete(step.id, outcome[0].content, ok=outcome[0].ok)
+        return outcome
 
     async def _run_step(self, step: PlanStep, cancellation_token: CancellationToken) -> tuple[ToolResult, RequestUsage]:
         """Run the step's tool directly when the plan gave valid arguments; otherwise let the model choose the call."""
@@ -90,6 +117,7 @@ class ToolExecutorAgent(BaseChatAgent):
             return await self._tools.get(step.tool).run(args), none
         if not self._client.model_info["function_calling"]:
             return _not_run(step.tool, "the step gives no valid tool call and this model cannot call tools"), none
+        tools = self._offered(step)
         system = prompts.render(self._prompt, name=self.name, task=self._state.task, instruction=step.instruction)
         conversation: list[LLMMessage] = [
             SystemMessage(content=system),
@@ -99,7 +127,7 @@ class ToolExecutorAgent(BaseChatAgent):
         for attempt in range(2):  # a malformed tool call is re-asked once, with the parse error as feedback
             try:
                 result = await self._client.create(
-                    conversation, tools=self._tools.schemas(), cancellation_token=cancellation_token
+                    conversation, tools=tools.schemas(), cancellation_token=cancellation_token
                 )
             except BudgetExhausted as exc:
                 return _not_run(step.tool, str(exc)), usage
@@ -113,11 +141,24 @@ class ToolExecutorAgent(BaseChatAgent):
             conversation.append(
                 UserMessage(content=prompts.render("tool_call_repair", tool=call.name, problem=problem), source="user")
             )
-        if call.name not in self._tools.names():
-            allowed = ", ".join(self._tools.names())
-            logger.warning("%s refused tool %r: not on its allowlist (%s)", self.name, call.name, allowed)
-            return _not_run(call.name, f"tool {call.name!r} is not on {self.name}'s allowlist ({allowed})"), usage
-        return await self._tools.get(call.name).run(call.arguments), usage
+        name = clip(call.name)
+        if call.name in self._tools.names() and call.name not in tools.names():
+            logger.warning("%s refused tool %r on an unplanned request: it has side effects", self.name, name)
+            return _not_run(
+                call.name, f"tool {name!r} changes things: it runs only as a step of the team's plan"
+            ), usage
+        if call.name not in tools.names():
+            allowed = ", ".join(tools.names())
+            logger.warning("%s refused tool %r: not on its allowlist (%s)", self.name, name, allowed)
+            return _not_run(name, f"tool {name!r} is not on {self.name}'s allowlist ({allowed})"), usage
+        return await tools.get(call.name).run(call.arguments), usage
+
+    def _offered(self, step: PlanStep) -> ToolRegistry:
+        """The tools the model may call for `step`: all of them for a plan step; for a request the plan did not make
+        (chosen by a mention or the manager's model) in a team with a planner, only the ones that just read."""
+        if step.id or not self._planned_writes_only:
+            return self._tools
+        return self._tools.subset(n for n in self._tools.names() if self._tools.get(n).side_effects == "read")
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         """Stateless between turns: everything it needs is in the run state."""
@@ -140,8 +181,22 @@ def plain_result(result: ToolResult) -> str:
         summary = parsed.get("summary")
         return f"{result.tool}: {summary if isinstance(summary, str) else result.content}"
     if len(result.args) == 1:
-        return f"{result.tool}: {next(iter(result.args.values()))} = {result.content}"
+        return f"{result.tool}: {clip(str(next(iter(result.args.values()))))} = {result.content}"
     return f"{result.tool}: {result.content}"
+
+
+def clip(text: str, limit: int = MAX_ARG_CHARS) -> str:
+    """`text` cut to `limit` characters with a marker saying how much was cut: a model's 2 MB argument must not
+    become the next prompt (it is echoed in the result line every later agent reads)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} more characters cut]"
+
+
+def _clipped(args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments with every long value clipped (to a string), for the message's metadata (saved with the session)."""
+    shown = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in args.items()}
+    return {k: args[k] if len(text) <= MAX_ARG_CHARS else clip(text) for k, text in shown.items()}
 
 
 def _add_usage(a: RequestUsage, b: RequestUsage) -> RequestUsage:

@@ -165,6 +165,7 @@ class GroupChatTeam(Team):
                 self.state,
                 tools=self.toolsets[name],
                 prompt=spec.prompt_name,
+                planned_writes_only=roles.planner is not None,
             )
         if spec.role == "memory":
             scopes = spec.memory_scopes or ["user:default", f"team:{self.spec.team.name}"]
