@@ -79,13 +79,24 @@ def _print_items(items: list[MemoryItem], scores: list[float] | None, as_json: b
 
 
 def _document_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; directories expanded to the markdown/text files anywhere below them, sorted."""
+    """Files as given; directories expanded to the markdown/text files anywhere below them, sorted.
+
+    A link inside a directory that leads out of it is skipped (and said so): ingesting a shared folder must not
+    copy ``/etc/passwd`` into a memory every agent reads.
+    """
     from huddle.errors import HuddleError
 
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES))
+            root = path.resolve()
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES):
+                if file.resolve().is_relative_to(root):
+                    found.append(file)
+                else:
+                    err.print(
+                        f"skipped {file}: a link to outside {path}", markup=False, highlight=False, soft_wrap=True
+                    )
         elif path.is_file():
             found.append(path)
         else:
