@@ -32,9 +32,16 @@ class CliState:
     data_dir: Path | None
 
     def settings(self) -> Settings:
+        """The settings, with a data directory that is not a file (every store, trace and cache lives under it)."""
         from huddle.config.settings import load_settings
 
-        return load_settings(self.config, model=self.model, data_dir=self.data_dir)
+        settings = load_settings(self.config, model=self.model, data_dir=self.data_dir)
+        if settings.data_dir.exists() and not settings.data_dir.is_dir():
+            raise UsageError(
+                f"the data directory {settings.data_dir} is a file, not a folder; give --data-dir (or HUDDLE_HOME) "
+                "a folder, new or existing"
+            )
+        return settings
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

@@ -10,6 +10,10 @@ Files use WAL (a reader never blocks the writer, and a killed process loses at m
 ``synchronous=NORMAL``: with WAL that keeps every commit safe from a crashed or killed process and skips the fsync
 that FULL does per commit (about 0.2 ms each, on the event loop, for every metered call). The connection is shared
 by a process's threads behind one lock and runs in autocommit mode; `transaction` makes a write one unit.
+
+SQLite's own failures (a damaged or foreign file, a read-only or full disk, a lock held too long) are the user's
+environment, not a bug: each becomes one `StorageError` naming the file and what to do. An empty (0-byte) file is an
+empty database to SQLite and is used as a new one: nothing was in it to lose (a touched or pre-created file).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from huddle.errors import HuddleError
@@ -31,18 +35,60 @@ class SchemaTooNewError(HuddleError):
     """The file was written by a newer huddle (its schema has steps this code does not know); it is left untouched."""
 
 
+class StorageError(HuddleError):
+    """A store's file cannot be opened, read or written; the message names the file and what to do."""
+
+
+# What to do, by SQLite's primary result code (``sqlite_errorname`` without its extended suffix).
+_ADVICE = {
+    "SQLITE_CORRUPT": "it is damaged; move it aside (huddle then starts an empty one) or restore it from a backup",
+    "SQLITE_NOTADB": "it is not a SQLite database; move it aside (huddle then starts an empty one)",
+    "SQLITE_READONLY": "it or its folder is read-only; make {folder} writable, or choose another --data-dir",
+    "SQLITE_CANTOPEN": "it cannot be opened; check that {folder} exists and is writable, or choose another --data-dir",
+    "SQLITE_PERM": "permission denied; make {folder} writable, or choose another --data-dir",
+    "SQLITE_FULL": "the disk is full; free some space and try again",
+    "SQLITE_IOERR": "the disk failed to read or write it; check the disk, or choose another --data-dir",
+    "SQLITE_BUSY": "another huddle process held it locked too long; try again when that one is done",
+    "SQLITE_LOCKED": "another huddle process held it locked too long; try again when that one is done",
+}
+
+
+def storage_error(exc: sqlite3.Error, path: Path | None, what: str) -> StorageError:
+    """One line for a failure of SQLite itself: the store, its file, SQLite's words and the advice for its code."""
+    code = (getattr(exc, "sqlite_errorname", None) or "").split("_")
+    advice = _ADVICE.get("_".join(code[:2]), "if the file is not huddle's, move it aside")
+    folder = path.parent if path is not None else "the data directory"
+    where = f" {path}" if path is not None else " (in memory)"
+    return StorageError(f"the {what}{where} cannot be used ({exc}): {advice.format(folder=folder)}")
+
+
+def _environmental(exc: BaseException) -> bool:
+    """SQLite failing on its file or disk (wrapped for the user), as opposed to a bug in our SQL (a constraint, a
+    closed connection), which should stay a traceback."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
 class Database:
     """One SQLite file (or an in-memory database) with its schema brought up to date, shared between threads."""
 
     def __init__(self, path: Path | None, migrations: Sequence[Migration], *, what: str) -> None:
         """Open `path` (None: in memory) and run the `migrations` it lacks; `what` names the store in errors."""
         self.path = path
+        self._what = what
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+                raise StorageError(
+                    f"the {what} {path} cannot be created: no folder {path.parent} ({reason}); "
+                    "choose another --data-dir"
+                ) from None
+        with self._errors():
+            self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         try:
-            with self._lock:
+            with self._lock, self._errors():
                 self._db.execute("PRAGMA foreign_keys=ON")
                 # Before WAL, so a file refused as too new is not even switched to WAL.
                 self._migrate(migrations, what)
@@ -54,18 +100,28 @@ class Database:
             raise
 
     @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's failures on the file or disk as one `StorageError` (see the module docstring)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not _environmental(exc):
+                raise
+            raise storage_error(exc, self.path, self._what) from None
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """The connection inside ``BEGIN IMMEDIATE``: committed if the block ends, rolled back if it raises.
 
         IMMEDIATE takes the write lock up front, so a read-then-write (the next turn number) cannot interleave with
         another process's.
         """
-        with self._lock:
+        with self._lock, self._errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             self._db.execute("COMMIT")
 
@@ -73,8 +129,15 @@ class Database:
     def connection(self) -> Iterator[sqlite3.Connection]:
         """The connection while no other thread uses it: for reads, and writes of one statement (each is committed
         on its own)."""
-        with self._lock:
+        with self._lock, self._errors():
             yield self._db
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if SQLite has not already (it rolls back by itself on a full disk or an I/O
+        error): a failing ROLLBACK must not replace the error that caused it."""
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def close(self) -> None:
         with self._lock:
@@ -103,7 +166,7 @@ class Database:
                         step(self._db)
                     self._db.execute(f"PRAGMA user_version = {version + 1}")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             self._db.execute("COMMIT")
             if version >= known:
