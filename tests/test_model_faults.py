@@ -3,11 +3,13 @@ cannot be right is not billed, a cancelled call is metered, and closing a client
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 
 import pytest
 from autogen_agentchat.messages import ModelClientStreamingChunkEvent
+from autogen_core import CancellationToken
 from autogen_core.models import CreateResult, RequestUsage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from rich.console import Console
@@ -108,3 +110,32 @@ async def test_negative_server_usage_never_lowers_the_bill(profile: ModelProfile
     rows = ledger.records()
     assert [r.token_source for r in rows] == ["estimate", "estimate"]
     assert all(r.completion_tokens == 1 and r.cost_usd > 0 for r in rows)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_cancelled_call_is_metered_for_the_prompt_it_sent(
+    server: ScriptedServer, profile: ModelProfile, stream: bool
+) -> None:
+    server.add_rule(Rule(reply=Reply(content="too late", delay_s=5)))
+    ledger = UsageLedger()
+    client = build_client(profile, ledger, agent="a")
+    token = CancellationToken()
+    messages = [UserMessage(content="a question that is sent, then cancelled", source="user")]
+
+    async def call() -> None:
+        if stream:
+            async for _ in client.create_stream(messages, cancellation_token=token):
+                pass
+        else:
+            await client.create(messages, cancellation_token=token)
+
+    task = asyncio.ensure_future(call())
+    while not server.chat_requests:
+        await asyncio.sleep(0.02)
+    token.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await client.close()
+    [row] = ledger.records()
+    assert row.token_source == "estimate" and row.prompt_tokens == client.count_tokens(messages) > 0
+    assert row.cost_usd > 0 and "CancelledError" in (row.error or "")

@@ -9,6 +9,7 @@ when it did not.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sys
@@ -144,7 +145,7 @@ class MeteredClient(DelegatingClient):
         try:
             result = await self.inner.create(messages, **args)
         except BaseException as exc:
-            self._record_failure(exc, started, streamed=False)
+            self._record_failure(exc, started, streamed=False, sent=(messages, args["tools"]))
             raise
         return self._record(result, messages, args["tools"], started, streamed=False)
 
@@ -158,14 +159,18 @@ class MeteredClient(DelegatingClient):
         """
         started = time.perf_counter()
         result: CreateResult | None = None
+        received: list[str] = []
         try:
             async for item in self.inner.create_stream(messages, **args):
                 if isinstance(item, CreateResult):
                     result = item
                 else:
+                    received.append(item)
                     yield item
         except BaseException as exc:
-            self._record_failure(exc, started, streamed=True)
+            self._record_failure(
+                exc, started, streamed=True, sent=(messages, args["tools"]), received="".join(received)
+            )
             raise
         if result is None:
             failure = RuntimeError("stream ended without a final result")
@@ -338,9 +343,29 @@ class MeteredClient(DelegatingClient):
         allowed = max(received, self.profile.max_tokens or 0, self.profile.context_window or 0)
         return prompt <= sent and completion <= allowed
 
-    def _record_failure(self, exc: BaseException, started: float, *, streamed: bool) -> None:
+    def _record_failure(
+        self,
+        exc: BaseException,
+        started: float,
+        *,
+        streamed: bool,
+        sent: tuple[Sequence[LLMMessage], Sequence[Tool | ToolSchema]] | None = None,
+        received: str = "",
+    ) -> None:
+        """Meter a call that raised: no tokens, except for a call cancelled or abandoned on its way, whose prompt was
+        sent (and is billed) and whose streamed text so far was generated: those are estimated."""
         message = redact(f"{type(exc).__name__}: {exc}")[:500]
-        self._append(token_source="none", latency_s=time.perf_counter() - started, streamed=streamed, error=message)
+        tokens: dict[str, Any] = {"token_source": "none"}
+        if sent is not None and isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            prompt = self.inner.count_tokens(sent[0], tools=sent[1])
+            completion = self._count_text(received) if received else 0
+            tokens = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "token_source": "estimate",
+                "cost_usd": self.profile.price.cost(prompt, completion),
+            }
+        self._append(**tokens, latency_s=time.perf_counter() - started, streamed=streamed, error=message)
 
     def _append(self, **fields: Any) -> None:
         scope = current_scope()
