@@ -7,6 +7,7 @@ Registered on the root app by `huddle.cli.app`. Each reads settings, traces, the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -202,17 +203,38 @@ def tools_command(
     team: TeamOption = "assistant",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, with full schemas.")] = False,
 ) -> None:
-    """The tools and agents a team can see: each member's tool allowlist with schemas, and installed plugins."""
-    from huddle.teams.group_chat import Members
-    from huddle.teams.spec import load_team
+    """The tools and agents a team of any kind can see: each member's tool allowlist with schemas (a nested team's
+    members under it), and installed plugins."""
+    from huddle.teams.kinds import load_any_team
     from huddle.tools.plugins import AGENTS_GROUP, TOOLS_GROUP, installed
 
     settings = ctx.obj.settings()
-    spec = load_team(team)
-    members = Members.resolve(spec, settings.workspace_dir)
+    spec = load_any_team(team)
     report: dict[str, Any] = {
         "team": spec.team.name,
-        "agents": [
+        "kind": getattr(spec.team, "kind", "group_chat"),
+        "agents": _members(spec, settings.workspace_dir),
+        "installed": {TOOLS_GROUP: installed(TOOLS_GROUP), AGENTS_GROUP: installed(AGENTS_GROUP)},
+    }
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    out.print(f"[bold]team {spec.team.name}[/bold] ({report['kind']})")
+    _print_members(report["agents"], "  ")
+    for group, entries in report["installed"].items():
+        listed = ", ".join(f"{n} ({v})" for n, v in entries) or "none"
+        out.print(f"[dim]installed {group}: {listed}[/dim]")
+
+
+def _members(spec: Any, workspace: Path) -> list[dict[str, Any]]:
+    """One row per member of a team of any kind: a group chat's with their tools, a pattern's (model agents, custom
+    agents, nested teams with their own members) as the spec names them."""
+    from huddle.teams.group_chat import Members
+    from huddle.teams.kinds import PatternSpec
+
+    if not isinstance(spec, PatternSpec):
+        members = Members.resolve(spec, workspace)
+        return [
             {
                 "name": name,
                 "kind": (spec.agents[i].role or f"use: {spec.agents[i].use}"),
@@ -220,22 +242,31 @@ def tools_command(
                 "tools": [t.schema for t in members.toolsets.get(name, [])],
             }
             for i, name in enumerate(members.roster)
-        ],
-        "installed": {TOOLS_GROUP: installed(TOOLS_GROUP), AGENTS_GROUP: installed(AGENTS_GROUP)},
-    }
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    out.print(f"[bold]team {spec.team.name}[/bold]")
-    for agent in report["agents"]:
-        out.print(f"  [cyan]{agent['name']}[/cyan] ({agent['kind']}): {agent['description']}", highlight=False)
+        ]
+    rows = []
+    for member in spec.members():
+        kind = {"model": "model agent", "agent": f"use: {member.use}", "team": f"team {member.team_spec_name}"}
+        role = "manager, " if member is spec.manager else "aggregator, " if member is spec.aggregator else ""
+        row: dict[str, Any] = {
+            "name": member.name,
+            "kind": role + kind[member.kind],
+            "description": member.member_description,
+            "tools": [],
+        }
+        if member.kind == "team" and not isinstance(member.team, str):
+            row["members"] = _members(member.team, workspace)
+        rows.append(row)
+    return rows
+
+
+def _print_members(rows: list[dict[str, Any]], indent: str) -> None:
+    for agent in rows:
+        out.print(f"{indent}[cyan]{agent['name']}[/cyan] ({agent['kind']}): {agent['description']}", highlight=False)
         for schema in agent["tools"]:
             params = schema.get("parameters", {}).get("properties", {})
             args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in params.items())
-            out.print(f"      {schema['name']}({args}) — {schema.get('description', '')}", highlight=False)
-    for group, entries in report["installed"].items():
-        listed = ", ".join(f"{n} ({v})" for n, v in entries) or "none"
-        out.print(f"[dim]installed {group}: {listed}[/dim]")
+            out.print(f"{indent}    {schema['name']}({args}) — {schema.get('description', '')}", highlight=False)
+        _print_members(agent.get("members", []), indent + "    ")
 
 
 def prompts_command(
