@@ -74,3 +74,7 @@ class GuardedAgent(BaseChatAgent):
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
         await self.inner.load_state(state)
+
+    async def close(self) -> None:
+        """Close the member itself: a custom agent may hold connections or processes of its own."""
+        await self.inner.close()

@@ -353,11 +353,17 @@ class Team(ABC):
         )
 
     async def close(self) -> None:
-        """Stop a run still in progress and release the team's model clients (their HTTP connections)."""
+        """Stop a run still in progress, then release what the kind holds (`release`) and the team's model clients
+        (their HTTP connections): in that order, so nothing is closed under a member still at work."""
         if self._run is not None and self._run.worker is not None:
             await _stop(self._run.worker)
+        await self.release()
         for client in self._clients:
             await client.close()
+
+    @abstractmethod
+    async def release(self) -> None:
+        """Close what the kind holds besides its model clients (its members, MCP servers)."""
 
     async def __aenter__(self) -> Team:
         return self

@@ -51,8 +51,11 @@ class EventDrivenTeam(PatternTeam):
 
     async def flow(self, run: Run) -> Outcome:
         bus = _Bus(self, run)
-        bus.publish(self.spec.team.start_topic, run.task, source="user")
-        await bus.idle.wait()
+        try:
+            bus.publish(self.spec.team.start_topic, run.task, source="user")
+            await bus.idle.wait()
+        finally:  # ended, stopped or cancelled: no handler outlives the run
+            await bus.drain()
         if bus.stopped_by is not None:
             topic, source, answer = bus.stopped_by
             reason = f"stop event: {topic} from {source}"
@@ -124,6 +127,12 @@ class _Bus:
         self.pending.discard(task)
         if not self.pending:
             self.idle.set()
+
+    async def drain(self) -> None:
+        """Stop the bus and wait until every handler still running has been cancelled."""
+        pending = list(self.pending)
+        self._stop()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _stop(self) -> None:
         current = asyncio.current_task()

@@ -236,11 +236,13 @@ class GroupChatTeam(Team):
     async def load_state(self, state: dict[str, Any]) -> None:
         await self._chat.load_state(state.get("chat") or {})
 
-    async def close(self) -> None:
+    async def release(self) -> None:
+        """Stop the MCP servers and close every member (custom agents hold resources of their own)."""
         if self._mcp is not None:
             await self._mcp.aclose()
             self._mcp = None
-        await super().close()
+        for participant in self._chat.participants.values():
+            await participant.close()
 
 
 def no_answer_reason(stop_reason: str, failures: Mapping[str, str]) -> str:

@@ -276,10 +276,9 @@ class PatternTeam(Team):
             if member.name in saved:
                 await member.load_state(saved[member.name])
 
-    async def close(self) -> None:
+    async def release(self) -> None:
         for member in self.all_members():
             await member.close()
-        await super().close()
 
 
 def failure_note(failures: Mapping[str, str]) -> str:

@@ -135,6 +135,37 @@ async def test_a_member_failure_of_any_type_is_recorded_not_raised(
     assert type(RAISED[error]).__name__ in result.failures["raising"]
 
 
+# --- 8: nothing left open or running ---------------------------------------------------------------------------------
+
+
+async def test_a_custom_agent_in_a_group_chat_is_closed_with_its_team(server: ScriptedServer, tmp_path: Path) -> None:
+    from huddle.teams.group_chat import GroupChatTeam
+    from huddle.teams.spec import TeamSpec
+
+    custom = {"name": "helper", "use": "tests.test_team_faults:RaisingAgent", "config": {"error": "KeyError"}}
+    team_spec = TeamSpec.model_validate({"team": {"name": "desk"}, "agents": [custom, {"role": "responder"}]})
+    team = GroupChatTeam(team_spec, configure(server, tmp_path))
+    agent = team._custom["helper"]
+    await team.close()
+    assert isinstance(agent, RaisingAgent) and agent.closed
+
+
+async def test_a_cancelled_event_driven_run_leaves_no_handler_running(server: ScriptedServer, tmp_path: Path) -> None:
+    """Closing the team mid-run (as Ctrl-C does) cancels the handlers still waiting on their model calls."""
+    server.add_rule(Rule(reply=Reply(content="late", delay_s=5.0)))
+    team_spec = spec("event_driven", [model("a", subscribe=["task"]), model("b", subscribe=["task"])])
+    team = build_team(team_spec, configure(server, tmp_path))
+    before = asyncio.all_tasks()
+    running = asyncio.create_task(team.run("go"))
+    while len(server.chat_requests) < 2:  # both handlers are waiting on their replies
+        await asyncio.sleep(0.01)
+    await team.close()
+    await asyncio.sleep(0)  # let a task cancelled by the close finish
+    left = {t for t in asyncio.all_tasks() - before if t is not running and not t.done()}
+    assert not left, [t.get_coro() for t in left]
+    running.cancel()
+
+
 # --- 14: no answer is never a success --------------------------------------------------------------------------------
 
 FAILING_TEAMS = {
