@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from autogen_agentchat.messages import ModelClientStreamingChunkEvent
@@ -139,3 +141,38 @@ async def test_a_cancelled_call_is_metered_for_the_prompt_it_sent(
     [row] = ledger.records()
     assert row.token_source == "estimate" and row.prompt_tokens == client.count_tokens(messages) > 0
     assert row.cost_usd > 0 and "CancelledError" in (row.error or "")
+
+
+def open_files() -> set[str]:
+    """What this process has open: sockets and files (the cache's SQLite database) by their targets."""
+    fds = Path("/proc/self/fd")
+    targets = set()
+    for fd in fds.iterdir():
+        try:
+            targets.add(f"{fd.name}:{os.readlink(fd)}")
+        except OSError:
+            continue  # closed while listing (the listing's own descriptor)
+    return targets
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+async def test_closing_a_client_closes_its_fallbacks_and_caches(
+    server: ScriptedServer, profile: ModelProfile, tmp_path: Path
+) -> None:
+    server.add_rule(Rule(times=1, fault=Fault(kind="server_error")))
+    server.add_rule(Rule(reply=Reply(content="from the backup")))
+    primary = profile.model_copy(update={"max_retries": 0, "fallback": "backup"})
+    backup = profile.model_copy(update={"name": "backup", "model": "secondary"})
+    before = open_files()
+    client = build_client(
+        primary, UsageLedger(), agent="a", profiles={"primary": primary, "backup": backup}, cache_dir=tmp_path
+    )
+    result = await client.create([UserMessage(content="hi", source="user")])
+    assert result.content == "from the backup"
+    assert any(str(tmp_path) in target for target in open_files() - before)  # the caches' databases are open
+    await client.close()
+    for _ in range(50):  # the server's side of a connection closes a moment after the client's
+        if not open_files() - before:
+            break
+        await asyncio.sleep(0.05)
+    assert open_files() - before == set()

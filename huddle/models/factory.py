@@ -9,13 +9,17 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import ssl
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, ModelFamily, ModelInfo
+from autogen_ext.cache_store.diskcache import DiskCacheStore
+from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+from diskcache import Cache
 from httpx2 import create_ssl_context
 from openai import DefaultAsyncHttpxClient
 
@@ -176,13 +180,22 @@ def build_client(
     )
 
 
+class _DiskCachedClient(ChatCompletionCache):
+    """autogen's response cache on a ``diskcache.Cache`` that is closed with the client (autogen's closes only the
+    client it wraps, leaving the cache's SQLite connection open for the life of the process)."""
+
+    def __init__(self, client: ChatCompletionClient, cache: Cache) -> None:
+        super().__init__(client, DiskCacheStore(cache))
+        self._disk = cache
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self._disk.close()
+
+
 def _cached(client: ChatCompletionClient, profile: ModelProfile, cache_dir: Path) -> ChatCompletionClient:
     """Wrap `client` in a disk cache of its own: autogen's cache key leaves out the model, so one folder per model."""
-    import hashlib
-
-    from autogen_ext.cache_store.diskcache import DiskCacheStore
-    from autogen_ext.models.cache import ChatCompletionCache
-    from diskcache import Cache
-
     key = hashlib.sha256(f"{profile.provider}|{profile.base_url}|{profile.model_name}".encode()).hexdigest()[:16]
-    return ChatCompletionCache(client, DiskCacheStore(Cache(str(cache_dir / key))))
+    return _DiskCachedClient(client, Cache(str(cache_dir / key)))

@@ -73,6 +73,15 @@ class MeteredClient(DelegatingClient):
         self.fallback = fallback
         self._count_text = count_text
 
+    async def close(self) -> None:
+        """Close this profile's client and the fallback chain's: each profile has an HTTP client (and cache) of its
+        own, and the fallback's were never closed."""
+        try:
+            await self.inner.close()
+        finally:
+            if self.fallback is not None:
+                await self.fallback.close()
+
     def count_text(self, text: str) -> int:
         """Tokens in `text` as this model counts them (tiktoken, or the local model's own tokenizer)."""
         return self._count_text(text)
