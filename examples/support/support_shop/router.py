@@ -199,12 +199,11 @@ class SupportRouter(IntentRouter):
             lines.append(f"Order: {order_id}")
         if action is None:
             return lines, []
-        if action.needs_order and order_id is None:
+        if (action.needs_order or action.confirm) and order_id is None:  # a confirmation is about one order
             self._awaiting_order = decision.intent
             lines.append("Missing: order number (ask the customer for it)")
             return lines, []
-        if action.confirm and self.confirm_writes and not confirmed:
-            assert order_id is not None
+        if action.confirm and self.confirm_writes and not confirmed and order_id is not None:
             self._pending = Pending(decision.intent, order_id, reason)
             lines.append(f"Awaiting confirmation: {action.tool} for order {order_id} (not done yet)")
             return lines, [self.step(1, LOOKUP_TOOL, {"order_id": order_id})]
