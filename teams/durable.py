@@ -38,7 +38,10 @@ class DurableTeam:
         self._baseline: dict[str, Any] | None = None  # the team's state after the last finished turn
 
     async def open(self) -> Turn | None:
-        """Restore the team to the end of the session's last finished turn; return a turn left unfinished, if any."""
+        """Lease the session to this process (until the store is closed), restore the team to the end of its last
+        finished turn, and return a turn left unfinished, if any: with the lease, an unfinished turn is one whose
+        process died, never one that another process is still running."""
+        self.store.lease(self.session_id)
         state = self.store.saved_state(self.session_id)
         if state is not None:
             await self.team.load_state(state)
@@ -47,6 +50,7 @@ class DurableTeam:
 
     async def run_stream(self, task: str, *, redo: Turn | None = None) -> AsyncIterator[Event | RunResult]:
         """One turn: acknowledged first (or the unfinished `redo` turn taken up again), recorded when it ends."""
+        self.store.lease(self.session_id)  # already held after `open`
         if self._baseline is None:
             self._baseline = _jsonable(await self.team.save_state())
         run_id = uuid.uuid4().hex[:12]

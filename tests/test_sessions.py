@@ -140,3 +140,50 @@ def test_a_sessions_file_from_a_newer_huddle_is_refused_with_one_error_line(isol
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("error: the sessions store ") and "schema version 3" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_session_is_leased_by_one_process_at_a_time(tmp_path: Path) -> None:
+    """While one process runs a turn, a second on the same session (run, --resume, chat, delete) is refused with the
+    holder's pid and calls no model; once the holder is killed, the session resumes at once (the lock died with it)."""
+    with ScriptedServer(
+        rules=[
+            Rule(agent="manager", reply=Reply(content="responder")),
+            Rule(agent="responder", last="slow question", times=1, reply=Reply(content="never sent", delay_s=60)),
+            Rule(reply=Reply(content="the answer")),
+        ]
+    ) as server:
+        (tmp_path / "huddle.yaml").write_text(
+            f"models:\n  default: {{model: scripted, base_url: '{server.base_url}'}}\n"
+        )
+        (tmp_path / "team.yaml").write_text(TEAM)
+        holder = subprocess.Popen(
+            [sys.executable, "-m", "huddle", "run", "slow question", "--team", "team.yaml", "--session", "S1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "OPENAI_API_KEY": KEY},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not any(r.agent == "responder" for r in server.requests):
+                assert time.monotonic() < deadline, "the first turn never reached the model"
+                time.sleep(0.05)
+            calls = len(server.requests)
+            for args in (
+                ("run", "another question", "--team", "team.yaml", "--session", "S1"),
+                ("run", "--team", "team.yaml", "--session", "S1", "--resume"),
+                ("chat", "--team", "team.yaml", "--session", "S1"),
+                ("sessions", "delete", "S1"),
+            ):
+                proc = huddle(*args)
+                lines = [line for line in proc.stderr.splitlines() if line.strip()]
+                assert proc.returncode == 1 and len(lines) == 1, (args, proc.stderr)
+                assert lines[0].startswith(f"error: session S1 is in use by process {holder.pid}; "), lines[0]
+            assert len(server.requests) == calls  # no second process reached the model
+            other = huddle("run", "elsewhere", "--team", "team.yaml", "--session", "S2")
+            assert other.returncode == 0, other.stderr  # other sessions are not held
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=10)
+        resumed = huddle("run", "--team", "team.yaml", "--session", "S1", "--resume", "--json")
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout)["answer"] == "the answer"

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from huddle.errors import HuddleError
+from huddle.storage.lease import SessionLease
 from huddle.storage.sqlite import Database, Migration
 
 TurnStatus = Literal["running", "done", "failed", "cancelled"]
@@ -85,6 +86,15 @@ class SessionStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Database(path, _MIGRATIONS, what="sessions store")
+        self._leases: dict[str, SessionLease] = {}
+
+    def lease(self, session_id: str) -> None:
+        """Hold `session_id` for this process until `close` (see `huddle.storage.lease`); raise `SessionBusyError`
+        when another process has it."""
+        if session_id not in self._leases:
+            lease = SessionLease(self.path.with_name(f"{self.path.stem}.locks"), session_id)
+            lease.acquire()
+            self._leases[session_id] = lease
 
     def begin_turn(self, session_id: str, team: str, task: str, run_id: str) -> int:
         """Acknowledge a user message: a new ``running`` turn (and the session, if new). Returns the turn number."""
@@ -206,11 +216,17 @@ class SessionStore:
         return row[0] if row else None
 
     def delete(self, session_id: str) -> bool:
+        """Delete a session, unless another process has it open (its next turn would be written to nothing)."""
+        self.lease(session_id)
         with self._db.connection() as db:
             deleted = db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
         return bool(deleted)
 
     def close(self) -> None:
+        """Close the file and give up this process's leases."""
+        for lease in self._leases.values():
+            lease.release()
+        self._leases.clear()
         self._db.close()
 
     def __enter__(self) -> SessionStore:
