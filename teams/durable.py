@@ -21,6 +21,7 @@ from typing import Any
 
 from huddle.secrets import redact
 from huddle.storage.sessions import EndStatus, SessionStore, Turn
+from huddle.storage.sqlite import StorageError
 from huddle.teams.base import RunResult, Team
 from huddle.teams.managed_chat import Event
 
@@ -94,21 +95,29 @@ class DurableTeam:
             await self._restore()
             return
         plan = self.team.state.plan
-        self._baseline = _jsonable(await self.team.save_state())
+        state = _jsonable(await self.team.save_state())
         self.store.finish_turn(
             self.session_id,
             turn,
             answer=result.answer,
-            state=self._baseline,
+            state=state,
             plan=plan.model_dump() if plan else None,
             decisions=decisions,
             messages=messages,
         )
+        self._baseline = state  # only once saved: a turn the store refused is undone like a failed one
 
     async def _abandon(self, turn: int, status: EndStatus, error: str) -> None:
-        """Record a turn that ended with no result, and put the team back where its last finished turn left it."""
-        self.store.finish_turn(self.session_id, turn, status=status, error=error)
-        await self._restore()
+        """Record a turn that ended with no result, and put the team back where its last finished turn left it.
+
+        When the store cannot take the record either (the disk that refused the turn's end is still full), the turn
+        stays ``running`` for a resume to redo once, and the error that ended the turn is the one the user sees."""
+        try:
+            self.store.finish_turn(self.session_id, turn, status=status, error=error)
+        except StorageError:
+            pass
+        finally:
+            await self._restore()
 
     async def _restore(self) -> None:
         if self._baseline is not None:

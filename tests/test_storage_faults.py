@@ -7,8 +7,9 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from huddle.errors import ExitCode
 from huddle.storage import sqlite as storage
 from huddle.storage.sessions import SessionStore
 from huddle.storage.sqlite import StorageError
+from huddle.teams.base import RunResult
+from huddle.teams.durable import DurableTeam
 from huddle.usage import UsageLedger, UsageRecord
 
 
@@ -132,10 +135,8 @@ def test_a_read_only_data_dir_says_so(tmp_path: Path, store: str) -> None:
         tmp_path.chmod(0o700)
 
 
-def test_a_full_disk_reports_itself_not_a_failed_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SQLite rolls back by itself on a full disk; our ROLLBACK after it must not replace the real error."""
-    path = tmp_path / "sessions.sqlite"
-    _use_sessions(path)
+def _small_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every store opened from now on may grow by four pages at most, as on a disk that is all but full."""
     connect = sqlite3.connect
 
     def small_disk(database: str, **kwargs: Any) -> sqlite3.Connection:
@@ -145,11 +146,62 @@ def test_a_full_disk_reports_itself_not_a_failed_rollback(tmp_path: Path, monkey
         return connection
 
     monkeypatch.setattr(storage.sqlite3, "connect", small_disk)
+
+
+def test_a_full_disk_reports_itself_not_a_failed_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite rolls back by itself on a full disk; our ROLLBACK after it must not replace the real error."""
+    path = tmp_path / "sessions.sqlite"
+    _use_sessions(path)
+    _small_disk(monkeypatch)
     with SessionStore(path) as store:
         turn = store.begin_turn("s", "team", "hello again", "r2")
         with pytest.raises(StorageError, match=r"\(database or disk is full\): the disk is full; free some space"):
             store.finish_turn("s", turn, answer="y" * 1_000_000, state={})
         assert store.unfinished("s") is not None  # the turn is still there to redo once there is room
+
+
+class _Team:
+    """Just enough of a team for `DurableTeam`: its state is the last task it was given, its answer a long one."""
+
+    spec = SimpleNamespace(team=SimpleNamespace(name="desk"))
+    state = SimpleNamespace(plan=None)
+
+    def __init__(self) -> None:
+        self.memory = ""
+
+    async def save_state(self) -> dict[str, Any]:
+        return {"memory": self.memory}
+
+    async def load_state(self, state: dict[str, Any]) -> None:
+        self.memory = state["memory"]
+
+    async def run_stream(self, task: str, *, run_id: str) -> AsyncIterator[RunResult]:
+        self.memory = task
+        yield RunResult.model_construct(answer=task * 100_000, stop_reason="done", messages=[], decisions=[])
+
+
+async def _turn(durable: DurableTeam, task: str) -> None:
+    async for _ in durable.run_stream(task):
+        pass
+
+
+async def test_a_turn_the_full_disk_refused_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The team goes back to the last saved turn (not on to the unsaved one), the turn is recorded failed, and the
+    user sees the disk's error."""
+    path = tmp_path / "sessions.sqlite"
+    with SessionStore(path) as store:
+        await _turn(DurableTeam(_Team(), store, "S"), "small")  # type: ignore[arg-type]
+    _small_disk(monkeypatch)
+    team = _Team()
+    with SessionStore(path) as store:
+        durable = DurableTeam(team, store, "S")  # type: ignore[arg-type]
+        await durable.open()
+        with pytest.raises(StorageError, match="the disk is full"):
+            await _turn(durable, "big")
+        assert team.memory == "small"
+        last = store.turns("S")[-1]  # its failure is small enough to record, unlike its answer
+        assert last.status == "failed" and last.error is not None and "disk is full" in last.error
+        assert store.saved_state("S") == {"memory": "small"}
 
 
 def _huddle(*args: str) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,10 @@ from pathlib import Path
 
 from huddle.errors import HuddleError
 
+BUSY_TIMEOUT_S = 30.0
+"""How long a write waits for another process's transaction (Python's default, 5 s, is short for ten processes
+sharing one ledger on a slow disk); past it the user gets one "held it locked too long" line."""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 """One schema step: SQL statements, or a function for a step that must look before it changes (e.g. add a column
 that a file may already have)."""
@@ -85,7 +89,9 @@ class Database:
                     "choose another --data-dir"
                 ) from None
         with self._errors():
-            self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                str(path) if path else ":memory:", timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
+            )
         self._lock = threading.Lock()
         try:
             with self._lock, self._errors():
