@@ -314,7 +314,9 @@ class Manager:
             result = await self.client.create(conversation, extra_create_args={"max_tokens": 20})
         except Exception as exc:  # retries and fallback profiles are already spent inside the client
             why = redact(f"{type(exc).__name__}: {exc}")[:200]
-            logger.warning("the manager's model call failed, the fallback chooses: %s", why)
+            # INFO, not WARNING: the decision's reason carries it to --verbose and the trace; the user's screen gets the
+            # run's own one error line if the run fails, not a second line per selection.
+            logger.info("the manager's model call failed, the fallback chooses: %s", why)
             self.model_error = why
             return ""
         return result.content if isinstance(result.content, str) else ""

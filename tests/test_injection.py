@@ -63,7 +63,7 @@ class _Failing(ReplayChatCompletionClient):
 
 async def test_the_managers_failed_model_call_is_logged_and_in_the_reason(caplog: pytest.LogCaptureFixture) -> None:
     mgr = Manager(ROSTER, Roles(responder="responder"), RunState(task="hi"), client=_Failing([]))
-    with caplog.at_level(logging.WARNING, logger="huddle.manager"):
+    with caplog.at_level(logging.INFO, logger="huddle.manager"):
         assert await mgr.select([TextMessage(source="responder", content="...")]) in ROSTER
     decision = mgr.decisions[-1]
     assert decision.policy == "fallback" and "ConnectionError: server down" in decision.reason
