@@ -9,6 +9,9 @@ when the user interrupted it, each with the reason in ``error`` and no state (th
 turn and redoes the unfinished one once, so every acknowledged message ends up in the conversation exactly once. A
 failed or cancelled turn is not redone: the user saw it end, and may send the message again. Usage rows are in the
 ledger (``usage.sqlite``), written per call, keyed by the same run id.
+
+A process leases the sessions it opens (`lease`, `huddle.storage.lease`) until it closes the store, so one session
+is never run by two processes at once; a second one gets `SessionBusyError` naming the first.
 """
 
 from __future__ import annotations
