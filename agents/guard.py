@@ -22,6 +22,8 @@ from huddle import tracing
 from huddle.agents.state import RunState
 from huddle.secrets import redact
 
+_REASON_CHARS = 300
+
 
 class GuardedAgent(BaseChatAgent):
     """Delegates to `inner`; turns an exception into a failure message instead of an error that ends the run."""
@@ -54,7 +56,7 @@ class GuardedAgent(BaseChatAgent):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = redact(f"{type(exc).__name__}: {exc}")[:300]
+                reason = failure_reason(exc)
                 turn.fail(reason)
         # Only reached after a failure: the successful path returned inside the span.
         for step in self._state.ready_for(self.name):
@@ -78,3 +80,13 @@ class GuardedAgent(BaseChatAgent):
     async def close(self) -> None:
         """Close the member itself: a custom agent may hold connections or processes of its own."""
         await self.inner.close()
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``Type: message`` for a failure record, secrets masked and bounded; an exception whose ``str`` itself raises
+    is named by its type, so describing a failure can never fail in turn."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        text = f"{type(exc).__name__} (its message could not be read)"
+    return redact(text)[:_REASON_CHARS]

@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 
 from autogen_agentchat.messages import TextMessage
 
+from huddle.agents.guard import failure_reason
 from huddle.teams.base import MemberError, Outcome, Run
-from huddle.teams.patterns import Member, PatternTeam, failure_note, failure_reason
+from huddle.teams.patterns import Member, PatternTeam, failure_note
 from huddle.tools.plugins import resolve
 
 MERGE_GROUP = "huddle.merges"  # entry points naming merge functions, like huddle.tools names tools

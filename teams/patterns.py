@@ -29,6 +29,7 @@ from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core.models import CreateResult, SystemMessage, UserMessage
 
 from huddle import tracing
+from huddle.agents.guard import failure_reason
 from huddle.errors import ConfigError
 from huddle.models.metering import MeteredClient
 from huddle.secrets import redact
@@ -287,16 +288,6 @@ def failure_note(failures: Mapping[str, str]) -> str:
         return ""
     listed = "; ".join(f"{name} ({reason})" for name, reason in failures.items())
     return f"{len(failures)} member{'s' if len(failures) > 1 else ''} failed: {listed}"
-
-
-def failure_reason(exc: BaseException) -> str:
-    """``Type: message`` for a failure record, secrets masked and bounded; an exception whose ``str`` itself raises
-    is named by its type, so describing a failure can never fail in turn."""
-    try:
-        text = f"{type(exc).__name__}: {exc}"
-    except Exception:
-        text = f"{type(exc).__name__} (its message could not be read)"
-    return redact(text)[:_REASON_CHARS]
 
 
 def needs_memory(spec: str | TeamSpec | PatternSpec) -> bool:

@@ -135,6 +135,15 @@ async def test_a_member_failure_of_any_type_is_recorded_not_raised(
     assert type(RAISED[error]).__name__ in result.failures["raising"]
 
 
+async def test_a_group_chat_member_whose_error_cannot_be_printed_still_fails_as_a_message() -> None:
+    from huddle.agents.guard import GuardedAgent
+    from huddle.agents.state import RunState
+
+    guarded = GuardedAgent(RaisingAgent("Unprintable"), RunState())
+    response = await guarded.on_messages([TextMessage(content="hi", source="user")], CancellationToken())
+    assert response.chat_message.to_text() == "raising failed: Unprintable (its message could not be read)"
+
+
 # --- 8: nothing left open or running ---------------------------------------------------------------------------------
 
 
