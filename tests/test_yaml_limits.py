@@ -53,6 +53,13 @@ def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
         read_yaml(path)
 
 
+def test_a_control_character_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "team.yaml"
+    path.write_text("team:\n  name: a\x1fb\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"team\.yaml:2: control character 0x001f is not allowed in YAML"):
+        read_yaml(path)
+
+
 def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
     path = tmp_path / "team.yaml"
     path.write_text("# padding\n" * (MAX_BYTES // 10 + 1), encoding="utf-8")

@@ -100,6 +100,11 @@ def read_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
         line = raw[: exc.start].count(b"\n") + 1
         byte = raw[exc.start]
         raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {byte:#04x}); save the file as UTF-8") from None
+    # PyYAML's reader refuses these in its constructor, before any error of ours could name the line.
+    control = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    if control:
+        line = text.count("\n", 0, control.start()) + 1
+        raise ConfigError(f"{path}:{line}: control character {ord(control.group()):#06x} is not allowed in YAML")
     loader = _LineLoader(text)
     try:
         data = loader.get_single_data()
