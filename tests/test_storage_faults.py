@@ -97,6 +97,45 @@ def test_a_damaged_store_is_one_error_and_stays_as_it_was(tmp_path: Path, store:
     assert path.read_bytes() == before
 
 
+ROW_DAMAGE = {
+    "text not UTF-8": ("usage.sqlite", "UPDATE usage SET model = CAST(X'6DFF' AS TEXT)", "a stored text is not UTF-8"),
+    "usage row of the wrong type": (
+        "usage.sqlite",
+        "UPDATE usage SET token_source = 'guess'",
+        "usage rows do not parse",
+    ),
+    "turn text not UTF-8": ("sessions.sqlite", "UPDATE turns SET status = CAST(X'64FF' AS TEXT)", "not UTF-8"),
+    "turn JSON damaged": ("sessions.sqlite", "UPDATE turns SET messages = '[{'", "turns of session s do not parse"),
+    "turn status unknown": ("sessions.sqlite", "UPDATE turns SET status = 'dome'", "turns of session s do not parse"),
+    "state JSON damaged": ("sessions.sqlite", "UPDATE turns SET state = '{'", "saved state of session s do not parse"),
+}
+
+
+@pytest.mark.parametrize("damage", ROW_DAMAGE)
+def test_rows_sqlite_reads_but_we_cannot_are_damage_too(tmp_path: Path, damage: str) -> None:
+    """Bytes damaged inside a cell pass SQLite's checks; parsing the row is where the store finds out."""
+    name, sql, expected = ROW_DAMAGE[damage]
+    path = tmp_path / name
+    use = STORES["usage ledger" if name == "usage.sqlite" else "sessions store"][1]
+    use(path)
+    raw = sqlite3.connect(path)
+    raw.execute(sql)
+    raw.commit()
+    raw.close()
+    with pytest.raises(StorageError, match=f"cannot be used \\(.*{expected}.*\\): it is damaged; move it aside"):
+        if name == "usage.sqlite":
+            ledger = UsageLedger(path)
+            try:
+                ledger.records()
+                ledger.by("model")
+            finally:
+                ledger.close()
+        else:
+            with SessionStore(path) as store:
+                store.saved_state("s")
+                store.turns("s")
+
+
 @pytest.mark.parametrize("store", STORES)
 def test_an_empty_file_is_a_new_store(tmp_path: Path, store: str) -> None:
     """A 0-byte file holds nothing to lose: it is used as a new, empty store (documented in huddle.storage.sqlite)."""

@@ -170,23 +170,24 @@ class SessionStore:
                 "error FROM turns WHERE session_id = ? ORDER BY turn",
                 (session_id,),
             ).fetchall()
-        return [
-            Turn(
-                session_id=r[0],
-                turn=r[1],
-                run_id=r[2],
-                task=r[3],
-                status=r[4],
-                answer=r[5],
-                plan=json.loads(r[6]) if r[6] else None,
-                decisions=json.loads(r[7] or "[]"),
-                messages=json.loads(r[8] or "[]"),
-                started=r[9],
-                finished=r[10],
-                error=r[11],
-            )
-            for r in rows
-        ]
+        with self._db.parsing(f"the turns of session {session_id}"):
+            return [
+                Turn(
+                    session_id=r[0],
+                    turn=r[1],
+                    run_id=r[2],
+                    task=r[3],
+                    status=r[4],
+                    answer=r[5],
+                    plan=json.loads(r[6]) if r[6] else None,
+                    decisions=json.loads(r[7] or "[]"),
+                    messages=json.loads(r[8] or "[]"),
+                    started=r[9],
+                    finished=r[10],
+                    error=r[11],
+                )
+                for r in rows
+            ]
 
     def saved_state(self, session_id: str) -> dict[str, Any] | None:
         """The team's state after the last finished turn (None for a new session)."""
@@ -195,7 +196,8 @@ class SessionStore:
                 "SELECT state FROM turns WHERE session_id = ? AND status = 'done' ORDER BY turn DESC LIMIT 1",
                 (session_id,),
             ).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        with self._db.parsing(f"the saved state of session {session_id}"):
+            return json.loads(row[0]) if row and row[0] else None
 
     def unfinished(self, session_id: str) -> Turn | None:
         """The turn that was in flight when its process died, if any (failed and cancelled turns ended in view of the
@@ -209,9 +211,11 @@ class SessionStore:
                 "COALESCE(SUM(t.status = 'running'), 0) FROM sessions s LEFT JOIN turns t ON t.session_id = s.id "
                 "GROUP BY s.id ORDER BY s.updated DESC"
             ).fetchall()
-        return [
-            SessionSummary(id=r[0], team=r[1], created=r[2], updated=r[3], turns=r[4], unfinished=r[5]) for r in rows
-        ]
+        with self._db.parsing("the list of sessions"):
+            return [
+                SessionSummary(id=r[0], team=r[1], created=r[2], updated=r[3], turns=r[4], unfinished=r[5])
+                for r in rows
+            ]
 
     def team_of(self, session_id: str) -> str | None:
         with self._db.connection() as db:

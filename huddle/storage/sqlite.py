@@ -57,13 +57,13 @@ _ADVICE = {
 }
 
 
-def storage_error(exc: sqlite3.Error, path: Path | None, what: str) -> StorageError:
-    """One line for a failure of SQLite itself: the store, its file, SQLite's words and the advice for its code."""
-    code = (getattr(exc, "sqlite_errorname", None) or "").split("_")
-    advice = _ADVICE.get("_".join(code[:2]), "if the file is not huddle's, move it aside")
+def storage_error(problem: str, code: str | None, path: Path | None, what: str) -> StorageError:
+    """One line for a store that cannot be used: the store, its file, what went wrong and the advice for SQLite's
+    result `code` (``SQLITE_CORRUPT`` for damage found by us rather than by SQLite)."""
+    advice = _ADVICE.get("_".join((code or "").split("_")[:2]), "if the file is not huddle's, move it aside")
     folder = path.parent if path is not None else "the data directory"
     where = f" {path}" if path is not None else " (in memory)"
-    return StorageError(f"the {what}{where} cannot be used ({exc}): {advice.format(folder=folder)}")
+    return StorageError(f"the {what}{where} cannot be used ({problem}): {advice.format(folder=folder)}")
 
 
 def _environmental(exc: BaseException) -> bool:
@@ -113,7 +113,26 @@ class Database:
         except sqlite3.DatabaseError as exc:
             if not _environmental(exc):
                 raise
-            raise storage_error(exc, self.path, self._what) from None
+            code = getattr(exc, "sqlite_errorname", None)
+            if code is None:  # raised by Python's sqlite3, not SQLite: a text cell's bytes are not UTF-8
+                raise self.damaged("a stored text is not UTF-8") from None
+            raise storage_error(str(exc), code, self.path, self._what) from None
+        except UnicodeDecodeError:  # the same damage, met by a converter instead
+            raise self.damaged("a stored text is not UTF-8") from None
+
+    def damaged(self, problem: str) -> StorageError:
+        """The error for a file whose rows do not hold what its store wrote (the store found it, not SQLite)."""
+        return storage_error(problem, "SQLITE_CORRUPT", self.path, self._what)
+
+    @contextmanager
+    def parsing(self, what: str) -> Iterator[None]:
+        """Around turning rows into objects: rows that SQLite reads but that do not hold what the store wrote (bytes
+        damaged inside a JSON cell, a status that is no status) make the file a damaged one, like SQLite's own
+        corruption errors."""
+        try:
+            yield
+        except (ValueError, TypeError):  # json's and pydantic's errors are ValueErrors
+            raise self.damaged(f"{what} do not parse") from None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

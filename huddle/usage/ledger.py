@@ -140,14 +140,16 @@ class UsageLedger:
         where, params = _where(filters)
         with self._db.connection() as db:
             rows = db.execute(f"SELECT id, {', '.join(_COLUMNS)} FROM usage{where} ORDER BY id", params).fetchall()
-        return [UsageRecord(**dict(zip(("id", *_COLUMNS), row, strict=True))) for row in rows]
+        with self._db.parsing("the usage rows"):
+            return [UsageRecord(**dict(zip(("id", *_COLUMNS), row, strict=True))) for row in rows]
 
     def totals(self, **filters: str | None) -> Totals:
         """Sums over the rows matching `filters`."""
         where, params = _where(filters)
         with self._db.connection() as db:
             row = db.execute(f"SELECT {_TOTALS_SQL} FROM usage{where}", params).fetchone()
-        return _totals(row)
+        with self._db.parsing("the usage rows"):
+            return _totals(row)
 
     def by(self, key: GroupKey, **filters: str | None) -> dict[str, Totals]:
         """Totals grouped by `key` (e.g. per agent within one run)."""
@@ -158,7 +160,8 @@ class UsageLedger:
             rows = db.execute(
                 f"SELECT COALESCE({key}, '-'), {_TOTALS_SQL} FROM usage{where} GROUP BY 1 ORDER BY 1", params
             ).fetchall()
-        return {row[0]: _totals(row[1:]) for row in rows}
+        with self._db.parsing("the usage rows"):
+            return {row[0]: _totals(row[1:]) for row in rows}
 
     def record_decision(self, turn: int, speaker: str, policy: str, reason: str) -> None:
         """Keep a manager's speaker decision beside the calls of the same run (see `huddle.teams.manager`)."""
