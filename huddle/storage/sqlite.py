@@ -57,7 +57,7 @@ _ADVICE = {
 }
 
 
-def storage_error(problem: str, code: str | None, path: Path | None, what: str) -> StorageError:
+def _storage_error(problem: str, code: str | None, path: Path | None, what: str) -> StorageError:
     """One line for a store that cannot be used: the store, its file, what went wrong and the advice for SQLite's
     result `code` (``SQLITE_CORRUPT`` for damage found by us rather than by SQLite)."""
     advice = _ADVICE.get("_".join((code or "").split("_")[:2]), "if the file is not huddle's, move it aside")
@@ -116,13 +116,13 @@ class Database:
             code = getattr(exc, "sqlite_errorname", None)
             if code is None:  # raised by Python's sqlite3, not SQLite: a text cell's bytes are not UTF-8
                 raise self.damaged("a stored text is not UTF-8") from None
-            raise storage_error(str(exc), code, self.path, self._what) from None
+            raise _storage_error(str(exc), code, self.path, self._what) from None
         except UnicodeDecodeError:  # the same damage, met by a converter instead
             raise self.damaged("a stored text is not UTF-8") from None
 
     def damaged(self, problem: str) -> StorageError:
         """The error for a file whose rows do not hold what its store wrote (the store found it, not SQLite)."""
-        return storage_error(problem, "SQLITE_CORRUPT", self.path, self._what)
+        return _storage_error(problem, "SQLITE_CORRUPT", self.path, self._what)
 
     @contextmanager
     def parsing(self, what: str) -> Iterator[None]:
