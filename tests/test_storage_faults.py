@@ -162,18 +162,6 @@ def test_a_read_only_store_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         STORES[store][1](path)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes to read-only folders")
-@pytest.mark.parametrize("store", STORES)
-def test_a_read_only_data_dir_says_so(tmp_path: Path, store: str) -> None:
-    name, use = STORES[store]
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(StorageError, match="writable"):
-            use(tmp_path / name)
-    finally:
-        tmp_path.chmod(0o700)
-
-
 def _small_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every store opened from now on may grow by four pages at most, as on a disk that is all but full."""
     connect = sqlite3.connect
