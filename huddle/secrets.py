@@ -34,6 +34,20 @@ def protect_env(*names: str) -> None:
         _scanned = (None, [])  # the next `redact` scans the environment again
 
 
+def _holds_secret(name: str) -> bool:
+    """Whether an environment variable is a secret: a profile's ``api_key_env``, or its name says so."""
+    return name in _protected or any(h in name.upper() for h in _SECRET_ENV_HINTS)
+
+
+def scrubbed_env() -> dict[str, str]:
+    """The environment without its secrets, for programs a model may start (``run_command``).
+
+    A child inherits the whole environment, so a model could print a key back (``env``, ``printenv``, or a script
+    that reverses it past `redact`): what it never receives it cannot leak.
+    """
+    return {k: v for k, v in os.environ.items() if not _holds_secret(k)}
+
+
 def _env_secrets() -> list[str]:
     """Values of environment variables whose names say they hold a secret, or that `protect_env` named (long enough
     to be worth masking).
@@ -46,11 +60,7 @@ def _env_secrets() -> list[str]:
     raw: dict[Any, Any] | None = getattr(os.environ, "_data", None)
     snapshot, secrets = _scanned
     if raw is None or raw != snapshot:
-        secrets = [
-            v
-            for k, v in os.environ.items()
-            if (k in _protected or any(h in k.upper() for h in _SECRET_ENV_HINTS)) and len(v) >= _SHORTEST_SECRET
-        ]
+        secrets = [v for k, v in os.environ.items() if _holds_secret(k) and len(v) >= _SHORTEST_SECRET]
         secrets.sort(key=len, reverse=True)  # a value that contains another is masked whole
         _scanned = (dict(raw) if raw is not None else None, secrets)
     return secrets

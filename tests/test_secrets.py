@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from autogen_core.models import UserMessage
 
 from huddle.config.settings import ModelProfile
 from huddle.models.factory import build_client
-from huddle.secrets import MASK, redact
+from huddle.secrets import MASK, protect_env, redact
 from huddle.testing import Reply, Rule, ScriptedServer
+from huddle.tools.builtin import make_shell_tool
 from huddle.usage import UsageLedger
 
 
@@ -45,3 +49,20 @@ async def test_the_key_in_any_variable_a_profile_names_is_masked_and_never_kept_
         result = await client.create([UserMessage(content="what is my key?", source="user")])
         await client.close()
     assert result.content == f"Your key is {MASK} and {MASK}."
+
+
+async def test_run_command_gets_no_secret_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A program the model starts could print a key back in a shape `redact` misses (here reversed): it never sees
+    one. Stripped: every ``api_key_env`` variable and any KEY/SECRET/TOKEN/PASSWORD name; the rest is kept."""
+    monkeypatch.setenv("LLM_CRED", "gateway-7f3a9c1e55")
+    monkeypatch.setenv("MY_DB_PASSWORD", "hunter2-hunter2")
+    monkeypatch.setenv("SOME_API_KEY", "sk-abcdefghijklmnop")
+    monkeypatch.setenv("PLAIN_SETTING", "kept-as-is")
+    protect_env("LLM_CRED")
+    script = (
+        "import os; names = ('LLM_CRED', 'MY_DB_PASSWORD', 'SOME_API_KEY', 'PLAIN_SETTING');"
+        " print(repr([os.environ.get(n, '')[::-1] for n in names]))"
+    )
+    result = await make_shell_tool(tmp_path).run({"command": f'{sys.executable} -c "{script}"'})
+    assert result.ok, result.content
+    assert "['', '', '', 'si-sa-tpek']" in result.content

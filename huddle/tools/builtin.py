@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from huddle.secrets import scrubbed_env
 from huddle.tools import Tool, ToolRegistry, tool
 
 __all__ = [
@@ -261,6 +262,8 @@ def make_shell_tool(workspace: Path, timeout_s: float = SHELL_TIMEOUT_S) -> Tool
 
     No shell is involved (the command is split like a shell would, then executed directly), so pipes, redirections
     and ``;`` are not interpreted; the working directory is the workspace; the process is killed at the timeout.
+    It runs without the environment's secrets (`scrubbed_env`): ``sh -c`` or a script could otherwise hand a key to
+    the model in a shape `redact` does not recognise (reversed, encoded).
     """
     root = Path(workspace)
 
@@ -277,7 +280,13 @@ def make_shell_tool(workspace: Path, timeout_s: float = SHELL_TIMEOUT_S) -> Tool
         root.mkdir(parents=True, exist_ok=True)
         try:
             done = subprocess.run(
-                argv, cwd=root, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+                argv,
+                cwd=root,
+                env=scrubbed_env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                stdin=subprocess.DEVNULL,
             )
         except FileNotFoundError:
             raise ValueError(f"no such program: {argv[0]!r}") from None
