@@ -33,6 +33,22 @@ def huddle(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def kill_mid_turn(server: ScriptedServer, task: str) -> None:
+    """Run `task` on session S1 and SIGKILL the process once its responder has asked the model (a hanging reply)."""
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "huddle", "run", task, "--team", "team.yaml", "--session", "S1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OPENAI_API_KEY": KEY},
+    )
+    deadline = time.monotonic() + 60
+    while not any(r.agent == "responder" and task in json.dumps(r.messages) for r in server.requests):
+        assert time.monotonic() < deadline, f"{task!r} never reached the model"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+
 def test_sigkill_mid_turn_then_resume(tmp_path: Path, isolated_env: Path) -> None:
     with ScriptedServer(
         rules=[
@@ -50,18 +66,7 @@ def test_sigkill_mid_turn_then_resume(tmp_path: Path, isolated_env: Path) -> Non
         first = huddle("run", "first question", "--team", "team.yaml", "--session", "S1")
         assert first.returncode == 0, first.stderr
 
-        victim = subprocess.Popen(
-            [sys.executable, "-m", "huddle", "run", "second question", "--team", "team.yaml", "--session", "S1"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "OPENAI_API_KEY": KEY},
-        )
-        deadline = time.monotonic() + 60
-        while not any(r.agent == "responder" and "second question" in json.dumps(r.messages) for r in server.requests):
-            assert time.monotonic() < deadline, "the second turn never reached the model"
-            time.sleep(0.05)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
+        kill_mid_turn(server, "second question")
 
         listed = json.loads(huddle("sessions", "list", "--json").stdout)
         assert [(s["id"], s["turns"], s["unfinished"]) for s in listed] == [("S1", 2, 1)]
@@ -84,6 +89,47 @@ def test_sigkill_mid_turn_then_resume(tmp_path: Path, isolated_env: Path) -> Non
     assert KEY.encode() not in stored
     assert huddle("sessions", "delete", "S1").returncode == 0
     assert huddle("sessions", "show", "S1").returncode == 1
+
+
+def test_a_turn_resumed_after_a_later_one_is_in_the_conversation_later_turns_see(
+    tmp_path: Path, isolated_env: Path
+) -> None:
+    """Turn 2 killed, turn 3 sent anyway (the CLI only hints at --resume), then --resume: turn 2 is redone on top of
+    turn 3, and turn 4 goes on from that state, so its responder is shown every earlier exchange (1, 3, 2)."""
+    with ScriptedServer(
+        rules=[
+            Rule(agent="manager", reply=Reply(content="responder")),
+            Rule(agent="responder", last="second question$", times=1, reply=Reply(content="never sent", delay_s=60)),
+            Rule(agent="responder", last="second question$", reply=Reply(content="answer two")),
+            Rule(agent="responder", last="third question$", reply=Reply(content="answer three")),
+            Rule(agent="responder", last="fourth question$", reply=Reply(content="answer four")),
+            Rule(reply=Reply(content="answer one")),
+        ]
+    ) as server:
+        (tmp_path / "huddle.yaml").write_text(
+            f"models:\n  default: {{model: scripted, base_url: '{server.base_url}'}}\n"
+        )
+        (tmp_path / "team.yaml").write_text(TEAM)
+        assert huddle("run", "first question", "--team", "team.yaml", "--session", "S1").returncode == 0
+        kill_mid_turn(server, "second question")
+        third = huddle("run", "third question", "--team", "team.yaml", "--session", "S1")
+        assert third.returncode == 0 and "--resume redoes it" in third.stderr + third.stdout, third.stderr
+        resumed = huddle("run", "--team", "team.yaml", "--session", "S1", "--resume", "--json")
+        assert resumed.returncode == 0 and json.loads(resumed.stdout)["answer"] == "answer two", resumed.stderr
+        fourth = huddle("run", "fourth question", "--team", "team.yaml", "--session", "S1", "--json")
+        assert fourth.returncode == 0 and json.loads(fourth.stdout)["answer"] == "answer four", fourth.stderr
+        seen = json.dumps(server.chat_requests[-1].messages)
+        assert server.chat_requests[-1].agent == "responder"
+        for exchange in ("first question", "answer one", "third question", "answer three"):
+            assert exchange in seen
+        assert "second question" in seen and "answer two" in seen  # the redone turn is not lost
+    turns = json.loads(huddle("sessions", "show", "S1", "--json").stdout)
+    assert [(t["turn"], t["status"], t["answer"]) for t in turns] == [
+        (1, "done", "answer one"),
+        (2, "done", "answer two"),
+        (3, "done", "answer three"),
+        (4, "done", "answer four"),
+    ]
 
 
 def test_resume_needs_a_session() -> None:

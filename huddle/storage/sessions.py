@@ -7,7 +7,12 @@ manager's decisions and the turn's messages; ``failed`` when the run raised or e
 when the user interrupted it, each with the reason in ``error`` and no state (the conversation goes on from the last
 ``done`` turn). A process that dies mid-turn leaves that turn ``running``; resuming loads the state of the last finished
 turn and redoes the unfinished one once, so every acknowledged message ends up in the conversation exactly once. A
-failed or cancelled turn is not redone: the user saw it end, and may send the message again. Usage rows are in the
+failed or cancelled turn is not redone: the user saw it end, and may send the message again.
+
+The state a session goes on from is the one saved by the turn that finished last, not the highest-numbered one: a
+turn left unfinished while later ones ran (the user sent turn 3 instead of resuming turn 2) is redone on top of
+them, and its exchange then comes after theirs in the conversation the team sees (1, 3, 2), while `turns` still
+lists them by number. Usage rows are in the
 ledger (``usage.sqlite``), written per call, keyed by the same run id.
 
 A process leases the sessions it opens (`lease`, `huddle.storage.lease`) until it closes the store, so one session
@@ -190,10 +195,12 @@ class SessionStore:
             ]
 
     def saved_state(self, session_id: str) -> dict[str, Any] | None:
-        """The team's state after the last finished turn (None for a new session)."""
+        """The team's state after the turn that finished last (None for a new session): a redone turn 2 finishes
+        after turn 3, and its state is the only one that holds both."""
         with self._db.connection() as db:
             row = db.execute(
-                "SELECT state FROM turns WHERE session_id = ? AND status = 'done' ORDER BY turn DESC LIMIT 1",
+                "SELECT state FROM turns WHERE session_id = ? AND status = 'done' ORDER BY finished DESC, turn DESC "
+                "LIMIT 1",
                 (session_id,),
             ).fetchone()
         with self._db.parsing(f"the saved state of session {session_id}"):
