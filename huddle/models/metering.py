@@ -14,8 +14,8 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
@@ -41,6 +41,7 @@ from huddle.usage.budget import BudgetExhausted, Estimate, Governor, trim_messag
 TextCounter = Callable[[str], int]
 JsonOutput = bool | type[BaseModel] | None
 ToolChoice = Tool | Literal["auto", "required", "none"]
+_T = TypeVar("_T")
 _BYTES_PER_CHAR = 4  # UTF-8's most; a BPE token covers at least one byte, so 4 x chars bounds the tokens from above
 _PER_MESSAGE_TOKENS = 8  # role and separator tokens a chat template adds per message, generously
 _KEEP_LAST_MESSAGES = 2
@@ -152,7 +153,7 @@ class MeteredClient(DelegatingClient):
         """One attempt, recorded in the ledger whether it succeeds or fails."""
         started = time.perf_counter()
         try:
-            result = await self.inner.create(messages, **args)
+            result = await self._by(self._deadline(), self.inner.create(messages, **args))
         except BaseException as exc:
             self._record_failure(exc, started, streamed=False, sent=(messages, args["tools"]))
             raise
@@ -169,8 +170,14 @@ class MeteredClient(DelegatingClient):
         started = time.perf_counter()
         result: CreateResult | None = None
         received: list[str] = []
+        deadline = self._deadline()
+        stream = self.inner.create_stream(messages, **args)
         try:
-            async for item in self.inner.create_stream(messages, **args):
+            while True:
+                try:
+                    item = await self._by(deadline, anext(stream))
+                except StopAsyncIteration:
+                    break
                 if isinstance(item, CreateResult):
                     result = item
                 else:
@@ -181,11 +188,30 @@ class MeteredClient(DelegatingClient):
                 exc, started, streamed=True, sent=(messages, args["tools"]), received="".join(received)
             )
             raise
+        finally:
+            await stream.aclose()
         if result is None:
             failure = RuntimeError("stream ended without a final result")
             self._record_failure(failure, started, streamed=True)
             raise failure
         yield self._record(result, messages, args["tools"], started, streamed=True)
+
+    def _deadline(self) -> float:
+        """When an attempt starting now must be over: ``timeout_s`` bounds the whole call, not each read.
+
+        The HTTP client's timeout is per read, so a server trickling one byte a second kept a call alive past 200 s.
+        """
+        return asyncio.get_running_loop().time() + self.profile.timeout_s
+
+    async def _by(self, deadline: float, step: Awaitable[_T]) -> _T:
+        """`step` awaited until `deadline`; past it, a `TimeoutError` (retried like any timeout) that says why."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await step
+        except TimeoutError as exc:
+            if asyncio.get_running_loop().time() < deadline:
+                raise  # the client's own timeout, not this deadline
+            raise TimeoutError(f"no complete reply within timeout_s={self.profile.timeout_s:g}s") from exc
 
     def _retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_retries=self.profile.max_retries)
