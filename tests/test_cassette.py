@@ -116,3 +116,19 @@ async def test_record_and_replay_one_client_call_and_stream(tmp_path: Path) -> N
         await other_agent.create(QUESTION)
     assert [m.agent for m in player.misses] == ["responder", "responder", "planner"]
     assert player.stand_in_profiles()["p"].price.input_per_mtok == 1.0
+
+
+async def test_a_key_pasted_into_a_prompt_is_masked_in_the_cassette_and_still_replays(tmp_path: Path) -> None:
+    """A cassette is made to be committed: a pasted key (and one echoed in a reply) never reaches the file."""
+    profile = ModelProfile(name="p", provider="scripted", replies=["x"])
+    pasted = [UserMessage(content="my key is sk-abcdefghijklmnop, why does it fail?", source="user")]
+    recorder = Cassette.record(tmp_path / "c.json")
+    live = recorder.wrap(ReplayChatCompletionClient(["Key sk-abcdefghijklmnop is revoked."]), profile, "responder")
+    await live.create(pasted)
+    recorder.save()
+
+    saved = (tmp_path / "c.json").read_text(encoding="utf-8")
+    assert "sk-abcdefghijklmnop" not in saved and "***" in saved
+    player = Cassette.replay(tmp_path / "c.json")
+    replayed = await player.wrap(ReplayChatCompletionClient([]), profile, "responder").create(pasted)
+    assert replayed.content == "Key *** is revoked."

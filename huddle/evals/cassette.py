@@ -40,6 +40,7 @@ from pydantic_core import to_jsonable_python
 from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError, HuddleError
 from huddle.models.delegating import DelegatingClient
+from huddle.tools.results import redact_value
 
 CASSETTE_VERSION = 1
 # Where a replayed openai-compatible profile "points": the discard port, never contacted (no key needed, no network).
@@ -178,13 +179,19 @@ class Cassette:
         return stand_ins
 
     def save(self) -> None:
-        """Write the recording (only in record mode); the file is replaced atomically."""
+        """Write the recording (only in record mode); the file is replaced atomically.
+
+        Every string is masked (`redact_value`) on the way out: a key the user pasted into a prompt would otherwise
+        sit in a file made to be committed and shared. Entries are still found by their digest of the unmasked
+        request, so a masked cassette replays the same calls.
+        """
         if self.mode != "record":
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".partial")
         with self._lock:
-            partial.write_text(self.data.model_dump_json(indent=1) + "\n", encoding="utf-8")
+            masked = redact_value(self.data.model_dump(mode="json"))
+            partial.write_text(json.dumps(masked, indent=1) + "\n", encoding="utf-8")
         partial.replace(self.path)
 
     def misses_in(self, scope: str) -> list[CassetteMiss]:
