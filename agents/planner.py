@@ -8,6 +8,7 @@ answers directly (`fallback_plan`), so a weak model's failure never stalls a run
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,9 @@ from huddle.agents.state import RunState
 from huddle.models.structured import structured_output_args
 from huddle.tools import ToolArgumentsError, ToolRegistry
 from huddle.usage.budget import BudgetExhausted
+
+_CONTEXT_LINES = 6
+"""The team's latest messages the planner is shown, and all it keeps (and saves) of them."""
 
 
 class PlannerAgent(BaseChatAgent):
@@ -53,7 +57,7 @@ class PlannerAgent(BaseChatAgent):
         self._responder = responder
         self._tool_executor = tool_executor
         self._prompt = prompt
-        self._context: list[str] = []
+        self._context: deque[str] = deque(maxlen=_CONTEXT_LINES)
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
@@ -73,7 +77,7 @@ class PlannerAgent(BaseChatAgent):
             )
             or "(none)",
         )
-        context = "\n".join(self._context[-6:])
+        context = "\n".join(self._context)
         user = f"Task: {self._state.task}" + (f"\n\nContext from the team:\n{context}" if context else "")
         note, usage, unusable = "", None, False
         try:
@@ -134,4 +138,4 @@ class PlannerAgent(BaseChatAgent):
         return {"context": list(self._context)}
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
-        self._context = list(state.get("context", []))
+        self._context = deque(state.get("context", []), maxlen=_CONTEXT_LINES)  # older versions saved them all

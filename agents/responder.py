@@ -9,6 +9,7 @@ read in ``metadata["findings"]`` (the tool executor gives one plain sentence per
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
@@ -44,7 +45,8 @@ class ResponderAgent(BaseChatAgent):
         self._prompt = prompt
         self._history_turns = history_turns
         self._findings: list[str] = []
-        self._history: list[tuple[str, str]] = []
+        # Only the exchanges it is shown are kept (and saved): the session store has the whole transcript.
+        self._history: deque[tuple[str, str]] = deque(maxlen=history_turns)
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
@@ -95,7 +97,7 @@ class ResponderAgent(BaseChatAgent):
 
     def _request_text(self) -> str:
         """The one user message the model sees (``prompts/responder_request.md``); empty sections are left out."""
-        earlier = self._history[-self._history_turns :]
+        earlier = self._history
         return prompts.render(
             "responder_request",
             earlier=prompts.render("responder_earlier", exchanges="\n".join(f"User: {q}\nYou: {a}" for q, a in earlier))
@@ -117,5 +119,5 @@ class ResponderAgent(BaseChatAgent):
         return {"history": [list(pair) for pair in self._history], "findings": list(self._findings)}
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
-        self._history = [(q, a) for q, a in state.get("history", [])]
+        self._history = deque(((q, a) for q, a in state.get("history", [])), maxlen=self._history_turns)
         self._findings = list(state.get("findings", []))

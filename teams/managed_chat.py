@@ -10,9 +10,13 @@ rows).
 
 It keeps autogen's contract with the participants, which are still autogen ``ChatAgent`` s (custom ones included):
 each is sent, when it speaks, the chat messages posted since its last turn, the task included; its streamed events
-and its final message go to the caller in order; the manager reads the whole thread, events included; autogen
+and its final message go to the caller in order; the manager reads the thread, events included; autogen
 termination conditions, any one of them, end a task. The thread, the unseen messages and every participant's state
 survive `save_state` / `load_state`.
+
+The thread and the unseen messages keep only their last `THREAD_TAIL` chat messages (and the events among them): the
+manager reads the last 8, and a chat saved after every task would otherwise save its whole past each time (quadratic
+over a long chat). The full transcript is kept once, by the session store (each turn's messages).
 
 Before each turn the caller is also sent autogen's ``SelectSpeakerEvent`` naming the speaker (what a console needs
 to say who is thinking), with the manager's decision (turn, policy, reason) in its metadata when the selector is our
@@ -41,6 +45,9 @@ from huddle.teams.manager import Decision
 
 Event = BaseAgentEvent | BaseChatMessage
 Selector = Callable[[Sequence[Event]], Awaitable[str]]
+
+THREAD_TAIL = 32
+"""Chat messages the thread keeps (the manager reads 8), and the most a participant is shown when it speaks."""
 
 
 class ManagedChat:
@@ -124,11 +131,13 @@ class ManagedChat:
         """Add a turn's messages to the thread; the other participants are shown its chat message (the last one)
         when they speak."""
         self._thread.extend(delta)
+        self._thread = _tail(self._thread)
         shown = delta[-1]
         assert isinstance(shown, BaseChatMessage)  # a turn ends with its chat message; the task is one
         for name, unseen in self._unseen.items():
             if name != speaker:
                 unseen.append(shown)
+                del unseen[:-THREAD_TAIL]
 
     async def save_state(self) -> dict[str, Any]:
         return {
@@ -144,11 +153,11 @@ class ManagedChat:
                 "this session was saved by an older huddle whose group chats ran on autogen's SelectorGroupChat; "
                 "its turns are still listed by `huddle sessions show`, but it cannot be continued: start a new session"
             )
-        self._thread = [self._factory.create(m) for m in state["thread"]]
+        self._thread = _tail([self._factory.create(m) for m in state["thread"]])  # saved whole by older versions
         self._unseen = {name: [] for name in self.participants}
         for name, unseen in state["unseen"].items():
             if name in self._unseen:
-                self._unseen[name] = [self._load_chat(m) for m in unseen]
+                self._unseen[name] = [self._load_chat(m) for m in unseen][-THREAD_TAIL:]
         for name, saved in state["participants"].items():
             if name in self.participants:
                 await self.participants[name].load_state(saved)
@@ -158,3 +167,14 @@ class ManagedChat:
         if not isinstance(message, BaseChatMessage):
             raise ValueError(f"saved state: a {type(message).__name__} where a chat message was expected")
         return message
+
+
+def _tail(thread: list[Event]) -> list[Event]:
+    """`thread` from its `THREAD_TAIL`-th last chat message on (the events after it kept with it)."""
+    chats = 0
+    for index in range(len(thread) - 1, -1, -1):
+        if isinstance(thread[index], BaseChatMessage):
+            chats += 1
+            if chats == THREAD_TAIL:
+                return thread[index:]
+    return thread

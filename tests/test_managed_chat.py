@@ -11,7 +11,7 @@ from autogen_agentchat.conditions import ExternalTermination, TextMentionTermina
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, SelectSpeakerEvent, TextMessage, ThoughtEvent
 from autogen_core import CancellationToken
 
-from huddle.teams.managed_chat import Event, ManagedChat
+from huddle.teams.managed_chat import THREAD_TAIL, Event, ManagedChat
 
 
 class Echo(BaseChatAgent):
@@ -124,3 +124,25 @@ async def test_state_survives_a_save_and_load_into_a_new_chat() -> None:
     assert len(a.received) == 2 and len(b.received) == 1  # each participant's own state
     await run(second, "more")  # b speaks first: the restored thread says a spoke last
     assert b.received[1] == ["a:a 2", "user:more"]  # what b had not seen yet, then the new task
+
+
+async def test_the_thread_and_unseen_messages_keep_their_tails_only() -> None:
+    """Over a long chat the saved thread and what a member that never speaks has not seen stop growing: the manager
+    reads the thread's tail, and the session store keeps the whole transcript."""
+
+    async def always_a(thread: Sequence[Event]) -> str:
+        return "a"
+
+    a, silent = Echo("a"), Echo("silent")
+    loop = ManagedChat([a, silent], always_a, [], max_turns=1)
+    for task in range(THREAD_TAIL):
+        await run(loop, f"task {task}")
+    saved = await loop.save_state()
+    chats = [m for m in saved["thread"] if m["type"] == "TextMessage"]
+    assert len(chats) == THREAD_TAIL and chats[-1]["content"] == f"a {THREAD_TAIL}"
+    assert saved["thread"][0]["type"] == "TextMessage"  # cut at a chat message, the events after it kept
+    assert [m["content"] for m in saved["unseen"]["silent"]][-2:] == [f"task {THREAD_TAIL - 1}", f"a {THREAD_TAIL}"]
+    assert len(saved["unseen"]["silent"]) == THREAD_TAIL
+    restored = ManagedChat([Echo("a"), Echo("silent")], always_a, [], max_turns=1)
+    await restored.load_state(saved)
+    assert await restored.save_state() == saved
