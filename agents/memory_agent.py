@@ -3,13 +3,17 @@
 Both are decisions the framework can make itself: "remember that ..." is a pattern, and relevance is an embedding
 similarity in the shared vector memory. Recalled items are posted as one message, within a token budget, so every
 other agent sees the same context.
+
+A store that is down (at start or mid-session) makes this member's turn a failure, which the manager routes around;
+when a fact the user asked to remember could not be stored, the failure says ``could not store: <fact>``, and the
+responder, who reads failures, tells the user rather than letting them believe it was kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from autogen_agentchat.agents import BaseChatAgent
@@ -19,8 +23,10 @@ from autogen_core import CancellationToken
 
 from huddle import prompts
 from huddle.agents.state import RunState
+from huddle.memory.store import MemoryUnavailable
 
 if TYPE_CHECKING:
+    from huddle.memory.items import MemoryItem
     from huddle.memory.store import VectorMemory
 
 # A fact runs to the end of its sentence (". ", "?", "!" or a line break); a dot inside it ("a.b@c.com", "1.5") stays.
@@ -44,7 +50,7 @@ class MemoryAgent(BaseChatAgent):
         self,
         name: str,
         description: str,
-        memory: VectorMemory,
+        memory: VectorMemory | Callable[[], VectorMemory],
         state: RunState,
         *,
         scopes: Sequence[str],
@@ -53,8 +59,10 @@ class MemoryAgent(BaseChatAgent):
         token_budget: int = 400,
         prompt: str = "memory",
     ) -> None:
+        """`memory` is the store, or how to open it: asked at every turn, so a store that was down is used again
+        once it is back (the team's opener keeps the store once open)."""
         super().__init__(name, description)
-        self._memory = memory
+        self._memory = memory if callable(memory) else lambda: memory
         self._state = state
         self._scopes = list(scopes)
         self._k, self._min_score, self._budget = k, min_score, token_budget
@@ -66,22 +74,32 @@ class MemoryAgent(BaseChatAgent):
 
     async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
         task = self._state.task
-        # Embedding and the store are blocking CPU/disk work: keep them off the event loop.
-        stored = [
-            await asyncio.to_thread(
-                self._memory.add, fact, scope=self._scopes[0], kind="fact", agent=self.name, run_id=self._state.run_id
+        facts = stated_facts(task)
+        stored: list[MemoryItem] = []
+        try:
+            memory = self._memory()
+            # Embedding and the store are blocking CPU/disk work: keep them off the event loop.
+            for fact in facts:
+                stored.append(
+                    await asyncio.to_thread(
+                        memory.add, fact, scope=self._scopes[0], kind="fact", agent=self.name, run_id=self._state.run_id
+                    )
+                )
+            scopes = self._scopes + ([self._state.session_scope] if self._state.session_scope else [])
+            recalled = await asyncio.to_thread(
+                memory.recall,
+                task[:RECALL_QUERY_CHARS],
+                scopes=scopes,
+                k=self._k,
+                min_score=self._min_score,
+                token_budget=self._budget,
             )
-            for fact in stated_facts(task)
-        ]
-        scopes = self._scopes + ([self._state.session_scope] if self._state.session_scope else [])
-        recalled = await asyncio.to_thread(
-            self._memory.recall,
-            task[:RECALL_QUERY_CHARS],
-            scopes=scopes,
-            k=self._k,
-            min_score=self._min_score,
-            token_budget=self._budget,
-        )
+        except Exception as exc:
+            unstored = facts[len(stored) :]
+            if not unstored:
+                raise  # the guard makes it this member's failure
+            why = str(exc) if isinstance(exc, MemoryUnavailable) else f"{type(exc).__name__}: {exc}"
+            raise MemoryUnavailable(f"could not store: {'; '.join(unstored)} ({why})") from exc
         items = [r for r in recalled if r.item.id not in {s.id for s in stored}]
         content = prompts.render(
             self._prompt,

@@ -6,7 +6,8 @@ rather than silently comparing vectors from two models. Every read keeps only th
 returned item, whether Chroma filtered or not), so an item from another scope is never returned. Expired items
 (TTL) are never returned and are deleted lazily: when a recall meets them, or by a listing or `forget_expired`.
 Chroma calls are serialised by one lock per store, which is what a single process with several agents on threads
-needs; embedding happens outside that lock.
+needs; embedding happens outside that lock. Whatever a Chroma call raises (a server that went away, a chromadb
+error) is one `MemoryUnavailable`, so callers that can go on without memory catch one type and the CLI prints one line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -44,6 +46,10 @@ _PROBE_FACTOR = 20
 _MIN_PROBE = 100
 
 
+class MemoryUnavailable(HuddleError):
+    """The vector store could not be reached or failed an operation; the message names the store and the cause."""
+
+
 def open_client(path: Path | None = None, url: str | None = None) -> ClientAPI:
     """A Chroma client on a directory, or on a server at `url` (``http(s)://host[:port]``), with telemetry off."""
     import chromadb
@@ -64,7 +70,7 @@ def open_client(path: Path | None = None, url: str | None = None) -> ClientAPI:
             host=parsed.hostname, port=parsed.port or (443 if ssl else 8000), ssl=ssl, settings=settings
         )
     except ValueError as exc:
-        raise HuddleError(f"memory.chroma_url: cannot reach the Chroma server at {url}: {exc}") from None
+        raise MemoryUnavailable(f"memory.chroma_url: cannot reach the Chroma server at {url}: {exc}") from None
 
 
 def open_collection(client: ClientAPI, name: str, embedder: Embedder) -> Collection:
@@ -134,9 +140,11 @@ class VectorMemory:
         self.embedder = embedder
         self.token_model = token_model
         self._lock = threading.RLock()
+        self._location = f"the Chroma server at {url}" if url else f"{path}"
         self._client = open_client(path, url)
-        self._collection = open_collection(self._client, collection, embedder)
-        self._max_batch = self._client.get_max_batch_size()
+        with self._chroma():
+            self._collection = open_collection(self._client, collection, embedder)
+            self._max_batch = self._client.get_max_batch_size()
 
     @classmethod
     def from_settings(cls, settings: Settings, embedder: Embedder | None = None) -> VectorMemory:
@@ -152,6 +160,20 @@ class VectorMemory:
     @property
     def collection_name(self) -> str:
         return self._collection.name
+
+    @contextmanager
+    def _chroma(self) -> Iterator[None]:
+        """One Chroma access under the store's lock; its failure is a `MemoryUnavailable` naming the store (our own
+        errors, such as an embedder mismatch, pass as they are)."""
+        with self._lock:
+            try:
+                yield
+            except HuddleError:
+                raise
+            except Exception as exc:
+                raise MemoryUnavailable(
+                    f"shared memory ({self._location}) failed: {type(exc).__name__}: {exc}"
+                ) from exc
 
     # --- writing -----------------------------------------------------------------------------------------------
 
@@ -188,7 +210,7 @@ class VectorMemory:
         for start in range(0, len(items), self._max_batch):
             batch = items[start : start + self._max_batch]
             vectors = self.embedder.embed_passages([item.text for item in batch])
-            with self._lock:
+            with self._chroma():
                 self._collection.add(
                     ids=[item.id for item in batch],
                     embeddings=vectors,  # type: ignore[arg-type]  # list invariance: rows are float lists
@@ -267,7 +289,7 @@ class VectorMemory:
             expired = [item.id for item, _ in hits if item.expired(now)]
             if not expired:
                 break
-            with self._lock:  # lazily, and search again so that k live items can fill the places
+            with self._chroma():  # lazily, and search again so that k live items can fill the places
                 self._collection.delete(ids=expired)
         candidates = [
             RecalledItem(
@@ -301,7 +323,7 @@ class VectorMemory:
         return [hit for hit in self._query(vector, k, where) if wanted(hit)]
 
     def _query(self, vector: Sequence[float], n: int, where: Where | None) -> Hits:
-        with self._lock:
+        with self._chroma():
             result = self._collection.query(
                 query_embeddings=[vector],
                 n_results=n,
@@ -336,16 +358,16 @@ class VectorMemory:
     def count(self, scope: str | None = None) -> int:
         """Number of stored items (of one scope, or all), expired ones not yet deleted included."""
         if scope is None:
-            with self._lock:
+            with self._chroma():
                 return self._collection.count()
-        with self._lock:
+        with self._chroma():
             return len(self._collection.get(where={"scope": check_scope(scope)}, include=[])["ids"])
 
     # --- forgetting --------------------------------------------------------------------------------------------
 
     def forget(self, item_id: str) -> bool:
         """Delete one item; False if no item has that id."""
-        with self._lock:
+        with self._chroma():
             if not self._collection.get(ids=[item_id], include=[])["ids"]:
                 return False
             self._collection.delete(ids=[item_id])
@@ -364,7 +386,7 @@ class VectorMemory:
     # --- Chroma access -----------------------------------------------------------------------------------------
 
     def _get(self, ids: Sequence[str] | None = None, where: Where | None = None) -> Items:
-        with self._lock:
+        with self._chroma():
             result = self._collection.get(
                 ids=list(ids) if ids is not None else None,
                 where=where,
@@ -380,7 +402,7 @@ class VectorMemory:
         return [item for item in items if not item.expired(now)]
 
     def _delete(self, where: Where) -> int:
-        with self._lock:
+        with self._chroma():
             ids = self._collection.get(where=where, include=[])["ids"]
             if ids:
                 self._collection.delete(ids=ids)

@@ -9,22 +9,24 @@ base's (`huddle.teams.base`); this module builds the members and the manager and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from autogen_agentchat.base import ChatAgent, TaskResult
 from autogen_agentchat.conditions import ExternalTermination, SourceMatchTermination, TextMentionTermination
 
-from huddle.agents.guard import GuardedAgent
+from huddle.agents.guard import GuardedAgent, failure_reason
 from huddle.agents.memory_agent import MemoryAgent
 from huddle.agents.planner import PlannerAgent
 from huddle.agents.responder import ResponderAgent
 from huddle.agents.tool_executor import ToolExecutorAgent
 from huddle.agents.tool_need import ToolNeed
 from huddle.errors import ConfigError
+from huddle.memory.store import MemoryUnavailable
 from huddle.teams.base import Outcome, Run, Team
 from huddle.teams.managed_chat import ManagedChat
 from huddle.teams.manager import Decision, Manager, Roles
@@ -32,6 +34,11 @@ from huddle.teams.spec import AgentSpec, Role, TeamSpec
 from huddle.tools import ToolRegistry
 from huddle.tools.builtin import builtin_registry
 from huddle.tools.plugins import ToolAgent, load_agent, load_tools
+
+if TYPE_CHECKING:
+    from huddle.memory.store import VectorMemory
+
+logger = logging.getLogger("huddle.memory")
 
 
 @dataclass
@@ -169,7 +176,8 @@ class GroupChatTeam(Team):
             )
         if spec.role == "memory":
             scopes = spec.memory_scopes or ["user:default", f"team:{self.spec.team.name}"]
-            return MemoryAgent(name, description, self.memory, self.state, scopes=scopes, prompt=spec.prompt_name)
+            store = self._open_memory(spec)
+            return MemoryAgent(name, description, store, self.state, scopes=scopes, prompt=spec.prompt_name)
         if spec.role == "responder":
             return ResponderAgent(name, description, self.client(name, spec.model), self.state, prompt=spec.prompt_name)
         raise ConfigError(
@@ -201,18 +209,39 @@ class GroupChatTeam(Team):
         await self._remember_answer(run, answer)
         return Outcome(answer, stop_reason)
 
+    def _open_memory(self, member: AgentSpec) -> VectorMemory | Callable[[], VectorMemory]:
+        """The store, opened now so a required memory that is down fails the team at start with one error line; for
+        an optional one that is down, a note and the way to open it later (its member fails each turn until the store
+        is back, and the manager skips it)."""
+        try:
+            return self.memory
+        except MemoryUnavailable as exc:
+            if not member.optional:
+                raise
+            logger.warning("%s: %s; the optional memory member is skipped until it is back", member.agent_name, exc)
+            return lambda: self.memory
+
     async def _remember_answer(self, run: Run, answer: str) -> None:
-        """In a chat with a memory member, keep each answer as an episodic item of the session, with provenance."""
-        if self.state.session_scope is None or self.spec.member("memory") is None or not answer:
+        """In a chat with a memory member, keep each answer as an episodic item of the session, with provenance.
+
+        The answer is given whatever the store does: a failure to keep it is logged and recorded in the run's
+        failures (named ``<memory member>/episodic``), never raised."""
+        member = self.spec.member("memory")
+        if self.state.session_scope is None or member is None or not answer:
             return
-        await asyncio.to_thread(
-            self.memory.add,
-            f"Q: {run.task}\nA: {answer}",
-            scope=self.state.session_scope,
-            kind="message",
-            agent=self.responder,
-            run_id=run.run_id,
-        )
+        try:
+            await asyncio.to_thread(
+                self.memory.add,
+                f"Q: {run.task}\nA: {answer}",
+                scope=self.state.session_scope,
+                kind="message",
+                agent=self.responder,
+                run_id=run.run_id,
+            )
+        except Exception as exc:
+            reason = failure_reason(exc)
+            logger.warning("the answer was not kept in shared memory: %s", reason)
+            run.failures[f"{member.agent_name}/episodic"] = reason
 
     async def _start_mcp(self) -> None:
         """Start the team's MCP servers and give their tools to the tool executor (and so to the planner), once it
