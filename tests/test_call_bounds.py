@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from autogen_core.models import UserMessage
@@ -13,6 +16,7 @@ from autogen_core.models import UserMessage
 from huddle.config.settings import ModelProfile
 from huddle.models.factory import build_client
 from huddle.usage import UsageLedger
+from huddle.usage.ledger import INTERRUPTED
 
 QUESTION = [UserMessage(content="hi", source="user")]
 
@@ -64,3 +68,36 @@ async def test_a_trickling_server_cannot_keep_a_call_past_timeout_s(trickling_se
     assert time.monotonic() - started < 3.0
     [row] = ledger.records()
     assert row.error is not None and "timeout_s=1s" in row.error
+
+
+CALLER = """
+import asyncio, sys
+from autogen_core.models import UserMessage
+from huddle.config.settings import ModelProfile
+from huddle.models.factory import build_client
+from huddle.usage import UsageLedger
+
+profile = ModelProfile(name="slow", model="m", base_url=sys.argv[1], timeout_s=600, max_retries=0)
+client = build_client(profile, UsageLedger(sys.argv[2]), agent="a")
+asyncio.run(client.create([UserMessage(content="hi", source="user")]))
+"""
+
+
+def test_a_call_in_flight_when_its_process_is_killed_is_in_the_ledger_as_interrupted(
+    trickling_server: str, tmp_path: Path
+) -> None:
+    """The attempt is written before the call: a process killed mid-call leaves its row, interrupted on next open."""
+    path = tmp_path / "usage.sqlite"
+    child = subprocess.Popen([sys.executable, "-c", CALLER, trickling_server, str(path)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (path.exists() and UsageLedger(path).records()):  # the row is written before the reply comes
+            assert time.monotonic() < deadline and child.poll() is None, "no call was written in flight"
+            time.sleep(0.1)
+        assert [row.state for row in UsageLedger(path).records()] == ["in_flight"]  # still live: left as it is
+    finally:
+        child.kill()
+        child.wait()
+    [row] = UsageLedger(path).records()
+    assert row.state == "interrupted" and row.error == INTERRUPTED
+    assert UsageLedger(path).totals().calls == 1

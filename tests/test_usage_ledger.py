@@ -83,7 +83,9 @@ def test_a_ledger_file_from_before_schema_versions_opens_and_is_upgraded(tmp_pat
         ledger.record_decision(1, "planner", "rule", "first turn")
     assert ledger.decisions("r1") == [{"turn": 1, "speaker": "planner", "policy": "rule", "reason": "first turn"}]
     ledger.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (
+        2,
+    )  # the schema before versions, then the call state
 
 
 def test_a_ledger_from_a_newer_huddle_is_refused_with_one_error_line(isolated_env: Path) -> None:

@@ -151,13 +151,13 @@ class MeteredClient(DelegatingClient):
 
     async def _create_once(self, messages: Sequence[LLMMessage], args: dict[str, Any]) -> CreateResult:
         """One attempt, recorded in the ledger whether it succeeds or fails."""
-        started = time.perf_counter()
+        row, started = self._begin(streamed=False), time.perf_counter()
         try:
             result = await self._by(self._deadline(), self.inner.create(messages, **args))
         except BaseException as exc:
-            self._record_failure(exc, started, streamed=False, sent=(messages, args["tools"]))
+            self._record_failure(row, exc, started, streamed=False, sent=(messages, args["tools"]))
             raise
-        return self._record(result, messages, args["tools"], started, streamed=False)
+        return self._record(row, result, messages, args["tools"], started, streamed=False)
 
     async def _stream_once(
         self, messages: Sequence[LLMMessage], args: dict[str, Any]
@@ -167,7 +167,7 @@ class MeteredClient(DelegatingClient):
         The final `CreateResult` is yielded only after it is metered and checked, so a malformed reply raises before
         the caller takes it as the answer.
         """
-        started = time.perf_counter()
+        row, started = self._begin(streamed=True), time.perf_counter()
         result: CreateResult | None = None
         received: list[str] = []
         deadline = self._deadline()
@@ -185,16 +185,16 @@ class MeteredClient(DelegatingClient):
                     yield item
         except BaseException as exc:
             self._record_failure(
-                exc, started, streamed=True, sent=(messages, args["tools"]), received="".join(received)
+                row, exc, started, streamed=True, sent=(messages, args["tools"]), received="".join(received)
             )
             raise
         finally:
             await stream.aclose()
         if result is None:
             failure = RuntimeError("stream ended without a final result")
-            self._record_failure(failure, started, streamed=True)
+            self._record_failure(row, failure, started, streamed=True)
             raise failure
-        yield self._record(result, messages, args["tools"], started, streamed=True)
+        yield self._record(row, result, messages, args["tools"], started, streamed=True)
 
     def _deadline(self) -> float:
         """When an attempt starting now must be over: ``timeout_s`` bounds the whole call, not each read.
@@ -310,6 +310,7 @@ class MeteredClient(DelegatingClient):
 
     def _record(
         self,
+        row: int,
         result: CreateResult,
         messages: Sequence[LLMMessage],
         tools: Sequence[Tool | ToolSchema],
@@ -337,6 +338,7 @@ class MeteredClient(DelegatingClient):
             # autogen reports 0/0 when the server sent no usage; a real request always has prompt tokens.
             prompt, completion, source = self._estimate_usage(messages, tools, result)
         self._append(
+            row,
             prompt_tokens=prompt,
             completion_tokens=completion,
             token_source=source,
@@ -380,6 +382,7 @@ class MeteredClient(DelegatingClient):
 
     def _record_failure(
         self,
+        row: int,
         exc: BaseException,
         started: float,
         *,
@@ -400,20 +403,27 @@ class MeteredClient(DelegatingClient):
                 "token_source": "estimate",
                 "cost_usd": self.profile.price.cost(prompt, completion),
             }
-        self._append(**tokens, latency_s=time.perf_counter() - started, streamed=streamed, error=message)
+        self._append(row, **tokens, latency_s=time.perf_counter() - started, streamed=streamed, error=message)
 
-    def _append(self, **fields: Any) -> None:
+    def _begin(self, *, streamed: bool) -> int:
+        """The ledger row of an attempt about to be sent, written in flight (`UsageLedger.begin`): a process killed
+        during the call leaves it there, shown as interrupted, instead of no trace of a call the server had."""
+        return self.ledger.begin(self._usage(streamed=streamed, token_source="none"))
+
+    def _usage(self, **fields: Any) -> UsageRecord:
         scope = current_scope()
-        record = self.ledger.record(
-            UsageRecord(
-                run_id=scope.run_id,
-                session_id=scope.session_id,
-                agent=self.agent,
-                profile=self.profile.name,
-                model=self.profile.model_name,
-                **fields,
-            )
+        return UsageRecord(
+            run_id=scope.run_id,
+            session_id=scope.session_id,
+            agent=self.agent,
+            profile=self.profile.name,
+            model=self.profile.model_name,
+            **fields,
         )
+
+    def _append(self, row: int, **fields: Any) -> None:
+        """Settle the attempt's row `row` with how it ended, and trace it."""
+        record = self.ledger.settle(row, self._usage(**fields))
         tracing.event(
             f"model {record.model}",
             "model",
