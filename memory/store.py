@@ -27,6 +27,7 @@ from huddle.memory.embedders import Embedder, embedder_from_settings
 from huddle.memory.items import Kind, MemoryItem, RecalledItem, check_scope
 from huddle.memory.selection import select
 from huddle.models.tokens import count_text
+from huddle.secrets import redact
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -194,7 +195,7 @@ class VectorMemory:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
         now = time.time()
         item = MemoryItem(
-            text=text,
+            text=redact(text),  # "remember my key is sk-..." must not put the key in the store
             scope=scope,
             kind=kind,
             tags=list(tags),

@@ -66,3 +66,19 @@ async def test_run_command_gets_no_secret_from_the_environment(monkeypatch: pyte
     result = await make_shell_tool(tmp_path).run({"command": f'{sys.executable} -c "{script}"'})
     assert result.ok, result.content
     assert "['', '', '', 'si-sa-tpek']" in result.content
+
+
+def test_a_key_pasted_by_the_user_is_masked_in_sessions_and_memory(tmp_path: Path) -> None:
+    from huddle.config.settings import load_settings
+    from huddle.memory.store import VectorMemory
+    from huddle.storage.sessions import SessionStore
+
+    pasted = "sk-proj-" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7" * 2
+    with SessionStore(tmp_path / "sessions.sqlite") as store:
+        turn = store.begin_turn("s1", "team", f"my key is {pasted}, keep it", "r1")
+        store.finish_turn("s1", turn, answer=f"noted: {pasted}", state={}, messages=[{"content": pasted}])
+    raw = (tmp_path / "sessions.sqlite").read_bytes()
+    assert pasted.encode() not in raw
+    memory = VectorMemory.from_settings(load_settings())
+    item = memory.add(f"the user's key is {pasted}", scope="user:default")
+    assert pasted not in item.text and pasted not in memory.get(item.id).text  # type: ignore[union-attr]

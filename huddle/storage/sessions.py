@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from huddle.errors import HuddleError
+from huddle.secrets import redact
 from huddle.storage.lease import SessionLease
 from huddle.storage.sqlite import Database, Migration
 
@@ -105,7 +106,11 @@ class SessionStore:
             self._leases[session_id] = lease
 
     def begin_turn(self, session_id: str, team: str, task: str, run_id: str) -> int:
-        """Acknowledge a user message: a new ``running`` turn (and the session, if new). Returns the turn number."""
+        """Acknowledge a user message: a new ``running`` turn (and the session, if new). Returns the turn number.
+
+        The task is stored with anything shaped like a key masked: a key pasted into a chat must not live on disk.
+        """
+        task = redact(task)
         now = time.time()
         with self._db.transaction() as db:
             row = db.execute("SELECT team FROM sessions WHERE id = ?", (session_id,)).fetchone()
@@ -148,6 +153,11 @@ class SessionStore:
         A turn that already ended keeps its first ending (a cancellation racing the turn's own end)."""
         if status == "done" and state is None:
             raise ValueError("a done turn needs the team's state")
+        answer = None if answer is None else redact(answer)
+        if messages is not None:  # the user's own words are in them too
+            messages = [
+                {**m, "content": redact(m["content"])} if isinstance(m.get("content"), str) else m for m in messages
+            ]
         now = time.time()
         with self._db.transaction() as db:
             db.execute(
@@ -248,3 +258,9 @@ class SessionStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _masked(message: dict[str, Any]) -> dict[str, Any]:
+    """A saved message with anything shaped like a key in its text masked."""
+    content = message.get("content")
+    return {**message, "content": redact(content)} if isinstance(content, str) else message
