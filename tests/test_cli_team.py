@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from huddle.testing import Reply, Rule, ScriptedServer
+from tests.plans import calculator_plan
 
 TEAM = """
 team: {name: calc, max_turns: 12, plan: always}
@@ -20,22 +21,7 @@ agents:
   - {role: tool_executor, tools: [calculator, clock]}
   - {role: responder}
 """
-PLAN = json.dumps(
-    {
-        "goal": "multiply",
-        "steps": [
-            {
-                "id": 1,
-                "assignee": "tool_executor",
-                "instruction": "multiply",
-                "tool": "calculator",
-                "args": json.dumps({"expression": "17*23"}),
-                "depends_on": [],
-            }
-        ],
-        "done": False,
-    }
-)
+PLAN = calculator_plan()
 
 
 def huddle(*args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:

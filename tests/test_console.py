@@ -29,27 +29,13 @@ from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.managed_chat import Event
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Fault, Reply, Rule, ScriptedServer
+from tests.plans import calculator_plan
 
 CALC = {
     "team": {"name": "calc", "max_turns": 12},
     "agents": [{"role": "planner"}, {"role": "tool_executor", "tools": ["calculator"]}, {"role": "responder"}],
 }
-PLAN = json.dumps(
-    {
-        "goal": "multiply",
-        "steps": [
-            {
-                "id": 1,
-                "assignee": "tool_executor",
-                "instruction": "multiply",
-                "tool": "calculator",
-                "args": json.dumps({"expression": "17*23"}),
-                "depends_on": [],
-            }
-        ],
-        "done": False,
-    }
-)
+PLAN = calculator_plan()
 DESK = {
     "team": {"name": "desk", "max_turns": 4},
     "agents": [{"role": "tool_executor", "tools": ["calculator"]}, {"role": "responder"}],

@@ -16,27 +16,13 @@ from huddle.teams.durable import DurableTeam
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import TeamSpec
 from huddle.testing import Reply, Rule, ScriptedServer
+from tests.plans import calculator_plan
 
 TEAM = {
     "team": {"name": "calc", "max_turns": 12},
     "agents": [{"role": "planner"}, {"role": "tool_executor", "tools": ["calculator"]}, {"role": "responder"}],
 }
-PLAN = json.dumps(
-    {
-        "goal": "multiply",
-        "steps": [
-            {
-                "id": 1,
-                "assignee": "tool_executor",
-                "instruction": "multiply",
-                "tool": "calculator",
-                "args": json.dumps({"expression": "17*23"}),
-                "depends_on": [],
-            }
-        ],
-        "done": False,
-    }
-)
+PLAN = calculator_plan()
 TURNS = 40
 
 
