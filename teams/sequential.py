@@ -2,7 +2,9 @@
 
 The first member gets the task; the last one's output is the answer. A member's ``input`` template can also show it the
 original task (``"Request: {task}\\n\\nDraft: {input}"``). When a member fails, an ``optional`` one is skipped (its
-input goes on to the next member); otherwise the run stops there with the last output it got as a partial answer.
+input goes on to the next member); otherwise the run has no answer (``error: step 2 (b) failed: ...``): an earlier
+step's output is a draft, not what the pipeline was asked for, and it stays in the run's messages. A budget stop is a
+decision rather than a fault, so it answers with the last output it got (``budget: step 2 (b) ...``).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ class SequentialTeam(PatternTeam):
                 run.fail(error)
                 if member.spec.optional:
                     continue
-                cause = "budget" if error.budget else "failed"
-                return Outcome(text if produced else "", f"{cause}: step {i} ({member.name}) {error.reason}")
+                if error.budget:
+                    return Outcome(text if produced else "", f"budget: step {i} ({member.name}) {error.reason}")
+                return Outcome("", f"error: step {i} ({member.name}) failed: {error.reason}")
             previous = f"{member.name}'s output"
         skipped = f" ({len(run.failures)} optional skipped)" if run.failures else ""
         return Outcome(text, f"finished: {len(steps)} steps{skipped}")

@@ -110,3 +110,38 @@ def test_run_with_a_budget_reports_it_and_usage_shows_the_run(scripted_project: 
     usage = json.loads(huddle("usage", "--run", result["run_id"], "--json").stdout)
     assert usage["total"]["calls"] == 2 and set(usage["by_agent"]) == {"planner", "responder"}
     assert "Usage by agent" in huddle("usage").stdout
+
+
+PIPELINE = """
+team: {name: pipe, kind: sequential}
+agents:
+  - {name: a, instruction: You are a.}
+  - {name: b, instruction: You are b.}
+  - {name: c, instruction: You are c.}
+"""
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_pipeline_whose_step_fails_exits_1_and_a_budget_stop_prints_its_answer(tmp_path: Path, quiet: bool) -> None:
+    """A failed middle step is no answer (exit 1, one error line); a budget stop answers with the last output, and
+    that answer is printed although no responder message carried it (it was: exit 0 with nothing printed)."""
+    from huddle.testing import Fault
+
+    rules = [
+        Rule(agent="a", last="fail", reply=Reply(content="a draft to fail")),
+        Rule(agent="b", last="to fail", fault=Fault(kind="server_error")),
+        Rule(agent="a", last="spend", reply=Reply(content="long " * 700)),
+        Rule(reply=Reply(content="fine")),
+    ]
+    with ScriptedServer(rules=rules) as server:
+        (tmp_path / "huddle.yaml").write_text(
+            f"models:\n  default: {{model: scripted, base_url: '{server.base_url}', max_retries: 0}}\n"
+        )
+        (tmp_path / "pipe.yaml").write_text(PIPELINE)
+        flags = ["-q"] if quiet else []
+        failed = huddle("run", *flags, "--no-cache", "--team", "pipe.yaml", "please fail")
+        stopped = huddle("run", *flags, "--no-cache", "--max-tokens", "900", "--team", "pipe.yaml", "please spend")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "error: step 2 (b) failed:" in failed.stderr and "Traceback" not in failed.stderr
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "long long" in stopped.stdout

@@ -139,8 +139,9 @@ async def test_sequential_stops_at_a_failed_step_unless_it_is_optional(
     server.add_rule(Rule(agent="b", fault=Fault(kind="server_error")))
     server.add_rule(Rule(reply=echo))
     stopped = await run(settings, spec("sequential", model_agents("a", "b", "c")), "T")
-    assert stopped.answer == "a(T)"  # the best partial answer: the last output the pipeline got
-    assert stopped.stop_reason.startswith("failed: step 2 (b)") and "b" in stopped.failures
+    assert stopped.answer == ""  # a's output is a draft, not the pipeline's answer: the run failed
+    assert stopped.stop_reason.startswith("error: step 2 (b) failed:") and "b" in stopped.failures
+    assert [m.content for m in stopped.messages if m.source == "a"] == ["a(T)"]  # the draft is kept
     assert "c" not in stopped.usage.by_agent
 
     agents = model_agents("a", "b", "c")

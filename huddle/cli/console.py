@@ -80,6 +80,7 @@ class Transcript:
     ) -> None:
         self.console, self.responder, self.verbosity, self.team = console, responder, verbosity, team
         self._streaming = False
+        self.answered = False  # the answer was shown (streamed or whole); else the run's result prints it
         self._thinking = _Thinking()
         self._live = (
             Live(
@@ -132,7 +133,7 @@ class Transcript:
             self._stop_spinner()
             if self.verbosity != "quiet":
                 self.console.print(f"[bold green]{self.responder}>[/bold green] ", end="")
-            self._streaming = True
+            self._streaming = self.answered = True
         self.console.print(text, end="", markup=False, highlight=False)
 
     def _answer(self, message: BaseChatMessage) -> None:
@@ -140,10 +141,18 @@ class Transcript:
         if self._streaming:
             self.console.print()
             self._streaming = False
-        elif self.verbosity == "quiet":
-            self.console.print(message.to_text(), markup=False, highlight=False)
         else:
-            self.console.print(f"[bold green]{self.responder}>[/bold green] {escape(message.to_text())}")
+            self.final(message.to_text())
+
+    def final(self, answer: str, source: str | None = None) -> None:
+        """Print the answer whole. `source` names who gave it when that is not the responder: a run stopped early
+        (a budget stop in a pipeline) answers with the last output it got, which no responder message carried."""
+        self._stop_spinner()
+        self.answered = True
+        if self.verbosity == "quiet":
+            self.console.print(answer, markup=False, highlight=False)
+        else:
+            self.console.print(f"[bold green]{escape(source or self.responder)}>[/bold green] {escape(answer)}")
 
     def _message(self, message: BaseChatMessage) -> None:
         if self.verbosity == "quiet" or (is_internal(message) and self.verbosity != "verbose"):
@@ -232,6 +241,8 @@ async def run_turn(stream: AsyncIterator[Event | RunResult], transcript: Transcr
 
 async def _consume(stream: AsyncIterator[Event | RunResult], transcript: Transcript | None) -> RunResult:
     result: RunResult | None = None
+    if transcript is not None:
+        transcript.answered = False  # one transcript shows every turn of a chat
     async with aclosing(stream):  # type: ignore[type-var]  # an async generator, typed as AsyncIterator
         async for item in stream:
             if isinstance(item, RunResult):
@@ -240,6 +251,8 @@ async def _consume(stream: AsyncIterator[Event | RunResult], transcript: Transcr
                 transcript.show(item)
     if result is None:
         raise RuntimeError("the team's run ended without a result")
+    if transcript is not None and result.answer and not transcript.answered:
+        transcript.final(result.answer, source=f"answer ({result.stop_reason})")
     return result
 
 
