@@ -46,7 +46,7 @@ class GuardedAgent(BaseChatAgent):
     async def on_messages_stream(
         self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
     ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
-        with tracing.span(f"agent {self.name}", "agent", agent=self.name) as turn:
+        with tracing.span(tracing.span_name("agent", self.name), "agent", agent=self.name) as turn:
             try:
                 async for item in self.inner.on_messages_stream(messages, cancellation_token):
                     if isinstance(item, Response):

@@ -61,7 +61,7 @@ class Member(ABC):
     async def __call__(self, text: str, run: Run, *, topic: str = "") -> str:
         """Run on `text` (through the member's ``input`` template) within its timeout."""
         prompt = render_input(self.spec.input, input=text, task=run.task, topic=topic)
-        with tracing.span(f"agent {self.name}", "agent", agent=self.name, topic=topic or None):
+        with tracing.span(tracing.span_name("agent", self.name), "agent", agent=self.name, topic=topic or None):
             return await self.guard(self.run(prompt, run, topic))
 
     async def guard(self, work: Awaitable[T]) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No user config, key or data directory leaks into a test; returns the test's data directory."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HUDDLE_CONFIG", "HUDDLE_MODEL", "HUDDLE_HOME"):
         monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:  # a developer's collector is not the tests'
+        monkeypatch.delenv(name)
     home = tmp_path / "huddle-home"
     monkeypatch.setenv("HUDDLE_HOME", str(home))
     monkeypatch.chdir(tmp_path)

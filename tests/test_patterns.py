@@ -442,8 +442,8 @@ async def test_a_group_chat_nested_in_a_pipeline_is_metered_in_the_same_run(
     # One trace for the whole run: the nested chat's run span sits under the member's span that ran it.
     spans = {s["id"]: s for s in read_run(settings.runs_dir, result.run_id)}
     parent = {s["name"]: spans[s["parent"]]["name"] if s["parent"] else None for s in spans.values()}
-    assert parent["agent desk"] == parent["agent polish"] == f"run {result.run_id}"
+    assert parent["invoke_agent desk"] == parent["invoke_agent polish"] == f"run {result.run_id}"
     nested_run = next(s for s in spans.values() if s["kind"] == "run" and s["parent"])
-    assert spans[nested_run["parent"]]["name"] == "agent desk"
+    assert spans[nested_run["parent"]]["name"] == "invoke_agent desk"
     models = [s for s in spans.values() if s["kind"] == "model"]
-    assert sorted(s["attributes"]["agent"] for s in models) == ["planner", "polish", "responder"]
+    assert sorted(s["attributes"]["gen_ai.agent.name"] for s in models) == ["planner", "polish", "responder"]

@@ -85,7 +85,7 @@ async def test_a_stream_abandoned_with_break_leaves_nothing_behind(server: Scrip
     async for _ in team.run_stream("first task", run_id="abandoned"):
         break
     gc.collect()
-    assert current_scope().run_id is None and spans._log.get() is None  # nothing of the run in the caller's context
+    assert current_scope().run_id is None and spans._run_id.get() is None  # nothing of the run in the caller's context
 
     outside = build_client(settings.profile(), team.ledger, agent="outside")
     await outside.create([UserMessage(content="hello", source="user")])

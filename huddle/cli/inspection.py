@@ -7,6 +7,7 @@ Registered on the root app by `huddle.cli.app`. Each reads settings, traces, the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,7 +82,12 @@ def trace_command(
 
     spans = read_run(ctx.obj.settings().runs_dir, run_id)
     if not spans:
-        raise HuddleError(f"no trace for run {run_id!r} (see `huddle runs`)")
+        off = (
+            " — OTEL_SDK_DISABLED=true turns tracing off"
+            if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true"
+            else ""
+        )
+        raise HuddleError(f"no trace for run {run_id!r} (see `huddle runs`){off}")
     if as_json:
         print(json.dumps(spans, indent=2))
         return
@@ -92,12 +98,12 @@ def trace_command(
     def label(span: dict[str, Any]) -> str:
         attrs = span["attributes"]
         parts = [f"{(span['end'] - span['start']) * 1000:.0f} ms"]
-        if "prompt_tokens" in attrs:
-            parts.append(f"{attrs['prompt_tokens']}+{attrs['completion_tokens']} tokens")
-        if attrs.get("cost_usd"):
-            parts.append(f"${attrs['cost_usd']:.6f}")
+        if "gen_ai.usage.input_tokens" in attrs:
+            parts.append(f"{attrs['gen_ai.usage.input_tokens']}+{attrs.get('gen_ai.usage.output_tokens', 0)} tokens")
+        if attrs.get("huddle.cost_usd"):
+            parts.append(f"${attrs['huddle.cost_usd']:.6f}")
         if span["kind"] == "decision":
-            parts.append(f"{attrs.get('policy')}: {attrs.get('reason')}")
+            parts.append(f"{attrs.get('huddle.policy')}: {attrs.get('huddle.reason')}")
         mark = f"[red]✗ {escape(span['error'] or 'failed')}[/red] " if span["status"] == "error" else ""
         return f"{mark}[bold]{escape(span['name'])}[/bold] [dim]{escape(' · '.join(parts))}[/dim]"
 
@@ -127,18 +133,18 @@ def runs_command(
     rows = []
     for path in files:
         spans = read_run(folder, path.stem)
-        root = next((s for s in spans if s["kind"] == "run"), None)
+        root = next((s for s in spans if s["kind"] == "run" and s["parent"] is None), None)  # not a nested run
         attrs = root["attributes"] if root else {}
         rows.append(
             {
                 "run_id": path.stem,
-                "team": attrs.get("team"),
-                "task": attrs.get("task"),
+                "team": attrs.get("huddle.team"),
+                "task": attrs.get("huddle.task"),
                 "finished": root is not None,
-                "stop_reason": attrs.get("stop_reason"),
-                "calls": attrs.get("calls"),
-                "tokens": (attrs.get("prompt_tokens") or 0) + (attrs.get("completion_tokens") or 0),
-                "cost_usd": attrs.get("cost_usd"),
+                "stop_reason": attrs.get("huddle.stop_reason"),
+                "calls": attrs.get("huddle.calls"),
+                "tokens": (attrs.get("huddle.prompt_tokens") or 0) + (attrs.get("huddle.completion_tokens") or 0),
+                "cost_usd": attrs.get("huddle.cost_usd"),
                 "failures": sum(s["status"] == "error" for s in spans),
             }
         )

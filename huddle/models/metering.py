@@ -330,7 +330,7 @@ class MeteredClient(DelegatingClient):
         if result.cached:
             prompt, completion, source = 0, 0, "cache"
         elif (prompt, completion) != (0, 0) and not self._plausible(prompt, completion, messages, tools, result):
-            tracing.event("usage rejected", "model", agent=self.agent, reason=f"server reported {prompt}/{completion}")
+            tracing.event("usage rejected", "usage", agent=self.agent, reason=f"server reported {prompt}/{completion}")
             prompt, completion, source = self._estimate_usage(messages, tools, result)
             usage = RequestUsage(prompt_tokens=prompt, completion_tokens=completion)
             result = result.model_copy(update={"usage": usage})  # callers summing models_usage see it too
@@ -425,7 +425,7 @@ class MeteredClient(DelegatingClient):
         """Settle the attempt's row `row` with how it ended, and trace it."""
         record = self.ledger.settle(row, self._usage(**fields))
         tracing.event(
-            f"model {record.model}",
+            tracing.span_name("model", record.model),
             "model",
             start=record.ts - record.latency_s,
             error=record.error,

@@ -234,7 +234,7 @@ class Tool:
         began = time.time()
         result = await self._run(args)
         tracing.event(
-            f"tool {self.name}",
+            tracing.span_name("tool", self.name),
             "tool",
             start=began,
             error=result.error if not result.ok else None,
