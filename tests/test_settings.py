@@ -145,3 +145,23 @@ def test_cli_reports_a_malformed_config_in_one_line_with_exit_2(tmp_path: Path) 
     assert len(lines) == 1, proc.stderr
     assert "team.yaml:3: models.default.context_window" in lines[0]
     assert "integer" in lines[0]
+
+
+def test_model_info_takes_every_capability_autogen_knows(tmp_path: Path) -> None:
+    """huddle.yaml refused `model_info.multiple_system_messages`; every field of autogen's ModelInfo is accepted."""
+    from autogen_core.models import ModelInfo
+
+    from huddle.config.settings import Capabilities
+    from huddle.models.factory import model_info_for
+
+    assert set(ModelInfo.__annotations__) <= set(Capabilities.model_fields)
+    config = tmp_path / "huddle.yaml"
+    config.write_text(
+        "models:\n  default: {model: my-server-model, base_url: 'http://127.0.0.1:9/v1',"
+        " model_info: {multiple_system_messages: false, vision: true}}\n"
+    )
+    profile = load_settings().profile()  # huddle.yaml in the working directory
+    info = model_info_for(profile)
+    assert (info["multiple_system_messages"], info["vision"]) == (False, True)
+    unknown = model_info_for(profile.model_copy(update={"model_info": Capabilities()}))
+    assert unknown["multiple_system_messages"] is True  # autogen's Memory works on models it does not know

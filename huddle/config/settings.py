@@ -47,7 +47,8 @@ class Price(BaseModel):
 
 
 class Capabilities(BaseModel):
-    """Overrides of autogen's ``model_info`` for a model it does not know (anything on a custom base_url)."""
+    """Overrides of autogen's ``model_info`` for a model it does not know (anything on a custom base_url): every field
+    of autogen's `ModelInfo` (tests/test_settings.py keeps the two in step)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -56,6 +57,11 @@ class Capabilities(BaseModel):
     json_output: bool | None = None
     structured_output: bool | None = None
     family: str | None = None
+    multiple_system_messages: bool | None = Field(
+        None,
+        description="Whether the server takes system messages anywhere in the conversation (autogen's memory adds "
+        "one after it); false merges adjacent ones and refuses the rest.",
+    )
 
 
 class ModelProfile(BaseModel):

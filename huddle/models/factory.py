@@ -32,9 +32,15 @@ from huddle.usage import UsageLedger
 from huddle.usage.budget import Governor
 
 ClientWrapper = Callable[[ChatCompletionClient, ModelProfile, str], ChatCompletionClient]
-# For a model autogen does not know (any custom server): what current OpenAI-compatible servers generally support.
+# For a model autogen does not know (any custom server): what current OpenAI-compatible servers generally support,
+# system messages anywhere included (autogen's Memory appends one after the conversation).
 _UNKNOWN_MODEL_INFO = ModelInfo(
-    vision=False, function_calling=True, json_output=True, structured_output=True, family=ModelFamily.UNKNOWN
+    vision=False,
+    function_calling=True,
+    json_output=True,
+    structured_output=True,
+    family=ModelFamily.UNKNOWN,
+    multiple_system_messages=True,
 )
 _KEYLESS = "not-needed"  # local OpenAI-compatible servers ignore the key, but the openai client insists on one
 
