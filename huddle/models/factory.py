@@ -9,17 +9,13 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import ssl
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, ModelFamily, ModelInfo
-from autogen_ext.cache_store.diskcache import DiskCacheStore
-from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-from diskcache import Cache
 from httpx2 import create_ssl_context
 from openai import DefaultAsyncHttpxClient
 
@@ -28,6 +24,7 @@ from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError, MissingExtraError
 from huddle.models import AGENT_HEADER, plain_body, tokens
 from huddle.models.metering import MeteredClient, TextCounter
+from huddle.models.response_cache import cached
 from huddle.usage import UsageLedger
 from huddle.usage.budget import Governor
 
@@ -168,7 +165,7 @@ def build_client(
     else:
         raw = _scripted_client(profile)
     wrapped = wrap(raw, profile, agent) if wrap is not None else raw
-    inner = _cached(wrapped, profile, cache_dir) if cache_dir is not None else wrapped
+    inner = cached(wrapped, profile, cache_dir) if cache_dir is not None else wrapped
     fallback = None
     if profile.fallback and profiles is not None:
         # The next profile in the chain: a budget downgrade, or where a call goes once its retries are spent.
@@ -184,24 +181,3 @@ def build_client(
         governor=governor,
         fallback=fallback,
     )
-
-
-class _DiskCachedClient(ChatCompletionCache):
-    """autogen's response cache on a ``diskcache.Cache`` that is closed with the client (autogen's closes only the
-    client it wraps, leaving the cache's SQLite connection open for the life of the process)."""
-
-    def __init__(self, client: ChatCompletionClient, cache: Cache) -> None:
-        super().__init__(client, DiskCacheStore(cache))
-        self._disk = cache
-
-    async def close(self) -> None:
-        try:
-            await super().close()
-        finally:
-            self._disk.close()
-
-
-def _cached(client: ChatCompletionClient, profile: ModelProfile, cache_dir: Path) -> ChatCompletionClient:
-    """Wrap `client` in a disk cache of its own: autogen's cache key leaves out the model, so one folder per model."""
-    key = hashlib.sha256(f"{profile.provider}|{profile.base_url}|{profile.model_name}".encode()).hexdigest()[:16]
-    return _DiskCachedClient(client, Cache(str(cache_dir / key)))
