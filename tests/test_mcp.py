@@ -1,4 +1,5 @@
-"""MCP servers as tools: a real stdio server (FastMCP, written to a temp file) started through `open_mcp_tools`."""
+"""MCP servers as tools: a real stdio server (the SDK's MCPServer, written to a temp file) started through
+`open_mcp_tools`."""
 
 from __future__ import annotations
 
@@ -19,25 +20,27 @@ from huddle.errors import ConfigError, HuddleError, MissingExtraError
 from huddle.tools import Tool
 from huddle.tools.mcp import McpServerSpec, McpTool, open_mcp_tools
 
-pytest.importorskip("mcp.server.fastmcp", reason="needs the mcp extra")
+pytest.importorskip("mcp.server.mcpserver", reason="needs the mcp extra")
 
 SERVER = '''
 import asyncio
+import hashlib
 import os
 import sys
 from pathlib import Path
 
-from mcp.server.fastmcp import FastMCP
-from mcp.types import ToolAnnotations
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 Path(os.environ["PIDFILE"]).write_text(str(os.getpid()))
 # A server that prints to stdout breaks the protocol's framing; the client must shrug it off, in one log line.
 print("starting up")
 sys.stdout.flush()
-mcp = FastMCP("demo")
+mcp = MCPServer("demo")
 
 
-@mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
+@mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
 def add(a: int, b: int) -> int:
     """Add two integers."""
     return a + b
@@ -58,8 +61,8 @@ async def slow(seconds: float) -> str:
 
 @mcp.tool()
 def fail(message: str) -> str:
-    """Always raise."""
-    raise ValueError(message)
+    """Always fail (a ToolError: mcp 2 passes its text on; any other exception's text stays on the server)."""
+    raise ToolError(message)
 
 
 @mcp.tool()
@@ -68,8 +71,25 @@ def crash() -> str:
     os._exit(3)
 
 
+@mcp.tool()
+def refuse(query: str) -> CallToolResult:
+    """Answer with an error result, as mcp-server-sqlite does for a query it will not run."""
+    return CallToolResult(content=[TextContent(text="Error: Only SELECT queries are allowed")], is_error=True)
+
+
+@mcp.tool()
+def header(name: str, ctx: Context) -> str:
+    """A fingerprint of a header of the HTTP request that carried this call ('(none)' over stdio)."""
+    value = (ctx.headers or {}).get(name.lower())
+    return "(none)" if value is None else hashlib.sha256(value.encode()).hexdigest()
+
+
 if __name__ == "__main__":
-    mcp.run()
+    # MCP_PORT set: the same tools over streamable HTTP on that port (tests/test_mcp_http.py), else over stdio.
+    if os.environ.get("MCP_PORT"):
+        mcp.run(transport="streamable-http", port=int(os.environ["MCP_PORT"]))
+    else:
+        mcp.run()
 '''
 
 HANG = """
@@ -114,7 +134,7 @@ def by_name(tools: list[Tool]) -> dict[str, Tool]:
 
 async def test_tools_are_listed_with_the_servers_schemas(server_script: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with open_mcp_tools([spec_for(server_script, timeout_s=7)]) as tools:
-        assert [t.name for t in tools] == ["add", "shout", "slow", "fail", "crash"]
+        assert [t.name for t in tools] == ["add", "shout", "slow", "fail", "crash", "refuse", "header"]
         add, shout = by_name(tools)["add"], by_name(tools)["shout"]
         assert isinstance(add, McpTool) and add.original_name == "add"
         assert add.schema["description"] == "Add two integers."
@@ -170,10 +190,20 @@ async def test_a_server_side_error_is_a_failed_result(server_script: Path) -> No
         assert result.error is not None and "the disk is on fire" in result.error
 
 
+async def test_an_error_result_is_a_failed_call_with_the_servers_text(server_script: Path) -> None:
+    # A tool that does not raise but answers with is_error set: failed, and the model reads the server's own words.
+    async with open_mcp_tools([spec_for(server_script)]) as tools:
+        result = await by_name(tools)["refuse"].run({"query": "DROP TABLE users"})
+    assert (result.ok, result.error_kind) == (False, "exception")
+    assert result.error == "McpToolError: Error: Only SELECT queries are allowed"
+
+
 async def test_the_allowlist_hides_other_tools_and_unknown_names_are_reported(server_script: Path) -> None:
     async with open_mcp_tools([spec_for(server_script, tools=["shout", "add"])]) as tools:
         assert [t.name for t in tools] == ["shout", "add"]
-    with pytest.raises(ConfigError, match=r"has no tool\(s\) sum; it offers: add, shout, slow, fail, crash"):
+    with pytest.raises(
+        ConfigError, match=r"has no tool\(s\) sum; it offers: add, shout, slow, fail, crash, refuse, header"
+    ):
         async with open_mcp_tools([spec_for(server_script, tools=["add", "sum"])]):
             pass  # pragma: no cover
 
@@ -202,7 +232,7 @@ async def test_a_slow_call_times_out_and_the_server_stays_usable(server_script: 
         result = await by_name(tools)["slow"].run({"seconds": 3})
         assert (result.ok, result.error_kind) == (False, "timeout")
         assert time.perf_counter() - started < 2
-        # FastMCP serves requests concurrently, so the abandoned call does not block the next one.
+        # MCPServer serves requests concurrently, so the abandoned call does not block the next one.
         assert (await by_name(tools)["add"].run({"a": 1, "b": 1})).content == "2"
 
 
@@ -274,10 +304,11 @@ async def test_without_the_mcp_package_the_extra_is_named(monkeypatch: pytest.Mo
         async with open_mcp_tools([McpServerSpec(command="python")]):
             pass  # pragma: no cover
     monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.3.0")
-    with pytest.raises(HuddleError, match=r"need mcp>=1.30,<2, but mcp 2.3.0 is installed"):
-        async with open_mcp_tools([McpServerSpec(command="python")]):
-            pass  # pragma: no cover
+    for old_or_new in ("1.30.0", "2.2.1", "3.0.0", "unknown"):
+        monkeypatch.setattr(importlib.metadata, "version", lambda name, v=old_or_new: v)
+        with pytest.raises(HuddleError, match=rf'need mcp>=2.3,<3, but mcp {old_or_new} is installed: pip install "'):
+            async with open_mcp_tools([McpServerSpec(command="python")]):
+                pass  # pragma: no cover
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ def tools_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, with full schemas.")] = False,
 ) -> None:
     """The tools and agents a team of any kind can see: each member's tool allowlist with schemas (a nested team's
-    members under it), and installed plugins."""
+    members under it; the tool executor's MCP servers are started to list theirs), and installed plugins."""
     from huddle.teams.kinds import load_any_team
     from huddle.tools.plugins import AGENTS_GROUP, TOOLS_GROUP, installed
 
@@ -224,12 +224,14 @@ def tools_command(
     }
     if as_json:
         print(json.dumps(report, indent=2))
-        return
-    out.print(f"[bold]team {spec.team.name}[/bold] ({report['kind']})")
-    _print_members(report["agents"], "  ")
-    for group, entries in report["installed"].items():
-        listed = ", ".join(f"{n} ({v})" for n, v in entries) or "none"
-        out.print(f"[dim]installed {group}: {listed}[/dim]")
+    else:
+        out.print(f"[bold]team {spec.team.name}[/bold] ({report['kind']})")
+        _print_members(report["agents"], "  ")
+        for group, entries in report["installed"].items():
+            listed = ", ".join(f"{n} ({v})" for n, v in entries) or "none"
+            out.print(f"[dim]installed {group}: {listed}[/dim]")
+    if _mcp_failed(report["agents"]):
+        raise typer.Exit(1)  # the listing already says which server failed and why
 
 
 def _members(spec: Any, workspace: Path) -> list[dict[str, Any]]:
@@ -240,7 +242,7 @@ def _members(spec: Any, workspace: Path) -> list[dict[str, Any]]:
 
     if not isinstance(spec, PatternSpec):
         members = Members.resolve(spec, workspace)
-        return [
+        rows: list[dict[str, Any]] = [
             {
                 "name": name,
                 "kind": (spec.agents[i].role or f"use: {spec.agents[i].use}"),
@@ -249,6 +251,13 @@ def _members(spec: Any, workspace: Path) -> list[dict[str, Any]]:
             }
             for i, name in enumerate(members.roster)
         ]
+        executor = spec.member("tool_executor")
+        if spec.team.mcp and executor is not None:
+            servers = _mcp_servers(spec.team.mcp)
+            executor_row = next(r for r in rows if r["name"] == executor.agent_name)
+            executor_row["tools"] += [schema for server in servers for schema in server.pop("schemas")]
+            executor_row["mcp"] = servers
+        return rows
     rows = []
     for member in spec.members():
         kind = {"model": "model agent", "agent": f"use: {member.use}", "team": f"team {member.team_spec_name}"}
@@ -265,9 +274,41 @@ def _members(spec: Any, workspace: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _mcp_servers(specs: list[Any]) -> list[dict[str, Any]]:
+    """Start a team's MCP servers (each within its startup timeout), note their tools and stop them again: one row
+    per server with its tool names, the tools' schemas (moved to the member's tools) and why it failed, if it did."""
+    import asyncio
+
+    from huddle.tools.mcp import list_mcp_tools
+
+    return [
+        {
+            "server": listing.spec.label,
+            "tools": [tool.name for tool in listing.tools],
+            "schemas": [tool.schema for tool in listing.tools],
+            "error": listing.error,
+        }
+        for listing in asyncio.run(list_mcp_tools(specs))
+    ]
+
+
+def _mcp_failed(rows: list[dict[str, Any]]) -> bool:
+    """Whether an MCP server of any member, nested teams included, failed to start."""
+    return any(
+        any(server["error"] for server in row.get("mcp", [])) or _mcp_failed(row.get("members", [])) for row in rows
+    )
+
+
 def _print_members(rows: list[dict[str, Any]], indent: str) -> None:
     for agent in rows:
         out.print(f"{indent}[cyan]{agent['name']}[/cyan] ({agent['kind']}): {agent['description']}", highlight=False)
+        for server in agent.get("mcp", []):
+            if server["error"]:
+                # One line however wide the terminal: it is the server's whole error message.
+                out.print(f"{indent}    [red]error:[/red] {escape(server['error'])}", highlight=False, soft_wrap=True)
+            else:
+                listed = ", ".join(server["tools"]) or "no tools"
+                out.print(f"{indent}    [dim]MCP server {escape(server['server'])}: {escape(listed)}[/dim]")
         for schema in agent["tools"]:
             params = schema.get("parameters", {}).get("properties", {})
             args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in params.items())

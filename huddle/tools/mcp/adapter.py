@@ -29,7 +29,7 @@ TOOL_NAME_RE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class McpToolError(Exception):
-    """The server answered a call with an error (``isError``) or could not be reached; its message is the reason.
+    """The server answered a call with an error (``is_error``) or could not be reached; its message is the reason.
 
     `Tool.run` turns it into an ``ok=False`` result of kind ``exception`` that the model reads.
     """
@@ -196,9 +196,9 @@ def side_effects_of(tool: mcp_types.Tool, override: SideEffects | None) -> SideE
     if override is not None:
         return override
     hints = tool.annotations
-    if hints is not None and hints.readOnlyHint:
+    if hints is not None and hints.read_only_hint:
         return "read"
-    if hints is not None and hints.openWorldHint is False:
+    if hints is not None and hints.open_world_hint is False:
         return "write"
     return "external"
 
@@ -216,9 +216,9 @@ def result_text(result: mcp_types.CallToolResult) -> str:
         if isinstance(block, mcp_types.TextContent):
             parts.append(block.text)
         elif isinstance(block, mcp_types.ImageContent):
-            parts.append(f"[image: {block.mimeType}]")
+            parts.append(f"[image: {block.mime_type}]")
         elif isinstance(block, mcp_types.AudioContent):
-            parts.append(f"[audio: {block.mimeType}]")
+            parts.append(f"[audio: {block.mime_type}]")
         elif isinstance(block, mcp_types.EmbeddedResource):
             resource = block.resource
             if isinstance(resource, mcp_types.TextResourceContents):
@@ -229,8 +229,8 @@ def result_text(result: mcp_types.CallToolResult) -> str:
             parts.append(f"[resource link: {block.uri}]")
         else:  # a block type newer than this code
             parts.append(json.dumps(block.model_dump(mode="json"), ensure_ascii=False))
-    if not parts and result.structuredContent is not None:
-        return json.dumps(result.structuredContent, ensure_ascii=False)
+    if not parts and result.structured_content is not None:
+        return json.dumps(result.structured_content, ensure_ascii=False)
     return "\n".join(parts)
 
 

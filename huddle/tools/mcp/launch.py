@@ -6,17 +6,20 @@ import asyncio
 import importlib.metadata
 import importlib.util
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from huddle.errors import ConfigError, HuddleError, MissingExtraError
 from huddle.tools.definition import Tool
 from huddle.tools.mcp.server import McpServer, one_line
 from huddle.tools.mcp.spec import NAME_SEPARATOR, McpServerSpec
 
-# What the `mcp` extra installs. mcp 2.x changed its API (FastMCP became MCPServer; autogen-ext 0.7.5's MCP module no
-# longer imports with it), and 1.30.0 is the release this package was tested with.
-MCP_REQUIREMENT = "mcp>=1.30,<2"
+# What the `mcp` extra installs: the SDK the reference servers (mcp-server-time, mcp-server-git) need too, so installing
+# one of them next to huddle cannot move mcp under our feet. 1.x is refused, not half-supported (see huddle.tools.mcp).
+MCP_REQUIREMENT = "mcp>=2.3,<3"
+_MCP_RANGE = ((2, 3), (3, 0))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -41,34 +44,44 @@ class _OneLineLogFilter(logging.Filter):
         return True
 
 
+# The SDK loggers that log exceptions with their tracebacks (a server's stray stdout line, a bad HTTP response).
+_SDK_LOGGERS = ("mcp.client.stdio", "mcp.client.streamable_http", "mcp.client.session", "mcp.shared.jsonrpc_dispatcher")
+
+
 def _quiet_sdk_tracebacks() -> None:
     """Install `_OneLineLogFilter` on the SDK loggers that log exceptions, once."""
-    for name in ("mcp.client.stdio", "mcp.shared.session", "client"):
+    for name in _SDK_LOGGERS:
         sdk_logger = logging.getLogger(name)
         if not any(isinstance(f, _OneLineLogFilter) for f in sdk_logger.filters):
             sdk_logger.addFilter(_OneLineLogFilter())
 
 
 def _require_mcp() -> None:
-    """Raise `MissingExtraError` without the ``mcp`` package, and a `HuddleError` for an untested major version."""
+    """Raise `MissingExtraError` without the ``mcp`` package, a `HuddleError` for a version outside the requirement."""
     if importlib.util.find_spec("mcp") is None:
         raise MissingExtraError("MCP servers (mcp: in a team)", "mcp")
     try:
         version = importlib.metadata.version("mcp")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    major = version.split(".", 1)[0]
-    if not major.isdigit() or int(major) >= 2:
+    if not _MCP_RANGE[0] <= _release(version) < _MCP_RANGE[1]:
         raise HuddleError(
             f'MCP servers need {MCP_REQUIREMENT}, but mcp {version} is installed: pip install "{MCP_REQUIREMENT}"'
         )
     try:
         import jsonschema  # noqa: F401
-        import mcp.client.stdio  # noqa: F401
+        import mcp.client.stdio
+        import mcp.client.streamable_http  # noqa: F401
     except ImportError as exc:
         raise HuddleError(
             f'MCP servers need {MCP_REQUIREMENT} ({one_line(exc)}): pip install "{MCP_REQUIREMENT}"'
         ) from None
+
+
+def _release(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string; (0, 0) for one that does not start with two numbers, so it is refused."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -110,3 +123,31 @@ async def open_mcp_tools(specs: Sequence[McpServerSpec]) -> AsyncIterator[list[T
         yield tools
     finally:
         await asyncio.gather(*(server.close() for server in servers))
+
+
+@dataclass
+class McpListing:
+    """One server as `huddle tools` shows it: its tools, or the one-line reason it could not be started."""
+
+    spec: McpServerSpec
+    tools: list[Tool]
+    error: str | None = None
+
+
+async def list_mcp_tools(specs: Sequence[McpServerSpec]) -> list[McpListing]:
+    """Start each server (within its ``startup_timeout_s``), list its tools and stop it again, all concurrently.
+
+    A server that fails is an entry with its error rather than an exception, so the others are still listed.
+    """
+    if not specs:
+        return []
+    _require_mcp()
+
+    async def one(spec: McpServerSpec) -> McpListing:
+        try:
+            async with open_mcp_tools([spec]) as tools:
+                return McpListing(spec, tools)
+        except HuddleError as exc:
+            return McpListing(spec, [], str(exc))
+
+    return list(await asyncio.gather(*(one(spec) for spec in specs)))

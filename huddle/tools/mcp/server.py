@@ -9,7 +9,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,13 +60,17 @@ class McpServer:
     # -- lifecycle ----------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the server and list its tools; a failure or a hang is a `HuddleError` naming the command."""
+        """Start (or reach) the server and list its tools; a failure or a hang is a `HuddleError` naming it."""
         spec = self.spec
-        self._check_launchable()
-        fd, path = tempfile.mkstemp(prefix="huddle-mcp-", suffix=".stderr")
-        os.close(fd)
-        self._stderr_path = Path(path)
-        self._task = asyncio.create_task(self._serve(), name=f"mcp server {spec.command_line}")
+        if spec.command is not None:
+            self._check_launchable(spec.command)
+            fd, path = tempfile.mkstemp(prefix="huddle-mcp-", suffix=".stderr")
+            os.close(fd)
+            self._stderr_path = Path(path)
+            headers: dict[str, str] = {}
+        else:
+            headers = spec.resolved_headers()
+        self._task = asyncio.create_task(self._serve(headers), name=f"mcp server {spec.command_line}")
         ready = asyncio.create_task(self._ready.wait())
         try:
             await asyncio.wait({self._task, ready}, timeout=spec.startup_timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -86,46 +89,65 @@ class McpServer:
             f"and 'tools/list'); raise startup_timeout_s if it is just slow{note}"
         )
 
-    def _check_launchable(self) -> None:
+    def _check_launchable(self, command: str) -> None:
         """Fail early, in our words, on a missing command or cwd (the SDK would raise a bare FileNotFoundError)."""
         spec = self.spec
         cwd = Path(spec.cwd).expanduser() if spec.cwd else Path.cwd()
         if not cwd.is_dir():
             raise HuddleError(f"MCP server {spec.label}: working directory '{cwd}' does not exist")
-        if os.sep in spec.command or (os.altsep and os.altsep in spec.command):
-            found = shutil.which(str(cwd / Path(spec.command).expanduser()))
+        if os.sep in command or (os.altsep and os.altsep in command):
+            found = shutil.which(str(cwd / Path(command).expanduser()))
         else:
-            found = shutil.which(spec.command, path=spec.env.get("PATH", os.environ.get("PATH", os.defpath)))
+            found = shutil.which(command, path=spec.env.get("PATH", os.environ.get("PATH", os.defpath)))
         if found is None:
             raise HuddleError(
-                f"MCP server {spec.label}: command '{spec.command}' not found"
-                + ("" if os.sep in spec.command else " on PATH")
+                f"MCP server {spec.label}: command '{command}' not found"
+                + ("" if os.sep in command else " on PATH")
                 + "; install it or give its full path in 'command'"
             )
 
-    async def _serve(self) -> None:
-        """Hold the server's connection open until `_stop` is set; leaving closes stdin and reaps the process."""
-        from mcp import ClientSession, StdioServerParameters
+    async def _serve(self, headers: dict[str, str]) -> None:
+        """Hold the server's connection open until `_stop` is set; leaving closes it (a stdio server's stdin is
+        closed and its process reaped; an HTTP session is ended with a DELETE)."""
+        from mcp import ClientSession
         from mcp import types as mcp_types
+
+        async with contextlib.AsyncExitStack() as stack:
+            read, write = await stack.enter_async_context(self._transport(stack, headers))
+            session = await stack.enter_async_context(ClientSession(read, write))
+            await session.initialize()
+            tools: list[mcp_types.Tool] = []
+            cursor: str | None = None
+            while True:
+                listed = await session.list_tools(params=mcp_types.PaginatedRequestParams(cursor=cursor))
+                tools.extend(listed.tools)
+                cursor = listed.next_cursor
+                if not cursor:
+                    break
+            self.session, self.tools = session, tools
+            self._ready.set()
+            await self._stop.wait()
+
+    def _transport(
+        self, stack: contextlib.AsyncExitStack, headers: dict[str, str]
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The SDK's client transport for this spec: stdio (stderr into our temp file) or streamable HTTP."""
+        spec = self.spec
+        if spec.url is not None:
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
+
+            # The SDK's own defaults (30 s, reads 300 s: a server may hold a response stream open); ours bound calls.
+            client = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0))
+            stack.push_async_callback(client.aclose)
+            return streamable_http_client(spec.url, http_client=client)
+        from mcp import StdioServerParameters
         from mcp.client.stdio import stdio_client
 
-        spec = self.spec
-        assert self._stderr_path is not None
+        assert spec.command is not None and self._stderr_path is not None
+        errlog = stack.enter_context(self._stderr_path.open("a", encoding="utf-8", errors="replace"))
         params = StdioServerParameters(command=spec.command, args=spec.args, env=dict(spec.env), cwd=spec.cwd)
-        with self._stderr_path.open("a", encoding="utf-8", errors="replace") as errlog:
-            async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
-                await session.initialize()
-                tools: list[mcp_types.Tool] = []
-                cursor: str | None = None
-                while True:
-                    listed = await session.list_tools(params=mcp_types.PaginatedRequestParams(cursor=cursor))
-                    tools.extend(listed.tools)
-                    cursor = listed.nextCursor
-                    if not cursor:
-                        break
-                self.session, self.tools = session, tools
-                self._ready.set()
-                await self._stop.wait()
+        return stdio_client(params, errlog=errlog)
 
     async def close(self) -> None:
         """Stop the server and wait for its process to be reaped; raises nothing but our own cancellation.
@@ -167,7 +189,7 @@ class McpServer:
         try:
             # Our own timeout (Tool.timeout_s) cuts the call first; this one only stops a forgotten request lingering.
             result = await session.call_tool(
-                name, arguments, read_timeout_seconds=timedelta(seconds=self.spec.timeout_s + SHUTDOWN_TIMEOUT_S)
+                name, arguments, read_timeout_seconds=self.spec.timeout_s + SHUTDOWN_TIMEOUT_S
             )
         except Exception as exc:
             if _connection_lost(exc):
@@ -178,7 +200,7 @@ class McpServer:
                 ) from None
             raise McpToolError(f"MCP server {self.spec.label}: {one_line(exc)}{self._ended_note()}") from None
         text = result_text(result)
-        if result.isError:
+        if result.is_error:
             raise McpToolError(text or f"tool '{name}' failed without saying why")
         return text
 
@@ -227,7 +249,7 @@ class McpServer:
         tools: list[McpTool] = []
         for mcp_tool in selected:
             name = exposed_name(spec, mcp_tool.name)
-            schema = input_schema(mcp_tool.inputSchema)
+            schema = input_schema(mcp_tool.input_schema)
             validator_class = validator_for(schema, default=Draft202012Validator)
             try:
                 validator_class.check_schema(schema)
@@ -281,9 +303,9 @@ def _connection_lost(exc: BaseException) -> bool:
     """Whether a call failed because the server's connection is gone (it exited, or closed its stdout)."""
     import anyio
     from mcp import types as mcp_types
-    from mcp.shared.exceptions import McpError
+    from mcp.shared.exceptions import MCPError
 
-    if isinstance(exc, McpError):
+    if isinstance(exc, MCPError):
         return exc.error.code == mcp_types.CONNECTION_CLOSED
     return isinstance(exc, anyio.ClosedResourceError | anyio.BrokenResourceError | anyio.EndOfStream)
 
