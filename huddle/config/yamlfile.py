@@ -55,6 +55,17 @@ class _LineLoader(yaml.SafeLoader):
             )
         return super().construct_document(node)
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A scalar PyYAML cannot convert (a date like 2026-13-45, an integer past Python's 4,300 digits) raises a
+        bare ValueError without a line; it becomes an error at the value's line and column."""
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:
+            problem = str(exc).split(";")[0]  # not Python's advice to raise its digit limit
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value: {problem}", node.start_mark
+            ) from None
+
     def _index(self, node: yaml.Node, loc: Loc, sizes: dict[int, int], open_nodes: set[int]) -> int:
         """Record the lines under `node` and return how many values it holds with aliases expanded.
 
@@ -72,9 +83,11 @@ class _LineLoader(yaml.SafeLoader):
         size = 1
         open_nodes.add(key)
         if isinstance(node, yaml.MappingNode):
+            first_lines: dict[str, int] = {}
             for key_node, value_node in node.value:
                 # A list or mapping as a key is refused when the document is constructed ("unhashable key").
                 name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                self._once(key_node, name, first_lines)
                 size += self._index(value_node, (*loc, name), sizes, open_nodes)
                 self.lines[(*loc, name)] = key_node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
@@ -83,6 +96,18 @@ class _LineLoader(yaml.SafeLoader):
         open_nodes.discard(key)
         sizes[key] = size
         return size
+
+    @staticmethod
+    def _once(key_node: yaml.Node, name: str, first_lines: dict[str, int]) -> None:
+        """PyYAML keeps the last of a key given twice; a file pasted twice, or a key set in two places, would then
+        lose a setting without a word, so a repeated key is refused (merge keys, ``<<``, may repeat)."""
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            return
+        if name in first_lines:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{name!r} is given twice (first on line {first_lines[name]})", key_node.start_mark
+            )
+        first_lines[name] = key_node.start_mark.line + 1
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:

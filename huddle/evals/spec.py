@@ -69,6 +69,10 @@ def _model(value: str | None, info: ValidationInfo) -> str | None:
 
 
 ExistingFile = Annotated[str, AfterValidator(_existing_file)]
+# A tool name as tools are named; an empty one in `tools_not_called` would pass every trial without checking anything.
+ToolName = Annotated[str, Field(min_length=1, max_length=64)]
+# An empty intent matches none; an empty `reply_contains` text is in every reply, an empty `reply_not_contains` in none.
+Text = Annotated[str, Field(min_length=1)]
 
 
 class ToolExpectation(BaseModel):
@@ -76,7 +80,7 @@ class ToolExpectation(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64)
+    name: ToolName
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments the call must have had (others may be).")
     ok: bool | None = Field(None, description="true: it must have succeeded; false: failed or refused; unset: either.")
 
@@ -107,16 +111,16 @@ class Expectations(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    intent: str | list[str] | None = Field(
+    intent: Text | list[Text] | None = Field(
         None, description="The intent of the first customer message, or the list of every message's intent."
     )
     tools_called: list[ToolExpectation] = Field(default_factory=list)
-    tools_not_called: list[str] = Field(default_factory=list)
+    tools_not_called: list[ToolName] = Field(default_factory=list)
     database: dict[str, list[list[Any]]] = Field(
         default_factory=dict, description="SQL query -> the rows it must return from the trial's database."
     )
-    reply_contains: list[str] = Field(default_factory=list, description="Said to the customer (any reply, any case).")
-    reply_not_contains: list[str] = Field(default_factory=list, description="Never said to the customer (any case).")
+    reply_contains: list[Text] = Field(default_factory=list, description="Said to the customer (any reply, any case).")
+    reply_not_contains: list[Text] = Field(default_factory=list, description="Never said to the customer (any case).")
     max_turns: int | None = Field(None, ge=1, description="At most this many agent turns in the whole conversation.")
     max_cost_usd: float | None = Field(None, ge=0, description="At most this many dollars of the team's model calls.")
 
@@ -132,7 +136,7 @@ class Scenario(BaseModel):
     model: Annotated[str | None, AfterValidator(_model)] = None
     knowledge: list[ExistingFile] = Field(default_factory=list)
     database: ExistingFile | None = Field(None, description="A .sql file loaded into a fresh SQLite file per trial.")
-    user: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    user: list[Text] | None = Field(None, min_length=1)
     simulator: Simulator | None = None
     expect: Expectations = Expectations()
     path: Path | None = Field(None, exclude=True)
