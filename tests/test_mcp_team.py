@@ -91,6 +91,12 @@ async def test_an_error_result_is_recorded_as_a_failed_step(tmp_path: Path) -> N
     assert "refuse failed: McpToolError: Error: Only SELECT queries are allowed" in responder_prompt
 
 
+def console_script(name: str) -> str | None:
+    """An installed console script: next to this interpreter (a venv that is not activated), else on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
 def _echo_findings(request: RecordedRequest) -> Reply:
     """The responder's answer: the Tokyo time and the commit message it was shown, so the test sees they reached it."""
     prompt = json.dumps(request.messages)
@@ -100,7 +106,7 @@ def _echo_findings(request: RecordedRequest) -> Reply:
 
 
 async def test_a_plan_calls_the_reference_servers_from_the_package_index(tmp_path: Path) -> None:
-    time_server, git_server = shutil.which("mcp-server-time"), shutil.which("mcp-server-git")
+    time_server, git_server = console_script("mcp-server-time"), console_script("mcp-server-git")
     if time_server is None or git_server is None:
         pytest.skip("mcp-server-time and mcp-server-git come with the dev extra: pip install -e '.[dev,mcp]'")
     repo = tmp_path / "repo"
