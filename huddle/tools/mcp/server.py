@@ -41,7 +41,7 @@ _STDERR_TAIL_BYTES = 4096
 
 
 class McpServer:
-    """One running server: a task that holds its stdio connection and session open until `close` is called.
+    """One running server: a task that holds its connection (stdio or HTTP) and session open until `close` is called.
 
     The SDK's transport uses anyio cancel scopes that must be entered and left in one task, so the connection lives
     in its own task (`_serve`) rather than in the caller's; calls are plain requests on the session from any task.
