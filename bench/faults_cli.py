@@ -1,14 +1,16 @@
 """Faults through the real CLI: every ``huddle run`` process ends with an answer or one ``error:`` line, in time.
 
-Run: ``python bench/faults_cli.py [--runs 3] [--garbage 100] [--kills 30]``. Four parts, each bounded, all against
-scripted servers in this process (``bench/faults.py`` measures pass rates in-process; this one watches what a user
-sees, so every run is its own ``huddle run`` process, two at a time):
+Run: ``python bench/faults_cli.py [--runs 3] [--garbage 100] [--kills 30] [--pairs 6] [--only kills,pairs]``. Five
+parts, each bounded, all against scripted servers in this process (``bench/faults.py`` measures pass rates in-process;
+this one watches what a user sees, so every run is its own ``huddle`` process, two at a time):
 
 1. fault rates 0.2 / 0.5 / 0.9 (429, 500, timeouts, cut streams, malformed tool JSON) on every team kind;
 2. garbage model replies (invalid plans, huge replies, unknown tools, wrong argument types, empty content);
 3. 10 ``huddle run`` processes at once on one data dir (no ``database is locked`` may reach the user);
-4. ``kill -9`` of ``huddle run --session`` at random moments, then ``--resume``: the session opens and the usage
-   ledger holds one row per request the model server received.
+4. ``kill -9`` of ``huddle run --session`` and ``huddle chat --session`` at random moments, then a resume: every
+   acknowledged message saved exactly once, the session opens, one ledger row per request the server received
+   (`kills`);
+5. two processes on one session id at once: one answers, the other answers or says the session is busy (`pairs`).
 
 A row counts attempts, survived (exit 0 with an answer), errors (exit 1 with an ``error:`` line: a clear failure),
 lost (anything else: exit 0 without an answer, no ``error:`` line, another exit code), tracebacks and hangs (past
@@ -27,12 +29,14 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from assistant_tasks import TASKS, server_rules
 
@@ -56,6 +60,7 @@ FAULTS = [
 ]
 BOUND_S = 90.0  # a run past this is a hang: retries x timeout x calls stays far below it
 TRACEBACK = "Traceback (most recent call last)"
+PARTS = ("faults", "garbage", "concurrent", "kills", "pairs")
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Tally:
     failures: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     tracebacks: list[str] = field(default_factory=list)
+    moments: Counter[str] = field(default_factory=Counter)  # where the kills landed (the kill part only)
 
     def add(self, label: str, proc: Proc) -> None:
         self.attempts += 1
@@ -240,8 +246,54 @@ def ledger_calls(env: dict[str, str], session: str) -> int:
     return int(row[0])
 
 
+def turns_of(env: dict[str, str], session: str) -> list[dict[str, Any]]:
+    """The session's turns as ``huddle sessions show ID --json`` prints them ([] when it has none)."""
+    shown = huddle(env, "sessions", "show", session, "--json")
+    return json.loads(shown.stdout) if shown.rc == 0 else []
+
+
+def saved_counts(turns: list[dict[str, Any]], message: str) -> tuple[int, int]:
+    """How often `message` is a turn's task, and how often it is a user message among the turns' saved messages."""
+    tasks = sum(t["task"] == message for t in turns)
+    said = sum(m.get("source") == "user" and m.get("content") == message for t in turns for m in t["messages"])
+    return tasks, said
+
+
+def killed(env: dict[str, str], args: list[str], lines: list[str], after_s: float) -> str:
+    """Start ``huddle ARGS`` with `lines` on its stdin, SIGKILL it after `after_s`; what it printed until then."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "huddle", *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    printed: list[str] = []
+    reader = threading.Thread(target=lambda: printed.extend(iter(child.stdout.readline, "")) if child.stdout else None)
+    reader.start()
+    assert child.stdin is not None
+    child.stdin.write("".join(f"{line}\n" for line in lines))
+    child.stdin.close()
+    time.sleep(after_s)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    reader.join()
+    return "".join(printed)
+
+
 def kills(tmp: Path, count: int) -> tuple[str, Tally, int, list[str]]:
-    """Kill -9 ``huddle run --session`` at a random moment, then ``--resume``; compare ledger rows and requests."""
+    """Kill -9 ``huddle run --session`` and ``huddle chat --session`` (alternately) at a random moment, then resume
+    (``run --resume``, or the chat reopened with no input); check the messages and the ledger.
+
+    A chat gets four messages on piped stdin, so a kill lands before, during or between turns (model calls, tool
+    calls, the save). A message is *acknowledged* when the session store recorded its turn (any status) before the
+    resume, or when the killed process printed its answer. After the resume, each acknowledged message must appear
+    exactly once among the session's saved turns (``huddle sessions show ID --json``: once as a turn's task, once as a
+    user message in the turns' saved messages), with that turn ``done``; no message the process never acknowledged
+    may appear twice. The session must open (resume and show without error), and the usage ledger must hold one row
+    per request the model server received for that session.
+    """
     rng = random.Random(9)
     mismatches: list[str] = []
     tally = Tally()
@@ -249,50 +301,139 @@ def kills(tmp: Path, count: int) -> tuple[str, Tally, int, list[str]]:
         env = environment(tmp / "kills", server)
         start = len(server.chat_requests)
         for i in range(count):
-            session, task = f"s{i}", TASKS[i % len(TASKS)].text
-            before = len(server.chat_requests)
-            child = subprocess.Popen(
-                [sys.executable, "-m", "huddle", "run", "--no-cache", "-q", "--session", session, task],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(rng.uniform(1.0, 5.0))  # start-up takes ~2 s; a full turn ~4 s
-            child.send_signal(signal.SIGKILL)
-            child.wait()
+            session, before = f"s{i}", len(server.chat_requests)
+            # Decreasing task order: the scripted server answers a request for the first TASKS entry in its history.
+            messages = [TASKS[(i + k) % len(TASKS)].text for k in range(4)][::-1]
+            if i % 2 == 0:
+                kind, messages = "run", messages[-1:]
+                args, reopen = ["run", "--session", session, messages[0]], ["run", "--session", session, "--resume"]
+            else:
+                kind, args, reopen = "chat", ["chat", "--session", session], ["chat", "--session", session]
+            quiet = ["--no-cache", "-q"]
+            printed = killed(env, [args[0], *quiet, *args[1:]], messages if kind == "chat" else [], rng.uniform(1, 5))
             time.sleep(0.2)  # let the server finish answering the request the killed process left
-            resumed = huddle(env, "run", "--no-cache", "-q", "--session", session, "--resume")
+            before_resume = turns_of(env, session)
+            recorded = {t["task"] for t in before_resume}
+            if not before_resume:
+                tally.moments["before any turn was recorded"] += 1
+            elif any(t["status"] == "running" for t in before_resume):
+                tally.moments["mid-turn (a running turn redone)"] += 1
+            else:
+                tally.moments["between or after turns"] += 1
+            answers = {t.text: t.answer for t in TASKS}
+            acknowledged = [m for m in messages if m in recorded or answers[m] in printed]
+            resumed = huddle(env, reopen[0], *quiet, *reopen[1:])
             if resumed.outcome == "error" and "nothing to run" in resumed.stderr:
                 resumed = Proc(0, "(nothing to resume: the turn finished or never started)", "", resumed.seconds)
-            tally.add(f"kill #{i}", resumed)
+            if kind == "chat" and resumed.rc == 0 and not resumed.stdout.strip():
+                resumed = Proc(0, "(nothing to redo)", resumed.stderr, resumed.seconds)
+            label = f"kill #{i} ({kind} --session {session})"
+            tally.add(label, resumed)
+            turns = turns_of(env, session)
+            if acknowledged and not turns:
+                mismatches.append(f"{label}: the session does not open after the resume")
+            for message in messages:
+                tasks, said = saved_counts(turns, message)
+                done = all(t["status"] == "done" for t in turns if t["task"] == message)
+                if message in acknowledged and (tasks, said, done) != (1, 1, True):
+                    mismatches.append(f"{label}: acknowledged {message!r}: {tasks} turns, {said} saved, done {done}")
+                elif max(tasks, said) > 1:
+                    mismatches.append(f"{label}: unacknowledged {message!r} saved twice ({tasks} turns, {said})")
             requests, rows = len(server.chat_requests) - before, ledger_calls(env, session)
             if requests != rows:
-                mismatches.append(f"kill #{i} (session {session}): server got {requests} requests, ledger {rows}")
-        return "kill -9 + --resume", tally, len(server.chat_requests) - start, mismatches
+                mismatches.append(f"{label}: server got {requests} requests, ledger {rows}")
+        return "kill -9 + resume (run, chat)", tally, len(server.chat_requests) - start, mismatches
 
 
-def main(runs: int, garbage_count: int, kill_count: int, log: Path | None) -> None:
+def pairs(tmp: Path, count: int) -> tuple[str, Tally, int, list[str]]:
+    """Two processes on one session id at once (``run``+``run``, ``run``+``chat``), the second started 0.2-1.5 s after
+    the first: each either answers or exits 1 with one ``error:`` line naming the busy session; the session then holds
+    exactly the turns of the processes that answered, each once and ``done`` (none lost, none interleaved)."""
+    rng = random.Random(12)
+    mismatches: list[str] = []
+    tally = Tally()
+    with ScriptedServer(rules=slowed(server_rules(), 0.5)) as server:  # a turn of ~2.5 s: the two overlap
+        env = environment(tmp / "pairs", server)
+        start = len(server.chat_requests)
+        for i in range(count):
+            session, before = f"p{i}", len(server.chat_requests)
+            first, second = TASKS[(i + 1) % len(TASKS)].text, TASKS[i % len(TASKS)].text
+            other = ["run", "--no-cache", "-q", "--session", session, second] if i % 2 == 0 else None
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                one = pool.submit(huddle, env, "run", "--no-cache", "-q", "--session", session, first)
+                time.sleep(rng.uniform(0.2, 1.5))
+                two = pool.submit(chatted, env, session, second) if other is None else pool.submit(huddle, env, *other)
+                procs = {first: one.result(), second: two.result()}
+            label = f"pair #{i} (run+{'run' if other else 'chat'} --session {session})"
+            answered = [message for message, proc in procs.items() if proc.outcome == "survived"]
+            for message, proc in procs.items():
+                tally.add(f"{label} {message!r}", proc)
+                busy = [line for line in proc.stderr.splitlines() if line.strip()]
+                if proc.outcome == "error" and not (len(busy) == 1 and f"session {session} is in use" in busy[0]):
+                    mismatches.append(f"{label}: {proc.tail}")
+            turns = turns_of(env, session)
+            saved = [t["task"] for t in turns if t["status"] == "done"]
+            if sorted(saved) != sorted(answered) or any(saved_counts(turns, m) != (1, 1) for m in answered):
+                mismatches.append(
+                    f"{label}: answered {answered}, saved turns {[(t['task'], t['status']) for t in turns]}"
+                )
+            requests, rows = len(server.chat_requests) - before, ledger_calls(env, session)
+            if requests != rows:
+                mismatches.append(f"{label}: server got {requests} requests, ledger {rows}")
+        return "two processes on one session", tally, len(server.chat_requests) - start, mismatches
+
+
+def chatted(env: dict[str, str], session: str, message: str) -> Proc:
+    """``huddle chat --session`` with one message on piped stdin."""
     started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "huddle", "chat", "--no-cache", "-q", "--session", session],
+        env=env,
+        input=f"{message}\n",
+        capture_output=True,
+        text=True,
+        timeout=BOUND_S,
+    )
+    return Proc(done.returncode, done.stdout, done.stderr, time.perf_counter() - started)
+
+
+def main(runs: int, garbage_count: int, kill_count: int, pair_count: int, only: set[str], log: Path | None) -> None:
+    started = time.perf_counter()
+    rows: list[tuple[str, Tally, int]] = []
+    checks: list[tuple[str, int, list[str]]] = []  # (what, sessions checked, failed checks)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        rows = [*fault_rates(tmp, runs), garbage_replies(tmp, garbage_count), concurrent_runs(tmp)]
-        title, tally, requests, mismatches = kills(tmp, kill_count)
-        rows.append((title, tally, requests))
+        if "faults" in only:
+            rows += fault_rates(tmp, runs)
+        if "garbage" in only:
+            rows.append(garbage_replies(tmp, garbage_count))
+        if "concurrent" in only:
+            rows.append(concurrent_runs(tmp))
+        for part_name, measure, n in (("kills", kills, kill_count), ("pairs", pairs, pair_count)):
+            if part_name in only:
+                title, tally, requests, mismatches = measure(tmp, n)
+                rows.append((title, tally, requests))
+                checks.append((title, n, mismatches))
     header = ("attempts", "survived", "errors", "lost", "tracebacks", "hangs", "requests")
     print(f"{'':34} " + " ".join(f"{h:>10}" for h in header))
     for title, t, requests in rows:
         o = t.outcomes
         values = (t.attempts, o["survived"], o["error"], o["lost"], o["traceback"], o["hang"], requests)
         print(f"{title:34} " + " ".join(f"{v:>10}" for v in values))
-    print(f"ledger rows vs server requests after kill -9: {kill_count - len(mismatches)}/{kill_count} match")
+    for _, t, _ in rows:
+        if t.moments:
+            print("kills landed: " + ", ".join(f"{n} {moment}" for moment, n in t.moments.most_common()))
+    for title, n, mismatches in checks:
+        failed = len({m.split(": ", 1)[0] for m in mismatches})
+        print(f"{title}: {n - failed}/{n} sessions pass every check (messages exactly once, ledger = requests)")
     print(f"total {time.perf_counter() - started:.0f} s")
     print("\nclear errors (error: lines, digits as N):")
     for title, t, _ in rows:
-        for line, n in t.errors.most_common():
-            print(f"  {title}: {n}x {line}")
+        for line, count in t.errors.most_common():
+            print(f"  {title}: {count}x {line}")
     if log is not None:
         log.write_text("\n".join(tb for _, t, _ in rows for tb in t.tracebacks))
-    failures = [f for _, t, _ in rows for f in t.failures] + mismatches
+    failures = [f for _, t, _ in rows for f in t.failures] + [m for _, _, ms in checks for m in ms]
     if failures:
         print(f"\n{len(failures)} failures:")
         for failure in failures:
@@ -304,6 +445,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3, help="runs per fault rate and team kind")
     parser.add_argument("--garbage", type=int, default=100, help="runs with garbage model replies")
     parser.add_argument("--kills", type=int, default=30, help="kill -9 moments")
+    parser.add_argument("--pairs", type=int, default=6, help="pairs of processes on one session id")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run, of {','.join(PARTS)}")
     parser.add_argument("--log", type=Path, help="write every traceback in full to this file")
     options = parser.parse_args()
-    main(options.runs, options.garbage, options.kills, options.log)
+    main(options.runs, options.garbage, options.kills, options.pairs, set(options.only.split(",")), options.log)
