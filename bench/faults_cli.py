@@ -352,7 +352,7 @@ def pairs(tmp: Path, count: int) -> tuple[str, Tally, int, list[str]]:
     rng = random.Random(12)
     mismatches: list[str] = []
     tally = Tally()
-    with ScriptedServer(rules=slowed(server_rules(), 0.5)) as server:  # a turn of ~2.5 s: the two overlap
+    with ScriptedServer(rules=slowed(server_rules(), 0.3)) as server:  # below timeout_s 0.5; turns overlap
         env = environment(tmp / "pairs", server)
         start = len(server.chat_requests)
         for i in range(count):
