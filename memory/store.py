@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -28,6 +28,7 @@ from huddle.memory.items import Kind, MemoryItem, RecalledItem, check_scope
 from huddle.memory.selection import select
 from huddle.models.tokens import count_text
 from huddle.secrets import redact
+from huddle.storage.lease import exclusive
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -142,10 +143,15 @@ class VectorMemory:
         self.token_model = token_model
         self._lock = threading.RLock()
         self._location = f"the Chroma server at {url}" if url else f"{path}"
-        self._client = open_client(path, url)
-        with self._chroma():
-            self._collection = open_collection(self._client, collection, embedder)
-            self._max_batch = self._client.get_max_batch_size()
+        # Two processes opening a new store at once race to create Chroma's tables: the first open is serialised.
+        opening: AbstractContextManager[None] = nullcontext()
+        if url is None and path is not None:
+            opening = exclusive(path.with_name(f"{path.name}.lock"), f"shared memory {path}")
+        with opening:
+            self._client = open_client(path, url)
+            with self._chroma():
+                self._collection = open_collection(self._client, collection, embedder)
+                self._max_batch = self._client.get_max_batch_size()
 
     @classmethod
     def from_settings(cls, settings: Settings, embedder: Embedder | None = None) -> VectorMemory:

@@ -239,3 +239,40 @@ def test_chroma_server_errors_are_user_errors() -> None:
         VectorMemory(FakeEmbedder(), url="localhost:8000")
     with pytest.raises(HuddleError, match="cannot reach the Chroma server"):
         VectorMemory(FakeEmbedder(), url="http://127.0.0.1:9")
+
+
+OPEN_AND_ADD = """
+import sys, time
+from pathlib import Path
+from tests.test_memory_store import FakeEmbedder
+from huddle.memory.store import VectorMemory
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+VectorMemory(FakeEmbedder(), path=Path(sys.argv[1])).add("fact " + sys.argv[3], scope="team:ops")
+"""
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """10 `huddle run`s on a fresh data dir: 3 died with chromadb's "table collections already exists" (first open
+    raced); the first open is now serialised across processes."""
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    root = Path(__file__).resolve().parent.parent
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AND_ADD, str(tmp_path / "chroma"), str(go), str(i)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    time.sleep(3)  # every child imported chromadb and waits for the same moment
+    go.touch()
+    outcomes = [(child.wait(timeout=120), child.stderr.read() if child.stderr else "") for child in children]
+    assert [rc for rc, _ in outcomes] == [0] * 8, next(err for rc, err in outcomes if rc)[-2000:]
+    assert len(VectorMemory(FakeEmbedder(), path=tmp_path / "chroma").list(scope="team:ops")) == 8

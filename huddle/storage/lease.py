@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -65,6 +68,30 @@ class SessionLease:
         if self._file is not None:
             self._file.close()  # closing the file releases its lock
             self._file = None
+
+
+@contextmanager
+def exclusive(path: Path, what: str, timeout_s: float = 60.0) -> Iterator[None]:
+    """Hold the exclusive lock on `path` for the block, waiting for another process that has it (up to `timeout_s`).
+
+    For short critical sections across processes, such as creating a store that two processes may open first at
+    once (Chroma's first open creates its tables and fails with "table ... already exists" in the loser).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = path.open("a+b")
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the lock {path} for {what} ({exc.strerror or exc}); make {path.parent} writable, or "
+            "choose another --data-dir"
+        ) from None
+    with file:  # closing the file releases its lock
+        deadline = time.monotonic() + timeout_s
+        while not _try_lock(file):
+            if time.monotonic() > deadline:
+                raise StorageError(f"{what}: another process held {path} for over {timeout_s:g} s; try again")
+            time.sleep(0.05)
+        yield
 
 
 def _try_lock(file: IO[bytes]) -> bool:
