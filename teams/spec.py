@@ -87,7 +87,8 @@ class TeamInfo(BaseModel):
         "(policy `direct`, decided with no model call); always: every task is planned first.",
     )
     mcp: list[McpServerSpec] = Field(
-        default_factory=list, description="Local stdio MCP servers whose tools the tool executor gets."
+        default_factory=list,
+        description="MCP servers (local stdio commands or streamable-HTTP URLs) whose tools the tool executor gets.",
     )
 
 
