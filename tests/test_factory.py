@@ -56,3 +56,20 @@ def test_missing_local_extra_names_the_pip_command() -> None:
     assert proc.returncode == 2, proc.stderr
     assert 'pip install "huddle-agents[local]"' in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_a_priced_scripted_profile_is_metered_like_any_model() -> None:
+    """autogen's replay client marked every reply cached, so a priced scripted profile cost $0 and could not show a
+    budget at work; it is now counted and priced like a model."""
+    from huddle.config.settings import Price
+
+    profile = ModelProfile(
+        provider="scripted", replies=["hello there, friend"], price=Price(input_per_mtok=1000, output_per_mtok=2000)
+    )
+    ledger = UsageLedger()
+    client = build_client(profile, ledger, agent="a")
+    await client.create([UserMessage(content="Say hi to me please", source="user")])
+    (record,) = ledger.records()
+    assert not record.cached and record.prompt_tokens > 0 and record.completion_tokens > 0
+    expected = (record.prompt_tokens * 1000 + record.completion_tokens * 2000) / 1_000_000
+    assert record.cost_usd == pytest.approx(expected) and record.cost_usd > 0

@@ -126,7 +126,11 @@ def _local_client(profile: ModelProfile) -> ChatCompletionClient:
 def _scripted_client(profile: ModelProfile) -> ChatCompletionClient:
     from autogen_ext.models.replay import ReplayChatCompletionClient
 
-    return ReplayChatCompletionClient(profile.replies, model_info=_UNKNOWN_MODEL_INFO)
+    client = ReplayChatCompletionClient(profile.replies, model_info=_UNKNOWN_MODEL_INFO)
+    # autogen marks every replayed reply as a cache hit, which the metering bills at 0: a scripted profile is a model
+    # like any other here (tokens counted, priced), and only huddle's own response cache makes a reply cached.
+    client.set_cached_bool_value(False)
+    return client
 
 
 def _text_counter(profile: ModelProfile, inner: ChatCompletionClient) -> TextCounter:
