@@ -91,9 +91,9 @@ async def test_without_a_database_the_tools_say_how_to_give_one(tmp_path: Path) 
 
 def sentences(text: str) -> set[str]:
     """A text's sentences, compared without case, punctuation or digits ("Where is my order 1033?" is "where is my
-    order")."""
+    order"); a one-word fragment ("com" of an e-mail address) is not a sentence."""
     parts = (re.sub(r"[^a-z]+", " ", part.lower()).strip() for part in re.split(r"[.!?\n]+", text))
-    return {part for part in parts if part}
+    return {part for part in parts if " " in part}
 
 
 def strings_in(path: Path) -> Iterable[str]:
