@@ -9,7 +9,6 @@ run or session shows up as a marker where it does not belong.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import re
 import time
@@ -195,7 +194,6 @@ async def test_concurrent_sessions_share_one_memory_store_without_seeing_each_ot
 
 
 @pytest.mark.local_model
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the `local` extra")
 async def test_concurrent_sessions_on_the_shared_embedded_model_get_their_own_deterministic_answers(
     tmp_path: Path,
 ) -> None:

@@ -20,8 +20,6 @@ from huddle.errors import ConfigError, HuddleError, MissingExtraError
 from huddle.tools import Tool
 from huddle.tools.mcp import McpServerSpec, McpTool, open_mcp_tools
 
-pytest.importorskip("mcp.server.mcpserver", reason="needs the mcp extra")
-
 SERVER = '''
 import asyncio
 import hashlib

@@ -9,28 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("mcp.server.mcpserver", reason="needs the mcp extra")
-
-from tests.test_mcp import SERVER
+from tests.test_mcp_team import write_mcp_team
 
 
 def huddle_tools(tmp_path: Path, mcp: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "demo_server.py").write_text(SERVER)
-    (tmp_path / "team.yaml").write_text(
-        f"""
-team:
-  name: mcp-desk
-  mcp: {mcp}
-agents:
-  - {{role: planner}}
-  - {{role: tool_executor, tools: [calculator]}}
-  - {{role: responder}}
-"""
-    )
+    team_file = write_mcp_team(tmp_path, mcp)
     return subprocess.run(
-        [sys.executable, "-m", "huddle", "tools", "--team", str(tmp_path / "team.yaml"), *flags],
+        [sys.executable, "-m", "huddle", "tools", "--team", str(team_file), *flags],
         capture_output=True,
         text=True,
         timeout=120,

@@ -19,9 +19,6 @@ from pydantic import ValidationError
 
 from huddle.errors import HuddleError
 from huddle.tools.mcp import McpServerSpec, list_mcp_tools, open_mcp_tools
-
-pytest.importorskip("mcp.server.mcpserver", reason="needs the mcp extra")
-
 from tests.test_mcp import SERVER
 
 TOKEN = "s3cret-mcp-token-1234567890"

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
-
-pytest.importorskip("mcp.server.mcpserver", reason="the mcp extra: pip install -e '.[mcp]'")
 
 from huddle.config.settings import load_settings
 from huddle.teams.base import RunResult
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import load_team
 from huddle.testing import RecordedRequest, Reply, ReplyLike, Rule, ScriptedServer
+from tests.commands import console_script
 from tests.test_mcp import SERVER
 
 FORTY_TWO = Reply(content="42")
@@ -37,14 +33,12 @@ def step(step_id: int, tool: str, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def run_plan(
-    tmp_path: Path, mcp: str, steps: list[dict[str, Any]], answer: ReplyLike = FORTY_TWO
-) -> tuple[RunResult, list[RecordedRequest]]:
-    """Run a planner / tool executor / responder team with `mcp` (a YAML flow list) whose scripted planner returns
-    `steps`; the result and the model requests."""
-    (tmp_path / "teams").mkdir(exist_ok=True)
-    (tmp_path / "teams" / "demo_server.py").write_text(SERVER)
-    (tmp_path / "teams" / "team.yaml").write_text(
+def write_mcp_team(folder: Path, mcp: str) -> Path:
+    """A planner / tool executor / responder team file with `mcp` (a YAML flow list), our test server beside it."""
+    folder.mkdir(exist_ok=True)
+    (folder / "demo_server.py").write_text(SERVER)
+    team_file = folder / "team.yaml"
+    team_file.write_text(
         f"""
 team:
   name: mcp-desk
@@ -55,6 +49,15 @@ agents:
   - {{role: responder}}
 """
     )
+    return team_file
+
+
+async def run_plan(
+    tmp_path: Path, mcp: str, steps: list[dict[str, Any]], answer: ReplyLike = FORTY_TWO
+) -> tuple[RunResult, list[RecordedRequest]]:
+    """Run a planner / tool executor / responder team with `mcp` (a YAML flow list) whose scripted planner returns
+    `steps`; the result and the model requests."""
+    team_file = write_mcp_team(tmp_path / "teams", mcp)
     plan = {"goal": "use the tools", "done": False, "steps": steps}
     with ScriptedServer(
         rules=[Rule(agent="planner", reply=Reply(content=json.dumps(plan))), Rule(reply=answer)]
@@ -62,7 +65,7 @@ agents:
         (tmp_path / "huddle.yaml").write_text(
             f"models:\n  default: {{model: scripted, base_url: '{server.base_url}'}}\n"
         )
-        team = GroupChatTeam(load_team(tmp_path / "teams" / "team.yaml"), load_settings())
+        team = GroupChatTeam(load_team(team_file), load_settings())
         try:
             result = await team.run("use the tools")
         finally:
@@ -91,12 +94,6 @@ async def test_an_error_result_is_recorded_as_a_failed_step(tmp_path: Path) -> N
     assert "refuse failed: McpToolError: Error: Only SELECT queries are allowed" in responder_prompt
 
 
-def console_script(name: str) -> str | None:
-    """An installed console script: next to this interpreter (a venv that is not activated), else on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    return str(beside) if beside.exists() else shutil.which(name)
-
-
 def _echo_findings(request: RecordedRequest) -> Reply:
     """The responder's answer: the Tokyo time and the commit message it was shown, so the test sees they reached it."""
     prompt = json.dumps(request.messages)
@@ -106,9 +103,8 @@ def _echo_findings(request: RecordedRequest) -> Reply:
 
 
 async def test_a_plan_calls_the_reference_servers_from_the_package_index(tmp_path: Path) -> None:
-    time_server, git_server = console_script("mcp-server-time"), console_script("mcp-server-git")
-    if time_server is None or git_server is None:
-        pytest.skip("mcp-server-time and mcp-server-git come with the dev extra: pip install -e '.[dev,mcp]'")
+    time_server = console_script("mcp-server-time", "the dev extra: pip install -e '.[dev,mcp]'")
+    git_server = console_script("mcp-server-git", "the dev extra: pip install -e '.[dev,mcp]'")
     repo = tmp_path / "repo"
     repo.mkdir()
     git = ["git", "-C", str(repo), "-c", "user.name=Test", "-c", "user.email=test@example.com"]

