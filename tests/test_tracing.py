@@ -190,14 +190,20 @@ def http_collector() -> Iterator[tuple[Collector, int]]:
     server.shutdown()
 
 
-async def traced_run(collector: Collector, ledger: UsageLedger | None = None) -> RunResult:
-    """One run of the calc team; the receiver is released only after it returned, then its spans are awaited."""
+async def calc_run(collector: Collector, ledger: UsageLedger | None = None) -> RunResult:
+    """One run of the calc team; the receiver is released only after it returned."""
     team = GroupChatTeam(TeamSpec.model_validate(TEAM_SPEC), load_settings(), ledger=ledger)
     try:
         result = await team.run("divide one by zero")
     finally:
         await team.close()
     collector.released.set()
+    return result
+
+
+async def traced_run(collector: Collector, ledger: UsageLedger | None = None) -> RunResult:
+    """`calc_run`, then its spans awaited at the receiver."""
+    result = await calc_run(collector, ledger)
     collector.wait_for_run()
     return result
 
@@ -253,12 +259,7 @@ async def test_otel_sdk_disabled_turns_tracing_off(
     collector, port = grpc_collector
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    team = GroupChatTeam(TeamSpec.model_validate(TEAM_SPEC), load_settings())
-    try:
-        result = await team.run("divide one by zero")
-    finally:
-        await team.close()
-    collector.released.set()
+    result = await calc_run(collector)
     time.sleep(0.5)
     assert collector.spans == [] and result.answer
     assert read_run(load_settings().runs_dir, result.run_id) == []  # the SDK is off: the run log too, as specified
