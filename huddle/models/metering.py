@@ -10,20 +10,16 @@ when it did not.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
-import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-from autogen_core import CancellationToken, FunctionCall
+from autogen_core import CancellationToken
 from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
     RequestUsage,
-    UserMessage,
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
@@ -31,7 +27,9 @@ from pydantic import BaseModel
 from huddle import tracing
 from huddle.config.settings import ModelProfile
 from huddle.errors import HuddleError
+from huddle.models import usage_reading
 from huddle.models.delegating import DelegatingClient
+from huddle.models.masking import masked
 from huddle.models.streaming import Delivery
 from huddle.resilience import MalformedReply, RetryPolicy, retrying
 from huddle.secrets import redact
@@ -42,10 +40,7 @@ TextCounter = Callable[[str], int]
 JsonOutput = bool | type[BaseModel] | None
 ToolChoice = Tool | Literal["auto", "required", "none"]
 _T = TypeVar("_T")
-_BYTES_PER_CHAR = 4  # UTF-8's most; a BPE token covers at least one byte, so 4 x chars bounds the tokens from above
-_PER_MESSAGE_TOKENS = 8  # role and separator tokens a chat template adds per message, generously
 _KEEP_LAST_MESSAGES = 2
-_USAGE_SLACK_TOKENS = 1024  # a server may add a chat template, tool rendering, its own system prompt
 
 
 class ContextOverflow(HuddleError):
@@ -232,7 +227,7 @@ class MeteredClient(DelegatingClient):
         window = self.profile.context_window or 0
         reply = int(extra_create_args.get("max_tokens") or self.profile.max_tokens or 0)
         room = window - reply
-        if window <= 0 or (not tools and _upper_bound_tokens(messages) <= room):
+        if window <= 0 or (not tools and usage_reading.upper_bound_tokens(messages) <= room):
             return messages
         prompt = self.inner.count_tokens(messages, tools=tools)
         if prompt <= room:
@@ -329,7 +324,9 @@ class MeteredClient(DelegatingClient):
         source: TokenSource = "server"
         if result.cached:
             prompt, completion, source = 0, 0, "cache"
-        elif (prompt, completion) != (0, 0) and not self._plausible(prompt, completion, messages, tools, result):
+        elif (prompt, completion) != (0, 0) and not usage_reading.plausible(
+            self.profile, prompt, completion, messages, tools, result
+        ):
             tracing.event("usage rejected", "usage", agent=self.agent, reason=f"server reported {prompt}/{completion}")
             prompt, completion, source = self._estimate_usage(messages, tools, result)
             usage = RequestUsage(prompt_tokens=prompt, completion_tokens=completion)
@@ -350,35 +347,13 @@ class MeteredClient(DelegatingClient):
         )
         if problem:
             raise MalformedReply(problem)
-        return _masked(result)
+        return masked(result)
 
     def _estimate_usage(
         self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], result: CreateResult
     ) -> tuple[int, int, TokenSource]:
         """Prompt and completion tokens counted here, for a call whose server sent no usage or an impossible one."""
-        return self.inner.count_tokens(messages, tools=tools), self._count_text(_result_text(result)), "estimate"
-
-    def _plausible(
-        self,
-        prompt: int,
-        completion: int,
-        messages: Sequence[LLMMessage],
-        tools: Sequence[Tool | ToolSchema],
-        result: CreateResult,
-    ) -> bool:
-        """Whether a server's usage can be true: not negative, the prompt no more than what was sent can take, the
-        completion no more than what came back can take or the profile lets the model write (reasoning tokens).
-
-        The bounds come from lengths alone (no tokenizer on every call), so they are loose: they catch the impossible,
-        not a server counting a little high.
-        """
-        if prompt < 0 or completion < 0:
-            return False
-        tools_chars = sum(len(json.dumps(getattr(tool, "schema", tool), default=str)) for tool in tools)
-        sent = _upper_bound_tokens(messages) + tools_chars * _BYTES_PER_CHAR + _USAGE_SLACK_TOKENS
-        received = len(_result_text(result)) * _BYTES_PER_CHAR + _USAGE_SLACK_TOKENS
-        allowed = max(received, self.profile.max_tokens or 0, self.profile.context_window or 0)
-        return prompt <= sent and completion <= allowed
+        return (*usage_reading.estimated_usage(self.inner, self._count_text, messages, tools, result), "estimate")
 
     def _record_failure(
         self,
@@ -463,38 +438,3 @@ def _delivered(delivery: Delivery, item: str | CreateResult) -> list[str | Creat
     if isinstance(item, CreateResult):
         return [*delivery.finish(), item]
     return list(delivery.take(item))
-
-
-def _masked(result: CreateResult) -> CreateResult:
-    """The reply with anything key-shaped masked (`redact`), before an agent keeps it: a model repeating a key put it
-    in sessions.sqlite unmasked, though traces masked it. The chunks of a stream are shown, not stored."""
-    content: str | list[FunctionCall]
-    if isinstance(result.content, str):
-        content = redact(result.content)
-    else:
-        content = [dataclasses.replace(call, arguments=redact(call.arguments)) for call in result.content]
-    thought = redact(result.thought) if result.thought else result.thought
-    if content == result.content and thought == result.thought:
-        return result
-    return result.model_copy(update={"content": content, "thought": thought})
-
-
-def _upper_bound_tokens(messages: Sequence[LLMMessage]) -> int:
-    """At least as many tokens as these messages can take, from their length alone (no tokenizer).
-
-    A message with an image has no such bound (its tokens depend on the picture), so it is counted as unbounded.
-    """
-    total = 0
-    for message in messages:
-        if isinstance(message, UserMessage) and not isinstance(message.content, str):
-            return sys.maxsize
-        total += len(str(message.content)) * _BYTES_PER_CHAR + _PER_MESSAGE_TOKENS
-    return total
-
-
-def _result_text(result: CreateResult) -> str:
-    """What the model generated, as text, for estimating completion tokens."""
-    if isinstance(result.content, str):
-        return (result.thought or "") + result.content
-    calls = [{"name": call.name, "arguments": call.arguments} for call in result.content]
-    return (result.thought or "") + json.dumps(calls)

@@ -17,7 +17,7 @@ from autogen_ext.models.cache import CHAT_CACHE_VALUE_TYPE, ChatCompletionCache
 from diskcache import Cache
 
 from huddle.config.settings import ModelProfile
-from huddle.models.metering import _masked
+from huddle.models.masking import masked
 from huddle.secrets import StreamRedactor
 from huddle.storage.sqlite import StorageError
 
@@ -32,7 +32,7 @@ class _MaskedStore(DiskCacheStore[CHAT_CACHE_VALUE_TYPE]):
 def _masked_value(value: CHAT_CACHE_VALUE_TYPE) -> CHAT_CACHE_VALUE_TYPE:
     """A reply (`CreateResult`) or a stream's chunks and final result, masked; a key split across chunks too."""
     if isinstance(value, CreateResult):
-        return _masked(value)
+        return masked(value)
     if not isinstance(value, list):
         return value
     redactor, items = StreamRedactor(), list[str | CreateResult]()
@@ -41,7 +41,7 @@ def _masked_value(value: CHAT_CACHE_VALUE_TYPE) -> CHAT_CACHE_VALUE_TYPE:
         if text:
             items.append(text)
         if isinstance(item, CreateResult):
-            items.append(_masked(item))
+            items.append(masked(item))
     if tail := redactor.flush():
         items.append(tail)
     return items
