@@ -79,13 +79,16 @@ def test_a_ledger_file_from_before_schema_versions_opens_and_is_upgraded(tmp_pat
     old.close()
     ledger = UsageLedger(path)
     assert [(r.run_id, r.total_tokens) for r in ledger.records()] == [("r0", 10)]
+    old_row = ledger.records()[0]  # from before prices were sourced: nothing cached, saved or priced
+    assert (old_row.cached_tokens, old_row.reasoning_tokens, old_row.saved_usd, old_row.price_source) == (0, 0, 0, None)
     with usage_scope(run_id="r1"):
         ledger.record_decision(1, "planner", "rule", "first turn")
     assert ledger.decisions("r1") == [{"turn": 1, "speaker": "planner", "policy": "rule", "reason": "first turn"}]
+    ledger.record(UsageRecord(agent="a", profile="p", model="m", prompt_tokens=9, cached_tokens=4, saved_usd=0.5))
+    assert (ledger.totals().cached_tokens, ledger.totals().saved_usd) == (4, 0.5)
     ledger.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (
-        2,
-    )  # the schema before versions, then the call state
+    # the schema before versions, then the call state, then cached/reasoning tokens, saved_usd and price_source
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_a_ledger_from_a_newer_huddle_is_refused_with_one_error_line(isolated_env: Path) -> None:

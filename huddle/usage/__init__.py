@@ -4,6 +4,24 @@ The ledger's names are re-exported here because every layer records or reads usa
 `huddle.usage.budget`.
 """
 
-from huddle.usage.ledger import TokenSource, Totals, UsageLedger, UsageRecord, UsageScope, current_scope, usage_scope
+from huddle.usage.ledger import (
+    PriceSource,
+    TokenSource,
+    Totals,
+    UsageLedger,
+    UsageRecord,
+    UsageScope,
+    current_scope,
+    usage_scope,
+)
 
-__all__ = ["TokenSource", "Totals", "UsageLedger", "UsageRecord", "UsageScope", "current_scope", "usage_scope"]
+__all__ = [
+    "PriceSource",
+    "TokenSource",
+    "Totals",
+    "UsageLedger",
+    "UsageRecord",
+    "UsageScope",
+    "current_scope",
+    "usage_scope",
+]

@@ -3,8 +3,10 @@
 Rows are written by the metering client (`huddle.models.metering`) that wraps every client the framework builds, so
 agents' calls, the manager's selection calls and summaries all land here. Token counts are the server's ``usage``
 when it reported one (``token_source="server"``) and a tokenizer estimate otherwise (``"estimate"``); cached replies
-cost nothing (``"cache"``). The ledger is SQLite (`huddle.storage.sqlite`): in memory by default, or a file
-that survives the process.
+cost nothing (``"cache"``). Prompt tokens the provider read from its prompt cache (``cached_tokens``, part of
+``prompt_tokens``) are priced at its cached rate, and ``saved_usd`` is what that saved; ``reasoning_tokens`` are part
+of ``completion_tokens``; ``price_source`` says where the price came from (`huddle.models.pricing`). The ledger is
+SQLite (`huddle.storage.sqlite`): in memory by default, or a file that survives the process.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ TokenSource = Literal["server", "estimate", "cache", "none"]
 CallState = Literal["in_flight", "done", "interrupted"]
 INTERRUPTED = "Interrupted: the process making this call ended before the reply came"
 GroupKey = Literal["run_id", "session_id", "agent", "profile", "model"]
+# Where a call's price came from: the profile's ``price:``, the genai-prices table, free (the embedded model), or
+# nowhere (``unknown``: cost 0, shown as such).
+PriceSource = Literal["profile", "table", "free", "unknown"]
 
 
 class UsageRecord(BaseModel):
@@ -42,8 +47,13 @@ class UsageRecord(BaseModel):
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     token_source: TokenSource = "server"
     cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    price_source: PriceSource | None = None
+    """None: not priced (a failed call, or a row from before prices were sourced)."""
     latency_s: float = 0.0
     cached: bool = False
     streamed: bool = False
@@ -61,10 +71,16 @@ class Totals(BaseModel):
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     cost_usd: float = 0.0
+    saved_usd: float = 0.0
     latency_s: float = 0.0
     cached_calls: int = 0
     errors: int = 0
+    unpriced_calls: int = 0
+    """Calls whose price is unknown (no ``price:`` and a model the table does not list): their cost is not in
+    ``cost_usd``."""
 
     @property
     def total_tokens(self) -> int:
@@ -123,10 +139,19 @@ _CALL_STATE = """
 ALTER TABLE usage ADD COLUMN state TEXT NOT NULL DEFAULT 'done';
 ALTER TABLE usage ADD COLUMN pid INTEGER;
 """
-_MIGRATIONS: list[Migration] = [_SCHEMA, _CALL_STATE]
+# Step 3: cached and reasoning tokens from the server's usage details, what caching saved, where the price came from.
+_PRICE_DETAILS = """
+ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN saved_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN price_source TEXT;
+"""
+_MIGRATIONS: list[Migration] = [_SCHEMA, _CALL_STATE, _PRICE_DETAILS]
 _TOTALS_SQL = (
-    "COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cost_usd),0), "
-    "COALESCE(SUM(latency_s),0), COALESCE(SUM(cached),0), COUNT(error)"
+    "COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cached_tokens),0), "
+    "COALESCE(SUM(reasoning_tokens),0), COALESCE(SUM(cost_usd),0), COALESCE(SUM(saved_usd),0), "
+    "COALESCE(SUM(latency_s),0), COALESCE(SUM(cached),0), COUNT(error), "
+    "COALESCE(SUM(price_source = 'unknown'),0)"
 )
 
 
@@ -267,13 +292,17 @@ def _where(filters: dict[str, str | None]) -> tuple[str, list[str]]:
 
 
 def _totals(row: tuple[int | float, ...]) -> Totals:
-    calls, prompt, completion, cost, latency, cached, errors = row
+    calls, prompt, completion, cached_tokens, reasoning, cost, saved, latency, cached, errors, unpriced = row
     return Totals(
         calls=int(calls),
         prompt_tokens=int(prompt),
         completion_tokens=int(completion),
+        cached_tokens=int(cached_tokens),
+        reasoning_tokens=int(reasoning),
         cost_usd=float(cost),
+        saved_usd=float(saved),
         latency_s=float(latency),
         cached_calls=int(cached),
         errors=int(errors),
+        unpriced_calls=int(unpriced),
     )
