@@ -10,6 +10,7 @@ import pytest
 
 from huddle.config.settings import load_settings
 from huddle.errors import ConfigError
+from huddle.models.pricing import Priced, price_call
 
 
 def write(path: Path, text: str) -> Path:
@@ -20,7 +21,7 @@ def write(path: Path, text: str) -> Path:
 def test_without_config_or_key_the_embedded_model_is_used() -> None:
     profile = load_settings().profile()
     assert (profile.name, profile.provider, profile.model_name) == ("local", "local", "SmolLM2-135M-Instruct")
-    assert profile.price.cost(1_000_000, 1_000_000) == 0
+    assert price_call(profile, 1_000_000, 1_000_000) == Priced(0.0, 0.0, "free")
 
 
 def test_with_openai_key_default_profile_talks_to_openai(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,7 +29,11 @@ def test_with_openai_key_default_profile_talks_to_openai(monkeypatch: pytest.Mon
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     profile = load_settings().profile()
     assert (profile.name, profile.model_name, profile.base_url) == ("default", "gpt-4o-mini", "http://127.0.0.1:9/v1")
-    assert profile.price.cost(1_000_000, 1_000_000) == pytest.approx(0.75)
+    # No hand-typed price: the table's for the model asked for (gpt-4o-mini: $0.15 in, $0.60 out per MTok).
+    assert profile.price is None and price_call(profile, 1_000_000, 1_000_000).cost_usd == pytest.approx(0.75)
+    # default:gpt-4o was charged gpt-4o-mini's price; the table prices gpt-4o ($2.50 in, $10 out per MTok).
+    gpt4o = load_settings(model="default:gpt-4o").profile()
+    assert price_call(gpt4o, 1_000_000, 1_000_000) == Priced(12.5, 0.0, "table")
 
 
 def test_model_flag_takes_a_profile_name_or_a_model_name(monkeypatch: pytest.MonkeyPatch) -> None:

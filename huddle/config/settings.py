@@ -34,16 +34,29 @@ _PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 class Price(BaseModel):
-    """Dollar price per million tokens."""
+    """Dollar price per million tokens, as a profile's ``price:`` sets it (a profile without one is priced from the
+    genai-prices table, `huddle.models.pricing`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     input_per_mtok: float = Field(0.0, ge=0)
     output_per_mtok: float = Field(0.0, ge=0)
+    cached_input_per_mtok: float | None = Field(
+        None, ge=0, description="Prompt tokens the provider read from its prompt cache; None: the input rate."
+    )
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD for one call with these token counts."""
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1_000_000
+    @property
+    def cached_rate(self) -> float:
+        """The rate of cached prompt tokens: its own when set, else the input rate (no discount)."""
+        return self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """USD for one call with these token counts; `cached_tokens` are part of `prompt_tokens`, billed at the
+        cached rate (as OpenAI counts and bills them)."""
+        fresh = prompt_tokens - cached_tokens
+        return (
+            fresh * self.input_per_mtok + cached_tokens * self.cached_rate + completion_tokens * self.output_per_mtok
+        ) / 1_000_000
 
 
 class Capabilities(BaseModel):
@@ -74,7 +87,9 @@ class ModelProfile(BaseModel):
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    price: Price = Price()
+    price: Price | None = Field(
+        None, description="Explicit prices; None: the genai-prices table's for the model (`huddle.models.pricing`)."
+    )
     context_window: int | None = Field(None, gt=0)
     fallback: str | None = None
     model_info: Capabilities = Capabilities()
@@ -144,13 +159,16 @@ def default_data_dir() -> Path:
 
 
 def builtin_profiles() -> dict[str, ModelProfile]:
-    """``default`` (OpenAI or $OPENAI_BASE_URL, gpt-4o-mini prices) and ``local`` (embedded SmolLM2, free)."""
+    """``default`` (OpenAI or $OPENAI_BASE_URL) and ``local`` (embedded SmolLM2, free).
+
+    ``default`` sets no price: the table prices whichever model it asks for. A hand-typed gpt-4o-mini price here
+    charged ``default:gpt-4o`` a sixteenth of what OpenAI bills for it.
+    """
     return {
         "default": ModelProfile(
             name="default",
             provider="openai",
             base_url=os.environ.get("OPENAI_BASE_URL") or None,
-            price=Price(input_per_mtok=0.15, output_per_mtok=0.60),
         ),
         "local": ModelProfile(name="local", provider="local"),
     }

@@ -22,7 +22,7 @@ from openai import DefaultAsyncHttpxClient
 from huddle import secrets
 from huddle.config.settings import ModelProfile
 from huddle.errors import ConfigError, MissingExtraError
-from huddle.models import AGENT_HEADER, plain_body, tokens
+from huddle.models import AGENT_HEADER, plain_body, tokens, usage_details
 from huddle.models.metering import MeteredClient, TextCounter
 from huddle.models.response_cache import cached
 from huddle.usage import UsageLedger
@@ -44,11 +44,13 @@ _KEYLESS = "not-needed"  # local OpenAI-compatible servers ignore the key, but t
 
 class _OpenAIClient(OpenAIChatCompletionClient):
     """autogen-ext's client, asking the server for a final usage chunk on every stream (so streamed calls are metered
-    from the server too) and sending messages and tools without the SDK's per-request walk (`plain_body`)."""
+    from the server too), sending messages and tools without the SDK's per-request walk (`plain_body`), and reading
+    the cached and reasoning tokens autogen drops (`usage_details`)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         plain_body.install(self._client)
+        usage_details.install(self._client)
 
     def create_stream(
         self,

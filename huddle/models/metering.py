@@ -27,9 +27,10 @@ from pydantic import BaseModel
 from huddle import tracing
 from huddle.config.settings import ModelProfile
 from huddle.errors import HuddleError
-from huddle.models import usage_reading
+from huddle.models import usage_details, usage_reading
 from huddle.models.delegating import DelegatingClient
 from huddle.models.masking import masked
+from huddle.models.pricing import price_call
 from huddle.models.streaming import Delivery
 from huddle.resilience import MalformedReply, RetryPolicy, retrying
 from huddle.secrets import redact
@@ -146,13 +147,14 @@ class MeteredClient(DelegatingClient):
 
     async def _create_once(self, messages: Sequence[LLMMessage], args: dict[str, Any]) -> CreateResult:
         """One attempt, recorded in the ledger whether it succeeds or fails."""
-        row, started = self._begin(streamed=False), time.perf_counter()
+        row, started, details = self._begin(streamed=False), time.perf_counter(), usage_details.Details()
         try:
-            result = await self._by(self._deadline(), self.inner.create(messages, **args))
+            with usage_details.collecting(details):
+                result = await self._by(self._deadline(), self.inner.create(messages, **args))
         except BaseException as exc:
             self._record_failure(row, exc, started, streamed=False, sent=(messages, args["tools"]))
             raise
-        return self._record(row, result, messages, args["tools"], started, streamed=False)
+        return self._record(row, result, details, messages, args["tools"], started, streamed=False)
 
     async def _stream_once(
         self, messages: Sequence[LLMMessage], args: dict[str, Any]
@@ -162,7 +164,7 @@ class MeteredClient(DelegatingClient):
         The final `CreateResult` is yielded only after it is metered and checked, so a malformed reply raises before
         the caller takes it as the answer.
         """
-        row, started = self._begin(streamed=True), time.perf_counter()
+        row, started, details = self._begin(streamed=True), time.perf_counter(), usage_details.Details()
         result: CreateResult | None = None
         received: list[str] = []
         deadline = self._deadline()
@@ -170,7 +172,8 @@ class MeteredClient(DelegatingClient):
         try:
             while True:
                 try:
-                    item = await self._by(deadline, anext(stream))
+                    with usage_details.collecting(details):  # set per step: never left set while the caller runs
+                        item = await self._by(deadline, anext(stream))
                 except StopAsyncIteration:
                     break
                 if isinstance(item, CreateResult):
@@ -189,7 +192,7 @@ class MeteredClient(DelegatingClient):
             failure = RuntimeError("stream ended without a final result")
             self._record_failure(row, failure, started, streamed=True)
             raise failure
-        yield self._record(row, result, messages, args["tools"], started, streamed=True)
+        yield self._record(row, result, details, messages, args["tools"], started, streamed=True)
 
     def _deadline(self) -> float:
         """When an attempt starting now must be over: ``timeout_s`` bounds the whole call, not each read.
@@ -299,14 +302,14 @@ class MeteredClient(DelegatingClient):
         """Tokens of the actual prompt, the completion this call may produce, and their price on this profile."""
         prompt = self.inner.count_tokens(messages, tools=tools)
         completion = int(extra_create_args.get("max_tokens") or self.profile.max_tokens or expected_completion)
-        return Estimate(
-            prompt_tokens=prompt, completion_tokens=completion, usd=self.profile.price.cost(prompt, completion)
-        )
+        usd = price_call(self.profile, prompt, completion).cost_usd  # priced as the ledger will price it
+        return Estimate(prompt_tokens=prompt, completion_tokens=completion, usd=usd)
 
     def _record(
         self,
         row: int,
         result: CreateResult,
+        details: usage_details.Details,
         messages: Sequence[LLMMessage],
         tools: Sequence[Tool | ToolSchema],
         started: float,
@@ -318,10 +321,12 @@ class MeteredClient(DelegatingClient):
 
         The server's usage is taken only when it can be true: a server reporting negative or absurd counts let calls
         through a budget and put a refund of $16,000 in the ledger. Anything else is estimated with the tokenizer.
+        Cached and reasoning tokens (`details`) are taken with the server's counts only, never above them.
         """
         problem = None if tools or isinstance(result.content, str) else "the model called a tool, but none was offered"
         prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
         source: TokenSource = "server"
+        cached, reasoning = details.cached_tokens or 0, details.reasoning_tokens or 0
         if result.cached:
             prompt, completion, source = 0, 0, "cache"
         elif (prompt, completion) != (0, 0) and not usage_reading.plausible(
@@ -334,12 +339,20 @@ class MeteredClient(DelegatingClient):
         elif prompt == 0 and completion == 0:
             # autogen reports 0/0 when the server sent no usage; a real request always has prompt tokens.
             prompt, completion, source = self._estimate_usage(messages, tools, result)
+        if source != "server":
+            cached, reasoning = 0, 0
+        cached, reasoning = min(cached, prompt), min(reasoning, completion)
+        priced = price_call(self.profile, prompt, completion, cached)
         self._append(
             row,
             prompt_tokens=prompt,
             completion_tokens=completion,
+            cached_tokens=cached,
+            reasoning_tokens=reasoning,
             token_source=source,
-            cost_usd=self.profile.price.cost(prompt, completion),
+            cost_usd=priced.cost_usd,
+            saved_usd=priced.saved_usd,
+            price_source=priced.source,
             latency_s=time.perf_counter() - started,
             cached=result.cached,
             streamed=streamed,
@@ -372,11 +385,13 @@ class MeteredClient(DelegatingClient):
         if sent is not None and isinstance(exc, asyncio.CancelledError | GeneratorExit):
             prompt = self.inner.count_tokens(sent[0], tools=sent[1])
             completion = self._count_text(received) if received else 0
+            priced = price_call(self.profile, prompt, completion)
             tokens = {
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "token_source": "estimate",
-                "cost_usd": self.profile.price.cost(prompt, completion),
+                "cost_usd": priced.cost_usd,
+                "price_source": priced.source,
             }
         self._append(row, **tokens, latency_s=time.perf_counter() - started, streamed=streamed, error=message)
 
@@ -407,8 +422,11 @@ class MeteredClient(DelegatingClient):
             agent=record.agent,
             profile=record.profile,
             model=record.model,
+            provider=self.profile.provider,
             prompt_tokens=record.prompt_tokens,
             completion_tokens=record.completion_tokens,
+            cached_tokens=record.cached_tokens,
+            reasoning_tokens=record.reasoning_tokens,
             token_source=record.token_source,
             cost_usd=record.cost_usd,
             cached=record.cached,

@@ -27,6 +27,8 @@ _NAMES: dict[str, dict[str, str]] = {
         "provider": "gen_ai.provider.name",
         "prompt_tokens": "gen_ai.usage.input_tokens",
         "completion_tokens": "gen_ai.usage.output_tokens",
+        "cached_tokens": "gen_ai.usage.cache_read.input_tokens",
+        "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
         "finish_reason": "gen_ai.response.finish_reasons",
     },
     "tool": {"tool": "gen_ai.tool.name", "call_id": "gen_ai.tool.call.id"},
