@@ -49,12 +49,15 @@ class DurableTeam:
             self._baseline = state
         return self.store.unfinished(self.session_id)
 
-    async def run_stream(self, task: str, *, redo: Turn | None = None) -> AsyncIterator[Event | RunResult]:
-        """One turn: acknowledged first (or the unfinished `redo` turn taken up again), recorded when it ends."""
+    async def run_stream(
+        self, task: str, *, redo: Turn | None = None, run_id: str | None = None
+    ) -> AsyncIterator[Event | RunResult]:
+        """One turn: acknowledged first (or the unfinished `redo` turn taken up again), recorded when it ends.
+        `run_id` names the run when the caller must know it before the first event (a server's response id)."""
         self.store.lease(self.session_id)  # already held after `open`
         if self._baseline is None:
             self._baseline = _jsonable(await self.team.save_state())
-        run_id = uuid.uuid4().hex[:12]
+        run_id = run_id or uuid.uuid4().hex[:12]
         if redo is not None:
             turn = redo.turn
             self.store.restart_turn(self.session_id, turn, run_id)
@@ -79,9 +82,9 @@ class DurableTeam:
                 await self._abandon(turn, "failed", redact(f"{type(error).__name__}: {error}")[:_ERROR_CHARS])
             raise
 
-    async def resume(self, redo: Turn) -> AsyncIterator[Event | RunResult]:
+    async def resume(self, redo: Turn, *, run_id: str | None = None) -> AsyncIterator[Event | RunResult]:
         """Redo the turn a crash interrupted, once."""
-        async for item in self.run_stream(redo.task, redo=redo):
+        async for item in self.run_stream(redo.task, redo=redo, run_id=run_id):
             yield item
 
     async def _finish(self, turn: int, result: RunResult) -> None:

@@ -1,9 +1,10 @@
 """The ``huddle`` command line: the root app, its global flags and the entry point; the commands live by group.
 
 `huddle.cli.runs` (ask, run, chat), `huddle.cli.inspection` (models, runs, trace, usage, tools, prompts) and the
-sub-apps `huddle.cli.sessions`, `huddle.cli.memory`, `huddle.cli.scenario` are registered here, in the order
-``huddle --help`` lists them. Only typer and rich are imported at module level; settings, autogen and the model
-stack are imported inside the commands that need them, so ``huddle --help`` stays fast (see docs/benchmarks.md).
+sub-apps `huddle.cli.sessions`, `huddle.cli.memory`, `huddle.cli.scenario`, `huddle.cli.serve` are registered here,
+in the order ``huddle --help`` lists them. Only typer and rich are imported at module level; settings, autogen and
+the model stack are imported inside the commands that need them, so ``huddle --help`` stays fast (see
+docs/benchmarks.md).
 User mistakes surface as one ``error: ...`` line and a non-zero exit code, never a traceback.
 """
 
@@ -22,6 +23,7 @@ from huddle.cli import inspection, runs
 from huddle.cli.memory import memory_app
 from huddle.cli.options import CliState, err, out
 from huddle.cli.scenario import scenario_app
+from huddle.cli.serve import serve_app
 from huddle.cli.sessions import sessions_app
 from huddle.errors import ExitCode, HuddleError
 
@@ -46,6 +48,7 @@ app.command("runs")(inspection.runs_command)
 app.command("usage")(inspection.usage_command)
 app.command("tools")(inspection.tools_command)
 app.command("prompts")(inspection.prompts_command)
+app.add_typer(serve_app, name="serve")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,269 @@
+"""The teams a server serves and the turns it runs on their sessions: what every endpoint of ``huddle serve`` calls.
+
+One `Hub` per server process. A turn is one user message on one session: the team is built for the turn, restored
+from the session store (`DurableTeam`), run, saved and closed, so an idle session costs a row on disk and nothing in
+memory, and any worker process sharing the data directory can take the next turn. Within a process a session runs
+one turn at a time: a second message while one runs gets `SessionBusy` (HTTP 409) rather than waiting, so a client
+never has two answers racing for one conversation; across processes the session store's lease does the same.
+
+Who may use a session is the `Access` policy's business (API keys, owners, per-key budgets: `huddle.serve.keys`);
+the hub asks it before every turn, and the budget it returns is the one the team's governor enforces.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from huddle.config.settings import Settings
+from huddle.errors import HuddleError
+from huddle.serve.events import TeamEvent, describe
+from huddle.storage.lease import SessionBusyError
+from huddle.storage.sessions import SessionStore, SessionSummary, Turn
+from huddle.teams.base import RunResult, Team, build_team
+from huddle.teams.durable import DurableTeam
+from huddle.teams.kinds import PatternSpec, load_any_team
+from huddle.teams.managed_chat import Event
+from huddle.teams.spec import TeamSpec
+from huddle.usage import UsageLedger
+from huddle.usage.budget import Budget
+
+SESSION_ID_CHARS = 64
+
+
+class SessionBusy(HuddleError):
+    """The session is running a turn (here or in another worker); send the next message when it has answered."""
+
+    status = 409
+
+
+class SessionNotFound(HuddleError):
+    """No such session, or one that belongs to another API key (the two look the same from outside)."""
+
+    status = 404
+
+
+class UnknownTeam(HuddleError):
+    """The request names a team this server does not serve."""
+
+    status = 404
+
+
+class Access(Protocol):
+    """Who may use which session, and within what budget (`huddle.serve.keys.KeyAccess` with API keys)."""
+
+    def claim(self, session_id: str, owner: str | None) -> None:
+        """Allow `owner` to use `session_id` (a new one becomes theirs); raise `SessionNotFound` when it is not."""
+
+    def budget(self, owner: str | None, session_id: str, budget: Budget) -> Budget:
+        """The budget a turn of `owner` on `session_id` runs under: `budget` with the owner's own limits folded in."""
+
+    def owns(self, session_id: str, owner: str | None) -> bool:
+        """Whether `owner` may see `session_id` (for listings)."""
+
+
+class OpenAccess:
+    """No keys (a loopback server): every caller may use every session, under the settings' budget."""
+
+    def claim(self, session_id: str, owner: str | None) -> None:
+        return None
+
+    def budget(self, owner: str | None, session_id: str, budget: Budget) -> Budget:
+        return budget
+
+    def owns(self, session_id: str, owner: str | None) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ServedTeam:
+    """A team as clients see it: its name (the OpenAI ``model``, the A2A agent), description and members."""
+
+    name: str
+    spec: TeamSpec | PatternSpec
+    description: str
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True)
+class TurnStream:
+    """A turn that has been admitted: its session and run ids (known before the first event), then its events, the
+    last of which is the ``result``."""
+
+    session_id: str
+    run_id: str
+    team: str
+    events: AsyncIterator[TeamEvent]
+
+
+class Hub:
+    """Serves `teams` (preset names or team YAML paths) with the settings' models, budget and data directory."""
+
+    def __init__(self, settings: Settings, teams: Sequence[str | Path] = ("assistant",), access: Access | None = None):
+        self.settings = settings
+        self.access: Access = access or OpenAccess()
+        self.teams: dict[str, ServedTeam] = {}
+        for reference in teams:
+            spec = load_any_team(reference)
+            self.teams[spec.team.name] = _served(spec)
+        self.ledger = UsageLedger(settings.ledger_path)
+        self._running: set[str] = set()
+
+    def team(self, name: str) -> ServedTeam:
+        served = self.teams.get(name)
+        if served is None:
+            raise UnknownTeam(f"team {name!r} is not served here; served: {', '.join(self.teams)}")
+        return served
+
+    async def turn(
+        self, team: str, task: str | None, *, session_id: str | None = None, owner: str | None = None
+    ) -> TurnStream:
+        """Admit one message on `session_id` (a new session when None) and return its stream; the turn runs as the
+        stream is iterated, and ends (saved as cancelled) if the caller stops iterating early. With `task` None only
+        the session's unfinished turn is redone (`resume_unfinished`).
+
+        Raises `UnknownTeam`, `SessionNotFound`, `SessionBusy` before anything runs, so an endpoint can answer with
+        the proper status instead of a stream that fails at once."""
+        served = self.team(team)
+        session_id = session_id or uuid.uuid4().hex
+        if not session_id.isprintable() or len(session_id) > SESSION_ID_CHARS:
+            raise SessionNotFound(f"session ids are at most {SESSION_ID_CHARS} printable characters")
+        self.access.claim(session_id, owner)
+        if session_id in self._running:
+            raise SessionBusy(f"session {session_id!r} is answering a message; send the next one when it has answered")
+        store = SessionStore(self.settings.sessions_path)
+        known = store.team_of(session_id)
+        if known is not None and known != served.name:
+            store.close()
+            raise SessionNotFound(f"session {session_id!r} belongs to another team")
+        try:
+            store.lease(session_id)
+        except SessionBusyError as exc:
+            store.close()
+            raise SessionBusy(str(exc)) from None
+        self._running.add(session_id)
+        run_id = uuid.uuid4().hex[:12]
+        events = self._run(session_id, run_id, served, task, store, owner)
+        return TurnStream(session_id, run_id, served.name, events)
+
+    async def _run(
+        self, session_id: str, run_id: str, served: ServedTeam, task: str | None, store: SessionStore, owner: str | None
+    ) -> AsyncIterator[TeamEvent]:
+        settings = self.settings.model_copy(
+            update={"budget": self.access.budget(owner, session_id, self.settings.budget)}
+        )
+        team = build_team(served.spec, settings, ledger=self.ledger, session_id=session_id)
+        try:
+            durable = DurableTeam(team, store, session_id)
+            unfinished = await durable.open()
+            if unfinished is not None:
+                # A turn a crash interrupted is redone once before the new message, so the conversation keeps its
+                # order; its events are not this turn's (a client reading them would take them for its answer).
+                redo = durable.resume(unfinished, run_id=uuid.uuid4().hex[:12])
+                async for item in redo:
+                    if task is None:
+                        event = describe(item)
+                        if event is not None:
+                            yield event
+            if task is not None:
+                async for event in self._events(durable.run_stream(task, run_id=run_id), team, run_id):
+                    yield event
+        finally:
+            self._running.discard(session_id)
+            await team.close()
+            store.close()
+
+    async def _events(
+        self, items: AsyncIterator[Event | RunResult], team: Team, run_id: str
+    ) -> AsyncIterator[TeamEvent]:
+        """The run's `TeamEvent` s, with the plan's steps (and how far each has got) attached, and the meter after
+        every message."""
+        async for item in items:
+            event = describe(item)
+            if event is None:
+                continue
+            plan = team.state.plan
+            if event.kind in ("plan", "tool_calls") and plan is not None:
+                status = team.state.status
+                steps = [{**step.model_dump(), "status": status.get(step.id, "pending")} for step in plan.steps]
+                event = TeamEvent(event.kind, event.source, event.text, {**event.data, "steps": steps})
+            yield event
+            if event.kind in ("message", "plan", "tool_calls", "speaker"):
+                yield self.meter(run_id)
+
+    def meter(self, run_id: str) -> TeamEvent:
+        """The run's calls, tokens and dollars so far, and the budget they count against."""
+        totals = self.ledger.totals(run_id=run_id)
+        data: dict[str, object] = {
+            "run_id": run_id,
+            "calls": totals.calls,
+            "prompt_tokens": totals.prompt_tokens,
+            "completion_tokens": totals.completion_tokens,
+            "cost_usd": totals.cost_usd,
+        }
+        limit = self.settings.budget.run
+        if limit.max_usd:
+            data["max_usd"] = limit.max_usd
+        if limit.max_tokens:
+            data["max_tokens"] = limit.max_tokens
+        return TeamEvent("usage", data=data)
+
+    async def resume_unfinished(self) -> list[str]:
+        """Redo, once, every served session's turn that a crash (of this server or another worker) left unfinished;
+        returns the sessions redone. Sessions another worker holds are left to it."""
+        redone = []
+        for summary in self.sessions(None, everyone=True):
+            if not summary.unfinished:
+                continue
+            try:
+                stream = await self.turn(summary.team, None, session_id=summary.id)
+            except SessionBusy:
+                continue
+            async for _ in stream.events:
+                pass
+            redone.append(summary.id)
+        return redone
+
+    def sessions(self, owner: str | None, *, everyone: bool = False) -> list[SessionSummary]:
+        """The sessions `owner` may reopen, newest first, of teams served here."""
+        with SessionStore(self.settings.sessions_path) as store:
+            summaries = store.sessions()
+        mine = [s for s in summaries if s.team in self.teams and (everyone or self.access.owns(s.id, owner))]
+        return sorted(mine, key=lambda s: s.updated, reverse=True)
+
+    def turns(self, session_id: str, owner: str | None) -> list[Turn]:
+        """A session's turns, for reopening it; `SessionNotFound` if it is not `owner`'s or does not exist."""
+        if not self.access.owns(session_id, owner):
+            raise SessionNotFound(f"no session {session_id!r}")
+        with SessionStore(self.settings.sessions_path) as store:
+            if store.team_of(session_id) is None:
+                raise SessionNotFound(f"no session {session_id!r}")
+            return store.turns(session_id)
+
+    @property
+    def busy(self) -> int:
+        """Turns running now (for readiness and graceful shutdown)."""
+        return len(self._running)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def _served(spec: TeamSpec | PatternSpec) -> ServedTeam:
+    if isinstance(spec, TeamSpec):
+        members = tuple(Member(a.agent_name, a.agent_description) for a in spec.agents)
+        kind = "group chat"
+    else:
+        members = tuple(Member(m.name, m.description or m.instruction or m.name) for m in spec.members())
+        kind = spec.team.kind.replace("_", "-")
+    names = ", ".join(m.name for m in members)
+    return ServedTeam(spec.team.name, spec, f"huddle {kind} team {spec.team.name} ({names})", members)
