@@ -22,11 +22,16 @@ def models_command(
     ctx: typer.Context,
     as_json: JsonOption = False,
 ) -> None:
-    """List model profiles with provider, model, prices and which one is active."""
+    """List model profiles with provider, model, the prices calls will be charged (the profile's ``price:``, the
+    genai-prices table's, free, or unknown) and which one is active."""
+    from huddle.models.pricing import price_source, rates
+
     settings = ctx.obj.settings()
     active = settings.profile()
     rows = []
-    for name, profile in sorted(settings.profiles.items()):
+    for name, configured in sorted(settings.profiles.items()):
+        profile = active if name == active.name else configured  # the active one with the model asked for
+        price = rates(profile)
         if profile.provider == "openai":
             key = "set" if profile.api_key() else ("not needed" if profile.base_url else "missing")
         else:
@@ -36,10 +41,12 @@ def models_command(
                 "name": name,
                 "active": name == active.name,
                 "provider": profile.provider,
-                "model": active.model_name if name == active.name else profile.model_name,
+                "model": profile.model_name,
                 "base_url": profile.base_url,
-                "input_per_mtok": profile.price.input_per_mtok,
-                "output_per_mtok": profile.price.output_per_mtok,
+                "price_source": price_source(profile),
+                "input_per_mtok": price.input_per_mtok if price else None,
+                "output_per_mtok": price.output_per_mtok if price else None,
+                "cached_input_per_mtok": price.cached_rate if price else None,
                 "context_window": profile.context_window,
                 "fallback": profile.fallback,
                 "api_key_env": profile.api_key_env if profile.provider == "openai" else None,
@@ -52,8 +59,10 @@ def models_command(
     from rich import box
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, title="Model profiles (* = active, → = fallback)")
-    for column in ("", "profile", "provider", "model", "$/1M in / out", "context", "API key"):
+    table = Table(
+        box=box.SIMPLE_HEAD, title="Model profiles (* = active, → = fallback)", pad_edge=False, collapse_padding=True
+    )
+    for column in ("", "profile", "provider", "model", "$/1M in / out", "price", "context", "API key"):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -61,11 +70,16 @@ def models_command(
             row["name"] + (f" → {row['fallback']}" if row["fallback"] else ""),
             row["provider"],
             row["model"] + (f" @ {row['base_url']}" if row["base_url"] else ""),
-            f"{row['input_per_mtok']:g} / {row['output_per_mtok']:g}",
+            "?" if row["input_per_mtok"] is None else f"{row['input_per_mtok']:g} / {row['output_per_mtok']:g}",
+            row["price_source"],
             f"{row['context_window']:,}",
             f"missing: {row['api_key_env']}" if row["api_key"] == "missing" else row["api_key"],
         )
     out.print(table)
+    out.print(
+        "[dim]price: the profile's price:, the genai-prices table's for the model, free, or unknown (calls cost $0; "
+        "give the profile a price:). --json shows cached_input_per_mtok too.[/dim]"
+    )
     source = settings.config_file or "built-in defaults (no huddle.yaml)"
     out.print(f"[dim]config: {source}[/dim]")
 
@@ -166,7 +180,8 @@ def usage_command(
     session_id: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Tokens, calls and cost from the usage ledger, per agent and per model (all runs unless filtered)."""
+    """Tokens, calls and cost from the usage ledger, per agent and per model (all runs unless filtered): prompt tokens
+    the provider read from its cache and what that saved, and calls whose price is unknown (not in the cost)."""
     from huddle.usage import UsageLedger
 
     settings = ctx.obj.settings()
@@ -187,8 +202,9 @@ def usage_command(
     from rich.table import Table
 
     for key, title in (("by_agent", "agent"), ("by_model", "model")):
-        table = Table(box=box.SIMPLE_HEAD, title=f"Usage by {title}")
-        for column in (title, "calls", "prompt", "completion", "cached", "errors", "cost $"):
+        table = Table(box=box.SIMPLE_HEAD, title=f"Usage by {title}", pad_edge=False, collapse_padding=True)
+        columns = (title, "calls", "prompt", "cached", "completion", "errors", "cost $", "saved $")
+        for column in columns:
             table.add_column(column, justify="left" if column == title else "right")
         rows: dict[str, dict[str, Any]] = {**report[key], "total": report["total"]}
         for name, t in rows.items():
@@ -196,12 +212,34 @@ def usage_command(
                 name,
                 str(t["calls"]),
                 str(t["prompt_tokens"]),
+                str(t["cached_tokens"]),
                 str(t["completion_tokens"]),
-                str(t["cached_calls"]),
                 str(t["errors"]),
-                f"{t['cost_usd']:.6f}",
+                f"{t['cost_usd']:.6f}" + ("*" if t["unpriced_calls"] else ""),
+                f"{t['saved_usd']:.6f}",
             )
         out.print(table)
+    _print_usage_notes(report)
+
+
+def _print_usage_notes(report: dict[str, Any]) -> None:
+    """What the tables' columns cannot say: what prompt caching did, and which models' price is unknown."""
+    total = report["total"]
+    if total["cached_calls"]:
+        out.print(f"{total['cached_calls']} call(s) answered by huddle's response cache, at no cost")
+    if total["cached_tokens"]:
+        share = total["cached_tokens"] / max(total["prompt_tokens"], 1)
+        out.print(
+            f"prompt caching: {share:.0%} of prompt tokens read from the provider's cache (cached), "
+            f"saved ${total['saved_usd']:.6f}"
+        )
+    unknown = [name for name, t in report["by_model"].items() if t["unpriced_calls"]]
+    if unknown:
+        out.print(
+            f"* price unknown for {total['unpriced_calls']} call(s) of {', '.join(unknown)}: not in cost $ "
+            "(the price table does not list the model; give its profile a price:)",
+            soft_wrap=True,
+        )
 
 
 def tools_command(

@@ -58,6 +58,10 @@ class Price(BaseModel):
             fresh * self.input_per_mtok + cached_tokens * self.cached_rate + completion_tokens * self.output_per_mtok
         ) / 1_000_000
 
+    def saved(self, cached_tokens: int) -> float:
+        """USD that `cached_tokens` cost less at the cached rate than at the input rate."""
+        return cached_tokens * (self.input_per_mtok - self.cached_rate) / 1_000_000
+
 
 class Capabilities(BaseModel):
     """Overrides of autogen's ``model_info`` for a model it does not know (anything on a custom base_url): every field

@@ -21,12 +21,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from decimal import Decimal
-
-from genai_prices import Usage, calc_price
-from genai_prices.types import ModelPrice, TieredPrices
+from typing import TYPE_CHECKING
 
 from huddle.config.settings import ModelProfile, Price
 from huddle.usage import PriceSource
+
+if TYPE_CHECKING:
+    from genai_prices.types import ModelPrice
 
 _FREE_PROVIDERS = ("local", "scripted")
 _OPENAI = "openai"
@@ -47,8 +48,7 @@ def price_call(profile: ModelProfile, prompt: int, completion: int, cached: int 
     cached = max(0, min(cached, prompt))
     source = price_source(profile)
     if source == "profile" and profile.price is not None:
-        cost = profile.price.cost(prompt, completion, cached)
-        return Priced(cost, profile.price.cost(prompt, completion) - cost, source)
+        return Priced(profile.price.cost(prompt, completion, cached), profile.price.saved(cached), source)
     table = _table_price(profile.model_name, profile.base_url) if source == "table" else None
     if table is None:
         return Priced(0.0, 0.0, source)
@@ -87,7 +87,10 @@ def rates(profile: ModelProfile) -> Price | None:
 def _table_price(model: str, base_url: str | None) -> ModelPrice | None:
     """The table's current price for `model`, looked up once per model and endpoint (the first lookup loads the
     snapshot, ~14 ms): by the endpoint when it is a provider's own, else by the model's name (any OpenAI-compatible
-    server); None when the table does not know the model."""
+    server); None when the table does not know the model. genai-prices loads here, not with huddle: it takes 0.15 s
+    to import, which a run on the embedded model or an explicit price never needs."""
+    from genai_prices import Usage, calc_price
+
     attempts: list[dict[str, str | None]] = [{"provider_id": _OPENAI}]
     if base_url is not None:
         attempts = [{"provider_api_url": base_url}, {"provider_id": None}]
@@ -101,12 +104,16 @@ def _table_price(model: str, base_url: str | None) -> ModelPrice | None:
 
 def _table_cost(table: ModelPrice, prompt: int, completion: int, cached: int) -> Decimal:
     """USD from the table's rates, tiers included; genai-prices counts cache reads inside the input tokens."""
+    from genai_prices import Usage
+
     usage = Usage(input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached)
     return table.calc_price(usage)["total_price"]
 
 
 def _rate(table: ModelPrice, name: str) -> float:
     """One of the table's $/MTok rates as a number; a tiered one by its base (first-tier) rate."""
+    from genai_prices.types import TieredPrices
+
     value = getattr(table, name, None)
     if isinstance(value, TieredPrices):
         return float(value.base)

@@ -36,6 +36,13 @@ class Reply(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     usage: tuple[NonNegativeInt, NonNegativeInt] | None = None
     """(prompt, completion) tokens to report; None: count them with tiktoken (deterministic)."""
+    cached_tokens: NonNegativeInt | None = None
+    """Prompt tokens to report as read from the provider's prompt cache (``prompt_tokens_details.cached_tokens``, at
+    most the prompt tokens); None: 0, or with ``ScriptedServer(prompt_cache=True)`` the prefix it shares with an
+    earlier request."""
+    reasoning_tokens: NonNegativeInt = 0
+    """Reasoning tokens to report (``completion_tokens_details.reasoning_tokens``); like OpenAI, they are part of the
+    completion tokens: added to the counted ones when ``usage`` is None, inside the scripted ones otherwise."""
     include_usage: bool = True
     """False omits ``usage`` entirely (also from streams), so clients must fall back to estimating."""
     finish_reason: str | None = None

@@ -33,6 +33,8 @@ class RecordedRequest(BaseModel):
     fault: str | None = None
     usage: tuple[int, int] | None = None
     """(prompt, completion) usage the server reported; None when it reported none."""
+    cached_tokens: int | None = None
+    """The ``prompt_tokens_details.cached_tokens`` the server reported with that usage; None when it reported none."""
     reply: Reply | None = None
     """The reply sent (or partly sent), with generated tool-call ids filled in."""
     rule: int | None = None

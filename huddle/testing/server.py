@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from huddle.models import AGENT_HEADER  # light: the models package itself imports no autogen
 from huddle.testing import wire
 from huddle.testing.faults import FAULT_KINDS, Fault, FaultKind, fault_template, malformed
+from huddle.testing.prompt_cache import PromptCache
 from huddle.testing.replies import Reply, ToolCall
 from huddle.testing.rules import RecordedRequest, ReplyLike, Rule, coerce_reply_like
 
@@ -132,6 +133,9 @@ class ScriptedServer:
     Random faults (``fault_rate``) are drawn from ``random.Random(seed)``, once per chat-completion request, so a
     sequential test sees the same faults on every run. A random fault does not use up the matched rule, so a client
     that retries gets the reply it would have got; a fault scripted on a rule does use it up.
+
+    With ``prompt_cache=True`` the server plays a provider's prompt cache (`huddle.testing.prompt_cache`): a reply
+    that scripts no ``cached_tokens`` reports as cached the prefix its request shares with an earlier one.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class ScriptedServer:
         fault_kinds: Sequence[FaultKind | Fault] = FAULT_KINDS,
         seed: int = 0,
         models: Sequence[str] = ("scripted",),
+        prompt_cache: bool = False,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be within [0, 1], got {fault_rate}")
@@ -155,6 +160,7 @@ class ScriptedServer:
         self.seed = seed
         self.models: list[str] = list(models)
         self._rng = random.Random(seed)
+        self.prompt_cache: PromptCache | None = PromptCache() if prompt_cache else None
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._calls = 0
@@ -259,7 +265,10 @@ class ScriptedServer:
         return [r for r in self.requests if r.index >= 0]
 
     def reset(self) -> None:
-        """Forget recorded requests and rule uses, and restart call indexes and the fault generator at the seed."""
+        """Forget recorded requests, rule uses and cached prompts, and restart call indexes and the fault generator at
+        the seed."""
+        if self.prompt_cache is not None:
+            self.prompt_cache.clear()
         with self._lock:
             self._requests.clear()
             self._uses = [0] * len(self._rules)
@@ -371,6 +380,10 @@ class ScriptedServer:
         if fault is not None and fault.kind == "malformed_tool_json":
             reply = malformed(reply)
         reply = self._with_tool_ids(reply)
+        if self.prompt_cache is not None:
+            cached = self.prompt_cache.read(record)  # every request is remembered, a scripted count or not
+            if reply.cached_tokens is None:
+                reply = reply.model_copy(update={"cached_tokens": cached})
         record.reply = reply
         if reply.delay_s and self._stopping.wait(reply.delay_s):
             handler.close_connection = True

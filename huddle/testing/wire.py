@@ -80,7 +80,7 @@ def end_chunked(handler: BaseHTTPRequestHandler) -> None:
 
 def usage_of(record: RecordedRequest, reply: Reply) -> tuple[int, int]:
     """Scripted usage, else tiktoken counts: every message's text and tool calls plus the tools offered (prompt);
-    the content plus each tool call's name and arguments (completion)."""
+    the content plus each tool call's name and arguments, plus the reply's reasoning tokens (completion)."""
     if reply.usage is not None:
         return reply.usage
     prompt_parts: list[str] = []
@@ -94,12 +94,28 @@ def usage_of(record: RecordedRequest, reply: Reply) -> tuple[int, int]:
         prompt_parts.append(json.dumps(tools, sort_keys=True))
     completion_parts = [reply.content or ""]
     completion_parts += [f"{call.name}{call.arguments_json()}" for call in reply.tool_calls]
-    return count_text("\n".join(prompt_parts), record.model), count_text("\n".join(completion_parts), record.model)
+    completion = count_text("\n".join(completion_parts), record.model) + reply.reasoning_tokens
+    return count_text("\n".join(prompt_parts), record.model), completion
 
 
-def usage_json(usage: tuple[int, int]) -> dict[str, int]:
-    """(prompt, completion) as the API's ``usage`` object."""
-    return {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]}
+def report_usage(record: RecordedRequest, reply: Reply) -> dict[str, Any]:
+    """The API's ``usage`` object for `reply`, noted on `record`: the counts, and the details objects OpenAI always
+    sends (cached prompt tokens, at most the prompt; reasoning tokens, at most the completion)."""
+    prompt, completion = usage_of(record, reply)
+    cached = min(reply.cached_tokens or 0, prompt)
+    record.usage, record.cached_tokens = (prompt, completion), cached
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": min(reply.reasoning_tokens, completion),
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 def send_error(handler: BaseHTTPRequestHandler, record: RecordedRequest, status: int, fault: Fault) -> None:
@@ -137,9 +153,7 @@ def send_completion(handler: BaseHTTPRequestHandler, record: RecordedRequest, re
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.effective_finish_reason}],
     }
     if reply.include_usage and not cut:
-        usage = usage_of(record, reply)
-        payload["usage"] = usage_json(usage)
-        record.usage = usage
+        payload["usage"] = report_usage(record, reply)
     record.status = 200
     send_json(handler, 200, payload, [("x-request-id", f"req_scripted_{record.index}")], cut=cut)
 
@@ -148,13 +162,11 @@ def send_stream(handler: BaseHTTPRequestHandler, record: RecordedRequest, reply:
     """An SSE stream of chunks ending in ``[DONE]``; `cut` stops before the final chunk and the end of the body."""
     stream_options = (record.body or {}).get("stream_options")
     wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
-    report_usage = wants_usage and reply.include_usage and not cut
-    usage = usage_of(record, reply) if report_usage else None
+    usage = report_usage(record, reply) if wants_usage and reply.include_usage and not cut else None
     events = list(chunks(record, reply, wants_usage=wants_usage, usage=usage))
     if cut:
         # Some content, never the final chunk: the client must notice the stream ended early.
         events = events[: min(max(2, len(events) // 2), len(events) - 1)]
-    record.usage = usage
     record.status = 200
     start_chunked(handler, [("x-request-id", f"req_scripted_{record.index}")])
     for event in events:
@@ -167,7 +179,7 @@ def send_stream(handler: BaseHTTPRequestHandler, record: RecordedRequest, reply:
 
 
 def chunks(
-    record: RecordedRequest, reply: Reply, *, wants_usage: bool, usage: tuple[int, int] | None
+    record: RecordedRequest, reply: Reply, *, wants_usage: bool, usage: dict[str, Any] | None
 ) -> Iterator[dict[str, Any]]:
     """``chat.completion.chunk`` objects as OpenAI streams them: role, content words, tool-call deltas, finish,
     then (when asked for and reported) a usage chunk with no choices."""
@@ -203,7 +215,7 @@ def chunks(
             yield chunk({"tool_calls": [{"index": position, "function": {"arguments": piece}}]})
     yield chunk({}, reply.effective_finish_reason)
     if usage is not None:
-        yield {**base, "choices": [], "usage": usage_json(usage)}
+        yield {**base, "choices": [], "usage": usage}
 
 
 def split_words(text: str) -> list[str]:
