@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from huddle.config.settings import Settings, load_settings
-from huddle.serve import a2a_api, agui, keys, openai_api, ops, web
+from huddle.serve import a2a_api, agui, keys, openai_api, ops, web, web_api
 from huddle.serve.hub import Hub
 
 
@@ -52,6 +52,7 @@ def app(
         *openai_api.routes(hub),
         *a2a_api.routes(hub),
         *agui.routes(hub),
+        *web_api.routes(hub),
         *web.routes(hub),
     ]
     application = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -1,0 +1,129 @@
+"""The JSON the web page reads: the served teams, the caller's sessions and their turns, and each run's trace tree.
+
+Read-only views of what the hub, the session store and the run log already hold, shaped for a page rather than for a
+protocol. Every session view is the caller's own: the owner is whatever the API-key middleware put on
+``request.state.owner`` (None without keys), and a session or run that is not theirs is a 404, exactly like one that
+does not exist, so ids cannot be probed. Errors are JSON, ``{"error": {"message", "type", "code"}}``, never a page or
+a stack trace. The endpoints are plain functions: Starlette runs them in its thread pool, so the SQLite reads never
+hold up the event loop that streams answers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from huddle.serve.hub import Hub, SessionNotFound
+from huddle.tracing import read_run
+
+# Run ids are hex from the hub (and the CLI); anything else cannot name a run file, whatever it holds.
+_RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+# Span attributes, as the run log records them (OpenTelemetry's GenAI names), that the page shows on every node.
+_PROMPT_TOKENS = ("gen_ai.usage.input_tokens", "huddle.prompt_tokens")
+_COMPLETION_TOKENS = ("gen_ai.usage.output_tokens", "huddle.completion_tokens")
+
+
+def error_response(status: int, message: str, kind: str) -> JSONResponse:
+    """The JSON error every non-OpenAI endpoint answers with (``/agui`` and ``/api``): one shape for the page."""
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def owner_of(request: Request) -> str | None:
+    """The API key's owner the key middleware set (None on a server without keys)."""
+    owner: str | None = getattr(request.state, "owner", None)
+    return owner
+
+
+def routes(hub: Hub) -> list[BaseRoute]:
+    def teams(request: Request) -> JSONResponse:
+        return JSONResponse(
+            [
+                {
+                    "name": team.name,
+                    "description": team.description,
+                    "members": [{"name": m.name, "description": m.description} for m in team.members],
+                }
+                for team in hub.teams.values()
+            ]
+        )
+
+    def sessions(request: Request) -> JSONResponse:
+        return JSONResponse(
+            [
+                {"id": s.id, "team": s.team, "turns": s.turns, "updated": s.updated}
+                for s in hub.sessions(owner_of(request))
+            ]
+        )
+
+    def session(request: Request) -> JSONResponse:
+        try:
+            turns = hub.turns(request.path_params["session_id"], owner_of(request))
+        except SessionNotFound as exc:
+            return error_response(404, str(exc), "not_found")
+        fields = {"turn", "run_id", "task", "status", "answer", "messages", "decisions", "plan"}
+        return JSONResponse([turn.model_dump(mode="json", include=fields) for turn in turns])
+
+    def trace(request: Request) -> JSONResponse:
+        run_id = request.path_params["run_id"]
+        tree = _trace(hub, run_id, owner_of(request)) if _RUN_ID.fullmatch(run_id) else None
+        if tree is None:
+            return error_response(404, f"no trace for run {run_id!r}", "not_found")
+        return JSONResponse(tree)
+
+    return [
+        Route("/api/teams", teams, methods=["GET"]),
+        Route("/api/sessions", sessions, methods=["GET"]),
+        Route("/api/sessions/{session_id}", session, methods=["GET"]),
+        Route("/api/runs/{run_id}/trace", trace, methods=["GET"]),
+    ]
+
+
+def _trace(hub: Hub, run_id: str, owner: str | None) -> dict[str, Any] | None:
+    """The run's span tree, rooted at its ``run`` span; None when there is no finished trace, or it is of a run on
+    a session `owner` may not see (the run span names its session; a run without one was not served, so no caller
+    of the server owns it)."""
+    spans = read_run(hub.settings.runs_dir, run_id)
+    root = next((s for s in spans if s["parent"] is None and s["kind"] == "run"), None)
+    if root is None:
+        return None
+    session_id = root["attributes"].get("huddle.session_id")
+    if not isinstance(session_id, str) or not hub.access.owns(session_id, owner):
+        return None
+    ids = {span["id"] for span in spans}
+    children: dict[str, list[dict[str, Any]]] = {}
+    for span in sorted(spans, key=lambda s: s["start"]):
+        if span is root:
+            continue
+        # A span whose parent was never written (lost in a crash) still shows, under the run.
+        parent = span["parent"] if span["parent"] in ids else root["id"]
+        children.setdefault(parent, []).append(span)
+    return _node(root, children)
+
+
+def _node(span: dict[str, Any], children: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One span as the page draws it: its recorded attributes, plus the tokens and cost under short names."""
+    attributes = dict(span["attributes"])
+    prompt = next((attributes[k] for k in _PROMPT_TOKENS if k in attributes), None)
+    completion = next((attributes[k] for k in _COMPLETION_TOKENS if k in attributes), None)
+    if prompt is not None or completion is not None:
+        attributes["prompt_tokens"] = prompt or 0
+        attributes["completion_tokens"] = completion or 0
+        attributes["tokens"] = (prompt or 0) + (completion or 0)
+    if "huddle.cost_usd" in attributes:
+        attributes["cost_usd"] = attributes["huddle.cost_usd"]
+    return {
+        "id": span["id"],
+        "name": span["name"],
+        "kind": span["kind"],
+        "start": span["start"],
+        "duration_s": max(0.0, span["end"] - span["start"]),
+        "status": span["status"],
+        "error": span["error"],
+        "attributes": attributes,
+        "children": [_node(child, children) for child in children.get(span["id"], [])],
+    }
