@@ -12,8 +12,9 @@ the hub asks it before every turn, and the budget it returns is the one the team
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -95,6 +96,18 @@ class ServedTeam:
 
 
 @dataclass(frozen=True)
+class TurnEnd:
+    """A turn that ran to its end, for the server's metrics: ``done``, ``failed`` (no answer, or the run raised) or
+    ``cancelled`` (its stream was closed early)."""
+
+    team: str
+    session_id: str
+    run_id: str
+    outcome: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class TurnStream:
     """A turn that has been admitted: its session and run ids (known before the first event), then its events, the
     last of which is the ``result``."""
@@ -117,6 +130,8 @@ class Hub:
             self.teams[spec.team.name] = _served(spec)
         self.ledger = UsageLedger(settings.ledger_path)
         self._running: set[str] = set()
+        self.observers: list[Callable[[TurnEnd], None]] = []
+        """Told of every turn that ran a new message, once it has ended (`huddle.serve.ops` meters them)."""
 
     def team(self, name: str) -> ServedTeam:
         served = self.teams.get(name)
@@ -162,6 +177,7 @@ class Hub:
             update={"budget": self.access.budget(owner, session_id, self.settings.budget)}
         )
         team = build_team(served.spec, settings, ledger=self.ledger, session_id=session_id)
+        started, outcome = time.monotonic(), "cancelled"
         try:
             durable = DurableTeam(team, store, session_id)
             unfinished = await durable.open()
@@ -176,11 +192,20 @@ class Hub:
                             yield event
             if task is not None:
                 async for event in self._events(durable.run_stream(task, run_id=run_id), team, run_id):
+                    if event.kind == "result":
+                        outcome = "done" if event.text else "failed"
                     yield event
+        except Exception:
+            outcome = "failed"
+            raise
         finally:
             self._running.discard(session_id)
             await team.close()
             store.close()
+            if task is not None:
+                ended = TurnEnd(served.name, session_id, run_id, outcome, time.monotonic() - started)
+                for observe in self.observers:
+                    observe(ended)
 
     async def _events(
         self, items: AsyncIterator[Event | RunResult], team: Team, run_id: str
