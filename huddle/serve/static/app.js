@@ -1,0 +1,570 @@
+// The huddle chat page: a team's AG-UI stream (POST /agui/{team}) shown as a conversation, with the plan, the
+// manager's decisions, tool calls, a live meter and each run's trace (GET /api/...).
+// Everything a model, tool or memory wrote is data: it is put on the page with textContent, never as markup.
+"use strict";
+
+const KEY_STORAGE = "huddle.apiKey";
+
+const page = {
+  team: () => document.getElementById("team"),
+  transcript: () => document.getElementById("transcript"),
+  status: () => document.getElementById("status"),
+};
+
+const current = {
+  sessionId: null, // the session the next message continues (AG-UI threadId); null: a new one
+  state: {}, // the run's AG-UI state: plan, meter, speaker, decisions
+  speaker: "", // who the manager chose last (labels the text that follows)
+  decisions: [], // decisions told by huddle.speaker events, when the state carries none
+  messages: new Map(), // AG-UI messageId -> the element its text goes in
+  tools: new Map(), // toolCallId -> {card, args}
+  running: false,
+};
+
+class ApiError extends Error {}
+
+// --- small helpers -------------------------------------------------------------------------------------------
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function randomId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function asText(value) {
+  if (typeof value === "string") return value;
+  if (Array.isArray(value)) return value.map((part) => (part && part.text) || asText(part)).join("");
+  return JSON.stringify(value);
+}
+
+function prettyArgs(text) {
+  try {
+    return JSON.stringify(JSON.parse(text));
+  } catch {
+    return text;
+  }
+}
+
+function money(usd) {
+  return "$" + Number(usd || 0).toFixed(4);
+}
+
+function setStatus(text, isError) {
+  const status = page.status();
+  status.textContent = text || "";
+  status.classList.toggle("error", Boolean(isError));
+}
+
+function scrollDown() {
+  const transcript = page.transcript();
+  transcript.scrollTop = transcript.scrollHeight;
+}
+
+// --- the API: a bearer key when the server wants one ----------------------------------------------------------
+
+function headers(extra) {
+  const all = Object.assign({ Accept: "application/json" }, extra || {});
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) all.Authorization = "Bearer " + key;
+  return all;
+}
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    const error = body.error;
+    if (error && typeof error === "object" && error.message) return error.message;
+    return String(error || body.message || body.detail || response.statusText);
+  } catch {
+    return response.status + " " + response.statusText;
+  }
+}
+
+async function request(path, options) {
+  const response = await fetch(path, Object.assign({}, options, { headers: headers(options && options.headers) }));
+  if (response.status === 401) {
+    document.getElementById("key-form").hidden = false;
+    throw new ApiError("This server needs an API key: enter it above. (" + (await errorMessage(response)) + ")");
+  }
+  if (!response.ok) throw new ApiError(await errorMessage(response));
+  return response;
+}
+
+async function getJson(path) {
+  return (await request(path)).json();
+}
+
+function listOf(body, name) {
+  if (Array.isArray(body)) return body;
+  return (body && (body[name] || body.data)) || [];
+}
+
+// --- the meter and the budget bar ---------------------------------------------------------------------------
+
+function renderMeter(meter) {
+  if (!meter) return;
+  const tokens = Number(meter.prompt_tokens || 0) + Number(meter.completion_tokens || 0);
+  document.getElementById("meter-calls").textContent = (meter.calls || 0) + " calls";
+  document.getElementById("meter-tokens").textContent = tokens + " tokens";
+  document.getElementById("meter-cost").textContent = money(meter.cost_usd);
+  const fill = document.getElementById("budget-fill");
+  const label = document.getElementById("budget-label");
+  if (meter.max_usd) {
+    const share = Math.min(1, Number(meter.cost_usd || 0) / Number(meter.max_usd));
+    fill.style.width = (share * 100).toFixed(1) + "%";
+    fill.classList.toggle("high", share >= 0.8);
+    label.textContent = Math.round(share * 100) + "% of " + money(meter.max_usd);
+  } else {
+    fill.style.width = "0";
+    label.textContent = "no budget";
+  }
+}
+
+// --- the plan and the decisions ---------------------------------------------------------------------------
+
+function renderPlan(plan) {
+  const list = document.getElementById("plan");
+  list.replaceChildren();
+  document.getElementById("plan-goal").textContent = (plan && plan.goal) || "";
+  for (const step of (plan && plan.steps) || []) {
+    const status = step.status || "planned";
+    const item = element("li", "step " + status);
+    item.append(element("span", "step-status", status));
+    item.append(element("span", "step-who", step.assignee || ""));
+    item.append(element("span", "step-what", step.instruction || ""));
+    if (step.tool) item.append(element("code", "step-tool", step.tool + " " + (step.args || "")));
+    list.append(item);
+  }
+}
+
+function renderDecisions(decisions) {
+  const list = document.getElementById("decisions");
+  list.replaceChildren();
+  for (const decision of decisions || []) {
+    const item = element("li", "decision");
+    item.append(element("span", "decision-speaker", decision.speaker || decision.name || ""));
+    item.append(element("span", "decision-policy", decision.policy || ""));
+    if (decision.reason) item.append(element("span", "decision-reason", decision.reason));
+    list.append(item);
+  }
+}
+
+function renderState() {
+  const state = current.state || {};
+  renderPlan(state.plan);
+  renderDecisions(state.decisions && state.decisions.length ? state.decisions : current.decisions);
+  renderMeter(state.meter);
+}
+
+// RFC 6902, the operations AG-UI's STATE_DELTA sends.
+function applyPatch(document_, operations) {
+  let root = document_;
+  const split = (path) => path.split("/").slice(1).map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+  const get = (path) => split(path).reduce((node, key) => (node == null ? undefined : node[key]), root);
+  const put = (path, value, insert) => {
+    const keys = split(path);
+    if (!keys.length) return (root = value);
+    const last = keys.pop();
+    const parent = keys.reduce((node, key) => node[key], root);
+    if (Array.isArray(parent)) {
+      const index = last === "-" ? parent.length : Number(last);
+      parent.splice(index, insert ? 0 : 1, value);
+    } else parent[last] = value;
+  };
+  const remove = (path) => {
+    const keys = split(path);
+    const last = keys.pop();
+    const parent = keys.reduce((node, key) => node[key], root);
+    if (Array.isArray(parent)) parent.splice(Number(last), 1);
+    else delete parent[last];
+  };
+  const copy = (value) => (value === undefined ? value : JSON.parse(JSON.stringify(value)));
+  for (const op of operations || []) {
+    if (op.op === "add") put(op.path, op.value, true);
+    else if (op.op === "replace") put(op.path, op.value, false);
+    else if (op.op === "remove") remove(op.path);
+    else if (op.op === "copy") put(op.path, copy(get(op.from)), true);
+    else if (op.op === "move") {
+      const value = get(op.from);
+      remove(op.from);
+      put(op.path, value, true);
+    }
+  }
+  return root;
+}
+
+// --- the transcript --------------------------------------------------------------------------------------------
+
+function addMessage(speaker, text, className) {
+  const message = element("div", "message " + (className || ""));
+  message.append(element("div", "speaker", speaker));
+  const body = element("div", "text", text || "");
+  message.append(body);
+  page.transcript().append(message);
+  scrollDown();
+  return body;
+}
+
+function addToolCard(speaker, name, args, result) {
+  const card = element("div", "tool-call");
+  card.append(element("div", "speaker", speaker));
+  card.append(element("div", "tool-name", name));
+  const argsNode = element("code", "tool-args", args || "");
+  card.append(argsNode);
+  const resultNode = element("div", "tool-result", result || "");
+  card.append(resultNode);
+  page.transcript().append(card);
+  scrollDown();
+  return { card, argsNode, resultNode, args: "" };
+}
+
+function addRunFooter(runId, stopReason) {
+  const footer = element("div", "run-footer");
+  if (stopReason) footer.append(element("span", "stop-reason", stopReason));
+  if (runId) {
+    const button = element("button", "trace-button", "trace " + runId);
+    button.type = "button";
+    button.addEventListener("click", () => showTrace(runId));
+    footer.append(button);
+  }
+  page.transcript().append(footer);
+  scrollDown();
+}
+
+function lastMessageText() {
+  const texts = page.transcript().querySelectorAll(".message .text");
+  return texts.length ? texts[texts.length - 1].textContent : "";
+}
+
+// --- one AG-UI event at a time -------------------------------------------------------------------------------
+
+const handlers = {
+  RUN_STARTED(event) {
+    current.sessionId = event.threadId || current.sessionId;
+    showSessionLabel();
+  },
+  CUSTOM(event) {
+    const value = event.value || {};
+    if (event.name === "huddle.speaker") {
+      current.speaker = value.name || "";
+      current.decisions.push({ speaker: value.name, policy: value.policy, reason: value.reason });
+      renderState();
+    } else if (event.name === "huddle.event" && value.kind === "text_reset") {
+      for (const body of current.messages.values()) if (body && body.dataset.source === value.source) body.textContent = "";
+    } else if (event.name === "huddle.event" && value.kind === "usage" && !(current.state && current.state.meter)) {
+      renderMeter(value.data);
+    }
+  },
+  TEXT_MESSAGE_START(event) {
+    const speaker = event.name || current.speaker || event.role || "assistant";
+    if (event.role === "user" || speaker === "user") {
+      current.messages.set(event.messageId, null); // the question: already shown as it was sent
+      return;
+    }
+    const body = addMessage(speaker, "", "streaming");
+    body.dataset.source = speaker;
+    current.messages.set(event.messageId, body);
+  },
+  TEXT_MESSAGE_CONTENT(event) {
+    if (!current.messages.has(event.messageId)) handlers.TEXT_MESSAGE_START(event);
+    const body = current.messages.get(event.messageId);
+    if (!body) return;
+    body.textContent += event.delta || "";
+    scrollDown();
+  },
+  TEXT_MESSAGE_END(event) {
+    const body = current.messages.get(event.messageId);
+    if (body) body.parentElement.classList.remove("streaming");
+  },
+  TOOL_CALL_START(event) {
+    current.tools.set(event.toolCallId, addToolCard(current.speaker || "tools", event.toolCallName, "", ""));
+  },
+  TOOL_CALL_ARGS(event) {
+    const tool = current.tools.get(event.toolCallId);
+    if (!tool) return;
+    tool.args += event.delta || "";
+    tool.argsNode.textContent = tool.args;
+  },
+  TOOL_CALL_END(event) {
+    const tool = current.tools.get(event.toolCallId);
+    if (tool) tool.argsNode.textContent = prettyArgs(tool.args);
+  },
+  TOOL_CALL_RESULT(event) {
+    const tool = current.tools.get(event.toolCallId) || addToolCard(current.speaker || "tools", "tool", "", "");
+    tool.resultNode.textContent = asText(event.content);
+  },
+  STATE_SNAPSHOT(event) {
+    current.state = event.snapshot || {};
+    renderState();
+  },
+  STATE_DELTA(event) {
+    current.state = applyPatch(current.state || {}, event.delta);
+    renderState();
+  },
+  RUN_FINISHED(event) {
+    const result = event.result || {};
+    const stop = result.stop_reason || "";
+    if (!result.answer && stop.startsWith("error")) setStatus(stop, true);
+    else if (result.answer && lastMessageText() !== result.answer) addMessage("answer", result.answer, "answer");
+    current.sessionId = result.session_id || current.sessionId;
+    addRunFooter(result.run_id || event.runId, stop);
+  },
+  RUN_ERROR(event) {
+    setStatus((event.code ? event.code + ": " : "") + (event.message || "the run failed"), true);
+  },
+};
+
+function handle(event) {
+  const handler = handlers[event.type];
+  if (handler) handler(event);
+}
+
+// Server-sent events from a POST: fetch's body read chunk by chunk, split into events at blank lines.
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  const flush = (block) => {
+    const data = block
+      .split(/\r?\n/)
+      .filter((line) => line.startsWith("data:"))
+      .map((line) => line.slice(5).replace(/^ /, ""))
+      .join("\n");
+    if (data) onEvent(JSON.parse(data));
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    const blocks = buffer.split(/\r?\n\r?\n/);
+    buffer = blocks.pop();
+    blocks.forEach(flush);
+  }
+  if (buffer.trim()) flush(buffer);
+}
+
+// --- sending a message ---------------------------------------------------------------------------------------
+
+async function send(text) {
+  if (current.running || !text.trim()) return;
+  current.running = true;
+  document.getElementById("send").disabled = true;
+  setStatus("The team is working...");
+  current.messages.clear();
+  current.tools.clear();
+  current.decisions = [];
+  current.speaker = "";
+  current.state = {};
+  const threadId = current.sessionId || randomId();
+  addMessage("you", text, "user");
+  const body = {
+    threadId,
+    runId: randomId(),
+    messages: [{ id: randomId(), role: "user", content: text }],
+    state: {},
+    tools: [],
+    context: [],
+    forwardedProps: {},
+  };
+  try {
+    const response = await request("/agui/" + encodeURIComponent(page.team().value), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      body: JSON.stringify(body),
+    });
+    current.sessionId = threadId;
+    showSessionLabel();
+    await readEvents(response, handle);
+    if (!page.status().classList.contains("error")) setStatus("");
+  } catch (error) {
+    setStatus(error instanceof ApiError ? error.message : "The connection to the server failed: " + error, true);
+  } finally {
+    current.running = false;
+    document.getElementById("send").disabled = false;
+    loadSessions();
+  }
+}
+
+// --- sessions: list, reopen ---------------------------------------------------------------------------------
+
+function showSessionLabel() {
+  document.getElementById("session-label").textContent = current.sessionId
+    ? "Session " + current.sessionId
+    : "New session";
+  for (const item of document.querySelectorAll("#sessions li")) {
+    item.classList.toggle("selected", item.dataset.id === current.sessionId);
+  }
+}
+
+async function loadSessions() {
+  try {
+    const sessions = listOf(await getJson("/api/sessions"), "sessions");
+    const list = document.getElementById("sessions");
+    list.replaceChildren();
+    for (const session of sessions) {
+      const item = element("li", "session");
+      item.dataset.id = session.id;
+      const button = element("button", "session-open");
+      button.type = "button";
+      button.append(element("span", "session-team", session.team));
+      button.append(element("span", "session-id", session.id.slice(0, 12)));
+      const when = session.updated ? new Date(session.updated * 1000).toLocaleString() : "";
+      const turns = session.turns || 0;
+      button.append(element("span", "session-meta", turns + (turns === 1 ? " turn, " : " turns, ") + when));
+      button.addEventListener("click", () => openSession(session.id));
+      item.append(button);
+      list.append(item);
+    }
+    showSessionLabel();
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+function turnMessages(turn) {
+  addMessage("you", turn.task, "user");
+  const said = (turn.messages || []).filter((m) => m.source !== "user" && m.source !== "system");
+  for (const message of said) addMessage(message.source, asText(message.content));
+  if (turn.answer && lastMessageText() !== turn.answer) addMessage("answer", turn.answer, "answer");
+  if (turn.error) addMessage("error", turn.error, "failed");
+  addRunFooter(turn.run_id, turn.status);
+}
+
+async function openSession(sessionId) {
+  if (current.running) return;
+  try {
+    const body = await getJson("/api/sessions/" + encodeURIComponent(sessionId));
+    const turns = listOf(body, "turns");
+    page.transcript().replaceChildren();
+    current.sessionId = sessionId;
+    if (body.team) page.team().value = body.team;
+    turns.forEach(turnMessages);
+    const last = turns[turns.length - 1];
+    current.decisions = (last && last.decisions) || [];
+    current.state = { plan: last && last.plan };
+    renderState();
+    showSessionLabel();
+    setStatus("");
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+function newSession() {
+  if (current.running) return;
+  current.sessionId = null;
+  current.state = {};
+  current.decisions = [];
+  page.transcript().replaceChildren();
+  renderState();
+  showSessionLabel();
+}
+
+// --- the trace tree ----------------------------------------------------------------------------------------------
+
+// A node's tokens and dollars: its own when it records them (a model call; a run records its total), else its
+// children's summed (an agent turn), so no call is counted twice.
+function totals(node) {
+  const attributes = node.attributes || {};
+  const input = attributes["gen_ai.usage.input_tokens"];
+  const output = attributes["gen_ai.usage.output_tokens"];
+  const cost = attributes["huddle.cost_usd"];
+  const children = (node.children || []).map(totals);
+  const sum = (key) => children.reduce((total, child) => total + child[key], 0);
+  return {
+    tokens: input !== undefined || output !== undefined ? Number(input || 0) + Number(output || 0) : sum("tokens"),
+    cost: cost !== undefined ? Number(cost) : sum("cost"),
+  };
+}
+
+function traceNode(node) {
+  const item = element("li", "trace-node " + (node.kind || ""));
+  const sum = totals(node);
+  const line = element("div", "trace-line");
+  line.append(element("span", "trace-name", node.name));
+  line.append(element("span", "trace-latency", Math.round(Number(node.duration_s || 0) * 1000) + " ms"));
+  line.append(element("span", "trace-tokens", sum.tokens + " tok"));
+  line.append(element("span", "trace-cost", money(sum.cost)));
+  if (node.error || node.status === "error") line.append(element("span", "trace-error", node.error || "error"));
+  item.append(line);
+  if ((node.children || []).length) {
+    const children = element("ul", "trace-children");
+    node.children.forEach((child) => children.append(traceNode(child)));
+    item.append(children);
+  }
+  return item;
+}
+
+async function showTrace(runId) {
+  const tree = document.getElementById("trace");
+  document.getElementById("trace-label").textContent = "Run " + runId;
+  tree.replaceChildren();
+  try {
+    const body = await getJson("/api/runs/" + encodeURIComponent(runId) + "/trace");
+    const roots = listOf(body, "nodes");
+    if (!roots.length) tree.append(element("p", "trace-empty", "No trace was recorded for this run."));
+    const list = element("ul", "trace-tree");
+    roots.forEach((root) => list.append(traceNode(root)));
+    tree.append(list);
+  } catch (error) {
+    tree.append(element("p", "error", error.message));
+  }
+}
+
+// --- start ---------------------------------------------------------------------------------------------------
+
+async function loadTeams() {
+  const select = page.team();
+  try {
+    const teams = listOf(await getJson("/api/teams"), "teams");
+    select.replaceChildren();
+    for (const team of teams) {
+      const option = element("option", "", team.name);
+      option.value = team.name;
+      option.title = team.description || "";
+      select.append(option);
+    }
+    return true;
+  } catch (error) {
+    setStatus(error.message, true);
+    return false;
+  }
+}
+
+async function start() {
+  document.getElementById("ask").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const box = document.getElementById("message");
+    const text = box.value;
+    box.value = "";
+    send(text);
+  });
+  document.getElementById("message").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      document.getElementById("ask").requestSubmit();
+    }
+  });
+  document.getElementById("new-session").addEventListener("click", newSession);
+  document.getElementById("key-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORAGE, document.getElementById("key").value.trim());
+    document.getElementById("key").value = "";
+    if (await loadTeams()) {
+      document.getElementById("key-form").hidden = true;
+      setStatus("");
+      loadSessions();
+    }
+  });
+  renderState();
+  if (await loadTeams()) loadSessions();
+}
+
+start();
