@@ -2,9 +2,11 @@
 
 It is not shown the raw transcript: plans and routing chatter cost tokens and confuse small models. Its prompt is the
 task, the results other members posted (tool results, recalled memory, custom agents' findings) and the last few
-exchanges of the chat, so a follow-up question still has its context. A member may put the text the responder should
-read in ``metadata["findings"]`` (the tool executor gives one plain sentence per result there); internal notes
-(``metadata["internal"] == "true"``) are never shown to it.
+exchanges of the chat, so a follow-up question still has its context. The exchanges are the messages it sent and got
+back, unchanged, after its (static) system prompt: each turn's request starts with the one before it, so a provider's
+prompt cache reads that prefix at its cached rate instead of the whole prompt at the input rate. A member may put the
+text the responder should read in ``metadata["findings"]`` (the tool executor gives one plain sentence per result
+there); internal notes (``metadata["internal"] == "true"``) are never shown to it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_core import CancellationToken
-from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, SystemMessage, UserMessage
+from autogen_core.models import (
+    AssistantMessage,
+    ChatCompletionClient,
+    CreateResult,
+    LLMMessage,
+    SystemMessage,
+    UserMessage,
+)
 
 from huddle import prompts
 from huddle.agents.state import RunState
@@ -45,7 +54,8 @@ class ResponderAgent(BaseChatAgent):
         self._prompt = prompt
         self._history_turns = history_turns
         self._findings: list[str] = []
-        # Only the exchanges it is shown are kept (and saved): the session store has the whole transcript.
+        # Only the exchanges it is shown are kept (and saved): the session store has the whole transcript. Each is
+        # (the user message it sent, the answer), so later requests repeat them byte for byte.
         self._history: deque[tuple[str, str]] = deque(maxlen=history_turns)
 
     @property
@@ -68,10 +78,11 @@ class ResponderAgent(BaseChatAgent):
             and m.metadata.get("kind") not in _ROUTING_KINDS
             and m.metadata.get("internal") != "true"  # notes for the trace ("nothing relevant recalled") are not facts
         )
-        request: list[LLMMessage] = [
-            SystemMessage(content=prompts.render(self._prompt, name=self.name)),
-            UserMessage(content=self._request_text(), source="user"),
-        ]
+        asked = self._request_text()
+        request: list[LLMMessage] = [SystemMessage(content=prompts.render(self._prompt, name=self.name))]
+        for question, reply in self._history:
+            request += [UserMessage(content=question, source="user"), AssistantMessage(content=reply, source=self.name)]
+        request.append(UserMessage(content=asked, source="user"))
         result: CreateResult | None = None
         try:
             if self._state.stream_answer:
@@ -91,18 +102,14 @@ class ResponderAgent(BaseChatAgent):
                 raise RuntimeError("the model stream ended without a result")
             answer = result.content if isinstance(result.content, str) else str(result.content)
             usage = result.usage
-        self._history.append((self._state.task, answer))
+        self._history.append((asked, answer))
         self._findings.clear()
         yield Response(chat_message=TextMessage(content=answer, source=self.name, models_usage=usage))
 
     def _request_text(self) -> str:
-        """The one user message the model sees (``prompts/responder_request.md``); empty sections are left out."""
-        earlier = self._history
+        """This turn's user message (``prompts/responder_request.md``); empty sections are left out."""
         return prompts.render(
             "responder_request",
-            earlier=prompts.render("responder_earlier", exchanges="\n".join(f"User: {q}\nYou: {a}" for q, a in earlier))
-            if earlier
-            else "",
             message=prompts.render("responder_findings", findings="\n".join(self._findings), task=self._state.task)
             if self._findings
             else self._state.task,

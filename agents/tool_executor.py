@@ -118,7 +118,9 @@ class ToolExecutorAgent(BaseChatAgent):
         if not self._client.model_info["function_calling"]:
             return _not_run(step.tool, "the step gives no valid tool call and this model cannot call tools"), none
         tools = self._offered(step)
-        system = prompts.render(self._prompt, name=self.name, task=self._state.task, instruction=step.instruction)
+        # The step goes in the user message only: the system prompt stays the same for every step of the run (a
+        # provider's prompt cache reads it), and it said the step twice.
+        system = prompts.render(self._prompt, name=self.name, task=self._state.task)
         conversation: list[LLMMessage] = [
             SystemMessage(content=system),
             UserMessage(content=step.instruction, source="user"),
