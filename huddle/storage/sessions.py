@@ -234,6 +234,28 @@ class SessionStore:
                 for r in rows
             ]
 
+    def turn_of_run(self, run_id: str) -> Turn | None:
+        """The turn a run id belongs to (a served response is named after its run: ``previous_response_id``)."""
+        with self._db.connection() as db:
+            row = db.execute("SELECT session_id FROM turns WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        return next((t for t in self.turns(row[0]) if t.run_id == run_id), None)
+
+    def continued_by(self, team: str, task: str, answer: str) -> list[str]:
+        """The sessions of `team` whose last finished turn is `task` answered with `answer`, newest first: the
+        sessions a stateless client resending its history (that exchange last) is continuing. Both are compared
+        masked, as they were saved."""
+        with self._db.connection() as db:
+            rows = db.execute(
+                "SELECT t.session_id FROM turns t JOIN sessions s ON s.id = t.session_id "
+                "WHERE s.team = ? AND t.status = 'done' AND t.task = ? AND t.answer = ? AND t.finished = "
+                "(SELECT MAX(u.finished) FROM turns u WHERE u.session_id = t.session_id AND u.status = 'done') "
+                "ORDER BY s.updated DESC",
+                (team, redact(task), redact(answer)),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def team_of(self, session_id: str) -> str | None:
         with self._db.connection() as db:
             row = db.execute("SELECT team FROM sessions WHERE id = ?", (session_id,)).fetchone()
