@@ -14,8 +14,8 @@ const page = {
 const current = {
   sessionId: null, // the session the next message continues (AG-UI threadId); null: a new one
   state: {}, // the run's AG-UI state: plan, meter, speaker, decisions
-  speaker: "", // who the manager chose last (labels the text that follows)
-  decisions: [], // decisions told by huddle.speaker events, when the state carries none
+  runId: null, // the run being streamed (its trace, when it ends)
+  speaker: "", // who writes what follows (labels tool calls)
   messages: new Map(), // AG-UI messageId -> the element its text goes in
   tools: new Map(), // toolCallId -> {card, args}
   running: false,
@@ -101,9 +101,9 @@ async function getJson(path) {
   return (await request(path)).json();
 }
 
-function listOf(body, name) {
+function listOf(body) {
   if (Array.isArray(body)) return body;
-  return (body && (body[name] || body.data)) || [];
+  return body ? [body] : [];
 }
 
 // --- the meter and the budget bar ---------------------------------------------------------------------------
@@ -149,7 +149,7 @@ function renderDecisions(decisions) {
   list.replaceChildren();
   for (const decision of decisions || []) {
     const item = element("li", "decision");
-    item.append(element("span", "decision-speaker", decision.speaker || decision.name || ""));
+    item.append(element("span", "decision-speaker", decision.speaker || ""));
     item.append(element("span", "decision-policy", decision.policy || ""));
     if (decision.reason) item.append(element("span", "decision-reason", decision.reason));
     list.append(item);
@@ -159,7 +159,7 @@ function renderDecisions(decisions) {
 function renderState() {
   const state = current.state || {};
   renderPlan(state.plan);
-  renderDecisions(state.decisions && state.decisions.length ? state.decisions : current.decisions);
+  renderDecisions(state.decisions);
   renderMeter(state.meter);
 }
 
@@ -248,29 +248,24 @@ function lastMessageText() {
 const handlers = {
   RUN_STARTED(event) {
     current.sessionId = event.threadId || current.sessionId;
+    current.runId = event.runId;
     showSessionLabel();
   },
   CUSTOM(event) {
     const value = event.value || {};
-    if (event.name === "huddle.speaker") {
-      current.speaker = value.name || "";
-      current.decisions.push({ speaker: value.name, policy: value.policy, reason: value.reason });
-      renderState();
-    } else if (event.name === "huddle.event" && value.kind === "text_reset") {
-      for (const body of current.messages.values()) if (body && body.dataset.source === value.source) body.textContent = "";
-    } else if (event.name === "huddle.event" && value.kind === "usage" && !(current.state && current.state.meter)) {
-      renderMeter(value.data);
+    if (event.name === "huddle.speaker") current.speaker = value.name || "";
+    else if (event.name === "huddle.text_reset") {
+      const body = current.messages.get(value.messageId); // a retry writes the message again from the start
+      if (body) body.textContent = "";
     }
   },
   TEXT_MESSAGE_START(event) {
-    const speaker = event.name || current.speaker || event.role || "assistant";
-    if (event.role === "user" || speaker === "user") {
+    const speaker = event.name || current.speaker || "assistant";
+    if (event.role === "user") {
       current.messages.set(event.messageId, null); // the question: already shown as it was sent
       return;
     }
-    const body = addMessage(speaker, "", "streaming");
-    body.dataset.source = speaker;
-    current.messages.set(event.messageId, body);
+    current.messages.set(event.messageId, addMessage(speaker, "", "streaming"));
   },
   TEXT_MESSAGE_CONTENT(event) {
     if (!current.messages.has(event.messageId)) handlers.TEXT_MESSAGE_START(event);
@@ -314,10 +309,11 @@ const handlers = {
     if (!result.answer && stop.startsWith("error")) setStatus(stop, true);
     else if (result.answer && lastMessageText() !== result.answer) addMessage("answer", result.answer, "answer");
     current.sessionId = result.session_id || current.sessionId;
-    addRunFooter(result.run_id || event.runId, stop);
+    addRunFooter(result.run_id || current.runId, stop);
   },
   RUN_ERROR(event) {
     setStatus((event.code ? event.code + ": " : "") + (event.message || "the run failed"), true);
+    addRunFooter(current.runId, "no answer");
   },
 };
 
@@ -359,7 +355,7 @@ async function send(text) {
   setStatus("The team is working...");
   current.messages.clear();
   current.tools.clear();
-  current.decisions = [];
+  current.runId = null;
   current.speaker = "";
   current.state = {};
   const threadId = current.sessionId || randomId();
@@ -405,7 +401,7 @@ function showSessionLabel() {
 
 async function loadSessions() {
   try {
-    const sessions = listOf(await getJson("/api/sessions"), "sessions");
+    const sessions = listOf(await getJson("/api/sessions"));
     const list = document.getElementById("sessions");
     list.replaceChildren();
     for (const session of sessions) {
@@ -418,7 +414,7 @@ async function loadSessions() {
       const when = session.updated ? new Date(session.updated * 1000).toLocaleString() : "";
       const turns = session.turns || 0;
       button.append(element("span", "session-meta", turns + (turns === 1 ? " turn, " : " turns, ") + when));
-      button.addEventListener("click", () => openSession(session.id));
+      button.addEventListener("click", () => openSession(session));
       item.append(button);
       list.append(item);
     }
@@ -437,18 +433,16 @@ function turnMessages(turn) {
   addRunFooter(turn.run_id, turn.status);
 }
 
-async function openSession(sessionId) {
+async function openSession(session) {
   if (current.running) return;
   try {
-    const body = await getJson("/api/sessions/" + encodeURIComponent(sessionId));
-    const turns = listOf(body, "turns");
+    const turns = listOf(await getJson("/api/sessions/" + encodeURIComponent(session.id)));
     page.transcript().replaceChildren();
-    current.sessionId = sessionId;
-    if (body.team) page.team().value = body.team;
+    current.sessionId = session.id;
+    page.team().value = session.team;
     turns.forEach(turnMessages);
     const last = turns[turns.length - 1];
-    current.decisions = (last && last.decisions) || [];
-    current.state = { plan: last && last.plan };
+    current.state = { plan: last && last.plan, decisions: last && last.decisions };
     renderState();
     showSessionLabel();
     setStatus("");
@@ -461,7 +455,6 @@ function newSession() {
   if (current.running) return;
   current.sessionId = null;
   current.state = {};
-  current.decisions = [];
   page.transcript().replaceChildren();
   renderState();
   showSessionLabel();
@@ -469,18 +462,15 @@ function newSession() {
 
 // --- the trace tree ----------------------------------------------------------------------------------------------
 
-// A node's tokens and dollars: its own when it records them (a model call; a run records its total), else its
-// children's summed (an agent turn), so no call is counted twice.
+// A node's tokens and dollars (the server's short names): its own when it records them (a model call; a run
+// records its total), else its children's summed (an agent turn), so no call is counted twice.
 function totals(node) {
   const attributes = node.attributes || {};
-  const input = attributes["gen_ai.usage.input_tokens"];
-  const output = attributes["gen_ai.usage.output_tokens"];
-  const cost = attributes["huddle.cost_usd"];
   const children = (node.children || []).map(totals);
   const sum = (key) => children.reduce((total, child) => total + child[key], 0);
   return {
-    tokens: input !== undefined || output !== undefined ? Number(input || 0) + Number(output || 0) : sum("tokens"),
-    cost: cost !== undefined ? Number(cost) : sum("cost"),
+    tokens: attributes.tokens !== undefined ? Number(attributes.tokens) : sum("tokens"),
+    cost: attributes.cost_usd !== undefined ? Number(attributes.cost_usd) : sum("cost"),
   };
 }
 
@@ -508,7 +498,7 @@ async function showTrace(runId) {
   tree.replaceChildren();
   try {
     const body = await getJson("/api/runs/" + encodeURIComponent(runId) + "/trace");
-    const roots = listOf(body, "nodes");
+    const roots = listOf(body);
     if (!roots.length) tree.append(element("p", "trace-empty", "No trace was recorded for this run."));
     const list = element("ul", "trace-tree");
     roots.forEach((root) => list.append(traceNode(root)));
@@ -523,7 +513,7 @@ async function showTrace(runId) {
 async function loadTeams() {
   const select = page.team();
   try {
-    const teams = listOf(await getJson("/api/teams"), "teams");
+    const teams = listOf(await getJson("/api/teams"));
     select.replaceChildren();
     for (const team of teams) {
       const option = element("option", "", team.name);
