@@ -256,7 +256,7 @@ def test_the_api_lists_the_session_and_its_turn(served: Served) -> None:
     assert [(t["turn"], t["run_id"], t["task"], t["status"], t["answer"]) for t in turns] == [
         (1, run_id, "What is 17*23?", "done", ANSWER)
     ]
-    assert set(turns[0]) == {"turn", "run_id", "task", "status", "answer", "messages", "decisions", "plan"}
+    assert set(turns[0]) == {"turn", "run_id", "task", "status", "answer", "messages", "decisions", "plan", "error"}
     missing = httpx.get(f"{served.url}/api/sessions/{uuid.uuid4().hex}")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
 
@@ -360,3 +360,25 @@ def test_state_deltas_are_small_patches_that_rebuild_the_state() -> None:
     assert json_patch(new, new) == []
     shorter = {**new, "decisions": []}
     assert apply_patch(json.loads(json.dumps(new)), json_patch(new, shorter)) == shorter
+
+
+def test_a_client_that_goes_away_ends_its_turn_as_cancelled(tmp_path: Path) -> None:
+    rules = [
+        Rule(agent="planner", reply=Reply(content=calculator_plan())),
+        Rule(agent="responder", reply=Reply(content=ANSWER, delay_s=5)),
+    ]
+    with serving_calc(tmp_path, rules) as (url, _):
+        thread_id = uuid.uuid4().hex
+        with httpx.stream("POST", f"{url}/agui/calc", json=run_input("What is 17*23?", thread_id)) as reply:
+            for line in reply.iter_lines():
+                if '"TOOL_CALL_RESULT"' in line:
+                    break  # gone while the responder is still writing
+        for _ in range(100):
+            turns = httpx.get(f"{url}/api/sessions/{thread_id}").json()
+            if turns[0]["status"] != "running":
+                break
+            threading.Event().wait(0.05)
+        with httpx.stream("POST", f"{url}/agui/calc", json=run_input("again", thread_id)) as again:
+            status = again.status_code  # admitted: the session is free for the next message
+    assert turns[0]["status"] == "cancelled"
+    assert status == 200

@@ -3,9 +3,9 @@
 Read-only views of what the hub, the session store and the run log already hold, shaped for a page rather than for a
 protocol. Every session view is the caller's own: the owner is whatever the API-key middleware put on
 ``request.state.owner`` (None without keys), and a session or run that is not theirs is a 404, exactly like one that
-does not exist, so ids cannot be probed. Errors are JSON, ``{"error": {"message", "type", "code"}}``, never a page or
-a stack trace. The endpoints are plain functions: Starlette runs them in its thread pool, so the SQLite reads never
-hold up the event loop that streams answers.
+does not exist, so ids cannot be probed. A turn's ``error`` says why a failed or cancelled turn ended. Errors are
+JSON, ``{"error": {"message", "type", "code"}}``, never a page or a stack trace. The endpoints are plain functions:
+Starlette runs them in its thread pool, so the SQLite reads never hold up the event loop that streams answers.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def routes(hub: Hub) -> list[BaseRoute]:
             turns = hub.turns(request.path_params["session_id"], owner_of(request))
         except SessionNotFound as exc:
             return error_response(404, str(exc), "not_found")
-        fields = {"turn", "run_id", "task", "status", "answer", "messages", "decisions", "plan"}
+        fields = {"turn", "run_id", "task", "status", "answer", "messages", "decisions", "plan", "error"}
         return JSONResponse([turn.model_dump(mode="json", include=fields) for turn in turns])
 
     def trace(request: Request) -> JSONResponse:
