@@ -45,6 +45,14 @@ def serve_command(
     cors_origin: Annotated[
         list[str] | None, typer.Option("--cors-origin", help="An origin browsers may call from (repeatable).")
     ] = None,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            min=0,
+            help="Seconds a stopping server lets its runs finish; runs still going are redone at the next start.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Serve teams (default: the assistant) at http://HOST:PORT until Ctrl-C or SIGTERM, which finish the runs in
     progress first."""
@@ -60,6 +68,7 @@ def serve_command(
         port=port,
         workers=workers,
         cors_origins=cors_origin or [],
+        drain_s=drain_timeout,
     )
 
 
