@@ -14,7 +14,8 @@ from typing import Any
 import regex
 
 _KEY_PATTERNS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI and compatible keys
+    # OpenAI and compatible keys, and the API keys of ``huddle serve`` (hud_<id>_<secret>, `huddle.serve.keys`)
+    re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{8,}|hud_[0-9a-f]{6,}_[A-Za-z0-9_\-]{16,})"),
     re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._\-]{8,}"),
     re.compile(r"(?i)\b(api[_-]?key|authorization|secret|token)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]{6,}"),
 )

@@ -99,7 +99,7 @@ def keys_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from huddle.serve.keys import KeyStore
 
     with KeyStore.of(ctx.obj.settings()) as store:
-        rows = [key.model_dump() for key in store.list()]
+        rows = [key.model_dump(mode="json") for key in store.list()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -30,7 +30,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
 from huddle.config.settings import Settings
-from huddle.serve import ops
+from huddle.serve import keys, ops
 from huddle.serve.application import app
 from huddle.serve.hub import Hub
 from huddle.teams.kinds import load_any_team
@@ -48,6 +48,8 @@ class WorkerSpec(BaseModel):
     teams: list[str]
     cors_origins: list[str]
     drain_s: float
+    keys: bool
+    """Whether requests need API keys (`keys.required` decided, once, before any worker started)."""
 
 
 def serve(
@@ -70,6 +72,7 @@ def serve(
         teams=[str(team) for team in teams],
         cors_origins=list(cors_origins),
         drain_s=drain_s,
+        keys=keys.required(settings, host),  # off loopback without keys: refused here, before any worker starts
     )
     os.environ[WORKER_ENV] = spec.model_dump_json()
     config = uvicorn.Config(
@@ -98,7 +101,8 @@ def worker_app() -> Starlette:
     spec = WorkerSpec.model_validate_json(os.environ[WORKER_ENV])
     settings = Settings.model_validate(spec.settings)
     settings.config_file = spec.config_file
-    application = app(settings, spec.teams, cors_origins=spec.cors_origins)
+    access = keys.KeyAccess.of(settings) if spec.keys else None
+    application = app(settings, spec.teams, access=access, cors_origins=spec.cors_origins)
     _drain_on_signal(application.state.hub, spec.drain_s)
     return application
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -147,6 +147,7 @@ ALTER TABLE usage ADD COLUMN saved_usd REAL NOT NULL DEFAULT 0;
 ALTER TABLE usage ADD COLUMN price_source TEXT;
 """
 _MIGRATIONS: list[Migration] = [_SCHEMA, _CALL_STATE, _PRICE_DETAILS]
+_IN_CHUNK = 500  # ids per ``IN (...)``: far below SQLite's limit on bound parameters
 _TOTALS_SQL = (
     "COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cached_tokens),0), "
     "COALESCE(SUM(reasoning_tokens),0), COALESCE(SUM(cost_usd),0), COALESCE(SUM(saved_usd),0), "
@@ -217,6 +218,22 @@ class UsageLedger:
             row = db.execute(f"SELECT {_TOTALS_SQL} FROM usage{where}", params).fetchone()
         with self._db.parsing("the usage rows"):
             return _totals(row)
+
+    def cost_since(self, since: float, session_ids: Sequence[str]) -> float:
+        """Dollars the calls of `session_ids` cost from `since` (a Unix time) on: what an API key of ``huddle serve``
+        spent today over its sessions (`huddle.serve.keys`), one query per 500 sessions rather than one each."""
+        total = 0.0
+        ids = list(session_ids)
+        with self._db.connection() as db:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                (cost,) = db.execute(
+                    f"SELECT COALESCE(SUM(cost_usd),0) FROM usage WHERE ts >= ? AND session_id IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    [since, *chunk],
+                ).fetchone()
+                total += float(cost)
+        return total
 
     def by(self, key: GroupKey, **filters: str | None) -> dict[str, Totals]:
         """Totals grouped by `key` (e.g. per agent within one run)."""
