@@ -1,0 +1,211 @@
+"""``huddle serve`` as an A2A agent, driven by the real ``a2a-sdk`` client over HTTP against a real server.
+
+What an integrator's agent would notice: each team's card names its members as skills and points at a JSON-RPC
+endpoint that works; a message is a task that streams ``working`` updates (who speaks, why) and ends ``completed``
+with the answer; the next message in the same ``contextId`` is the same conversation; ``tasks/get`` and
+``tasks/cancel`` do what they say (a cancel saves the turn as cancelled); a second message while one is answered is
+a JSON-RPC error, not a second answer racing the first; an unknown team is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from a2a.client import A2ACardResolver, A2AClientError, Client, ClientConfig, create_client
+from a2a.helpers import get_artifact_text, get_message_text, new_text_message
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    Task,
+    TaskState,
+)
+from a2a.utils.errors import UnsupportedOperationError
+from google.protobuf.json_format import MessageToDict
+
+from huddle.serve import app
+from huddle.storage.sessions import SessionStore
+from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
+from tests.serving import scripted_settings, serving
+
+PLAN = json.dumps({"goal": "answer", "steps": [], "done": True})
+MEMBERS = ["planner", "tool_executor", "memory", "responder"]
+
+
+def recall(request: RecordedRequest) -> Reply:
+    """The responder names every user message it was shown, so a test can tell what the session remembered."""
+    said = [str(m.get("content")).strip().splitlines()[-1] for m in request.messages if m.get("role") == "user"]
+    slow = any("slowly" in line for line in said[-1:])
+    return Reply(content="answer to: " + " | ".join(said), delay_s=3.0 if slow else 0.0)
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as server:
+        server.add_rule(Rule(agent="planner", reply=Reply(content=PLAN)))
+        server.add_rule(Rule(agent="responder", reply=recall))
+        yield server
+
+
+@pytest.fixture
+def served(scripted: ScriptedServer, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    settings = scripted_settings(tmp_path, scripted)
+    with serving(app(settings, ["assistant"])) as url:
+        yield url, settings.sessions_path
+
+
+@asynccontextmanager
+async def client_of(url: str, *, streaming: bool) -> AsyncIterator[Client]:
+    """An a2a-sdk client of the assistant, found from its card (a first turn loads the team's models and memory,
+    which on a busy test machine takes longer than the client's default 5 s timeout)."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        client = await create_client(f"{url}/a2a/assistant", ClientConfig(streaming=streaming, httpx_client=http))
+        async with client:
+            yield client
+
+
+def message(text: str, context_id: str | None = None) -> SendMessageRequest:
+    return SendMessageRequest(message=new_text_message(text, context_id=context_id, role=Role.ROLE_USER))
+
+
+async def final_task(events: AsyncIterator[StreamResponse]) -> Task:
+    async for event in events:
+        if event.HasField("task"):
+            return event.task
+    raise AssertionError("no task came back")
+
+
+async def test_each_team_card_names_its_members_as_skills_and_its_endpoint(served: tuple[str, Path]) -> None:
+    url, _ = served
+    async with httpx.AsyncClient() as http:
+        card = await A2ACardResolver(http, f"{url}/a2a/assistant").get_agent_card()
+        root = (await http.get(f"{url}/.well-known/agent-card.json")).json()
+    assert card.name == "assistant" and "assistant" in card.description
+    assert [skill.id for skill in card.skills] == MEMBERS
+    assert all(skill.description for skill in card.skills)
+    assert card.capabilities.streaming and card.version == __import__("huddle").__version__
+    assert [(i.url, i.protocol_binding) for i in card.supported_interfaces] == [(f"{url}/a2a/assistant", "JSONRPC")]
+    assert root["name"] == "assistant" and root["supportedInterfaces"][0]["url"] == f"{url}/a2a/assistant"
+
+
+async def test_send_answers_as_a_completed_task_that_get_returns(served: tuple[str, Path]) -> None:
+    url, _ = served
+    async with client_of(url, streaming=False) as client:
+        task = await final_task(client.send_message(message("What is the capital of France?")))
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert get_message_text(task.status.message) == "answer to: What is the capital of France?"
+        assert [get_artifact_text(a) for a in task.artifacts] == ["answer to: What is the capital of France?"]
+        fetched = await client.get_task(GetTaskRequest(id=task.id))
+    assert fetched.id == task.id and fetched.context_id == task.context_id
+    assert fetched.status.state == TaskState.TASK_STATE_COMPLETED
+    assert get_message_text(fetched.history[0]) == "What is the capital of France?"
+    result = MessageToDict(task.status.message.parts[1].data)["huddle"]
+    assert result["kind"] == "result" and result["data"]["session_id"] == task.context_id
+
+
+async def test_stream_shows_working_updates_with_team_events_then_completion(served: tuple[str, Path]) -> None:
+    url, _ = served
+    async with client_of(url, streaming=True) as client:
+        events = [event async for event in client.send_message(message("Name a planet"))]
+    assert events[0].HasField("task") and events[0].task.status.state == TaskState.TASK_STATE_SUBMITTED
+    updates = [e.status_update for e in events if e.HasField("status_update")]
+    states = [u.status.state for u in updates]
+    assert states[-1] == TaskState.TASK_STATE_COMPLETED and TaskState.TASK_STATE_WORKING in states[:-1]
+    kinds = [MessageToDict(u.status.message.parts[1].data)["huddle"]["kind"] for u in updates if u.status.message.parts]
+    assert "speaker" in kinds and kinds[-1] == "result"
+    meters = [MessageToDict(u.metadata)["huddle"] for u in updates if u.metadata.fields]
+    assert meters and meters[-1]["kind"] == "usage" and meters[-1]["data"]["calls"] >= 1
+    assert get_message_text(updates[-1].status.message) == "answer to: Name a planet"
+    answers = [e.artifact_update for e in events if e.HasField("artifact_update")]
+    assert answers and answers[-1].last_chunk and get_artifact_text(answers[-1].artifact) == "answer to: Name a planet"
+
+
+async def test_the_same_context_id_continues_the_session(served: tuple[str, Path], scripted: ScriptedServer) -> None:
+    url, sessions = served
+    async with client_of(url, streaming=False) as client:
+        first = await final_task(client.send_message(message("My name is Ada")))
+        second = await final_task(client.send_message(message("What is my name?", first.context_id)))
+        other = await final_task(client.send_message(message("Who am I?")))
+    assert second.context_id == first.context_id and second.id != first.id
+    remembered = get_message_text(second.status.message)
+    assert remembered.startswith("answer to: My name is Ada | ") and remembered.endswith("What is my name?")
+    last = [r for r in scripted.chat_requests if r.agent == "responder"][-2]  # the second turn's answer
+    assert "My name is Ada" in json.dumps(last.messages) and "What is my name?" in json.dumps(last.messages)
+    assert other.context_id != first.context_id
+    assert get_message_text(other.status.message) == "answer to: Who am I?"
+    with SessionStore(sessions) as store:
+        assert [t.task for t in store.turns(first.context_id)] == ["My name is Ada", "What is my name?"]
+
+
+async def test_cancel_stops_the_turn_and_the_session_saves_it_cancelled(served: tuple[str, Path]) -> None:
+    url, sessions = served
+    context_id = uuid.uuid4().hex
+    async with client_of(url, streaming=True) as client:
+        events = client.send_message(message("answer slowly", context_id))
+        started = await anext(aiter(events))
+        task_id = started.task.id
+        cancelled = await client.cancel_task(CancelTaskRequest(id=task_id))
+        await events.aclose()
+        assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+        assert (await client.get_task(GetTaskRequest(id=task_id))).status.state == TaskState.TASK_STATE_CANCELED
+        for _ in range(100):  # the hub saves the turn as the cancelled run unwinds
+            with SessionStore(sessions) as store:
+                turns = store.turns(context_id)
+            if turns and turns[-1].status != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert [t.status for t in turns] == ["cancelled"]
+        after = [event async for event in client.send_message(message("Still there?", context_id))]
+    assert after[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_a_second_message_while_the_session_answers_is_a_json_rpc_error(served: tuple[str, Path]) -> None:
+    url, _ = served
+    context_id = uuid.uuid4().hex
+    async with client_of(url, streaming=True) as streaming, client_of(url, streaming=False) as plain:
+        events = streaming.send_message(message("answer slowly", context_id))
+        await anext(aiter(events))
+        with pytest.raises(UnsupportedOperationError) as refused:  # a failed precondition, as A2A says
+            await final_task(plain.send_message(message("and another thing", context_id)))
+        rest = [event async for event in events]
+    assert "answering" in str(refused.value)
+    assert refused.value.data == {"status": "409", "error": "SessionBusy"}
+    assert rest[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_v0_3_method_names_work_on_the_same_endpoint(served: tuple[str, Path]) -> None:
+    url, _ = served
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "message/send",
+        "params": {"message": {"role": "user", "messageId": "m1", "parts": [{"kind": "text", "text": "Hello"}]}},
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        reply = (await http.post(f"{url}/a2a/assistant", json=body)).json()
+        task_id = reply["result"]["id"]
+        got = await http.post(f"{url}/a2a/assistant", json={**body, "method": "tasks/get", "params": {"id": task_id}})
+    assert reply["result"]["status"]["state"] == "completed"
+    assert reply["result"]["artifacts"][0]["parts"][0]["text"] == "answer to: Hello"
+    assert got.json()["result"]["status"]["state"] == "completed"
+
+
+async def test_an_unknown_team_is_a_404(served: tuple[str, Path]) -> None:
+    url, _ = served
+    async with httpx.AsyncClient() as http:
+        card = await http.get(f"{url}/a2a/nobody/.well-known/agent-card.json")
+        rpc = await http.post(f"{url}/a2a/nobody", json={"jsonrpc": "2.0", "id": 1, "method": "GetTask"})
+    for response in (card, rpc):
+        assert response.status_code == 404
+        assert "'nobody' is not served here; served: assistant" in response.json()["error"]["message"]
+    with pytest.raises(A2AClientError):
+        await create_client(f"{url}/a2a/nobody")
