@@ -38,6 +38,7 @@ from pydantic import TypeAdapter
 
 from huddle.serve import app
 from huddle.serve.agui import json_patch
+from huddle.serve.keys import KeyAccess, KeyStore
 from huddle.testing import Fault, Reply, Rule, ScriptedServer
 from tests.plans import calculator_plan
 from tests.serving import scripted_settings, serving
@@ -382,3 +383,33 @@ def test_a_client_that_goes_away_ends_its_turn_as_cancelled(tmp_path: Path) -> N
             status = again.status_code  # admitted: the session is free for the next message
     assert turns[0]["status"] == "cancelled"
     assert status == 200
+
+
+def test_sessions_and_traces_are_their_keys_only(tmp_path: Path) -> None:
+    rules = [
+        Rule(agent="planner", reply=Reply(content=calculator_plan())),
+        Rule(agent="responder", reply=Reply(content=ANSWER)),
+    ]
+    (tmp_path / "team.yaml").write_text(TEAM)
+    with ScriptedServer(rules=rules) as server:
+        settings = scripted_settings(tmp_path, server)
+        with KeyStore.of(settings) as keys:
+            alice = {"Authorization": f"Bearer {keys.add('alice')}"}
+            bob = {"Authorization": f"Bearer {keys.add('bob')}"}
+        with serving(app(settings, [tmp_path / "team.yaml"], access=KeyAccess.of(settings))) as url:
+            thread_id = uuid.uuid4().hex
+            with httpx.stream("POST", f"{url}/agui/calc", json=run_input("hi", thread_id), headers=alice) as reply:
+                events = [EVENTS.validate_json(line[6:]) for line in reply.iter_lines() if line.startswith("data: ")]
+            run_id = events[0].run_id  # type: ignore[attr-defined]
+            seen = {
+                who: (
+                    [s["id"] for s in httpx.get(f"{url}/api/sessions", headers=headers).json()],
+                    httpx.get(f"{url}/api/sessions/{thread_id}", headers=headers).status_code,
+                    httpx.get(f"{url}/api/runs/{run_id}/trace", headers=headers).status_code,
+                )
+                for who, headers in (("alice", alice), ("bob", bob))
+            }
+            taken = httpx.post(f"{url}/agui/calc", json=run_input("mine now", thread_id), headers=bob)
+    assert isinstance(events[-1], RunFinishedEvent)
+    assert seen == {"alice": ([thread_id], 200, 200), "bob": ([], 404, 404)}
+    assert taken.status_code == 404 and taken.json()["error"]["type"] == "not_found"
