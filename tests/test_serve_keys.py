@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -248,6 +249,62 @@ def test_what_is_left_of_the_day_caps_the_runs_budget(settings: Settings) -> Non
         access.claim("s1", key_id)
     access.close()
     ledger.close()
+
+
+def test_openai_clients_get_404_for_another_keys_session_and_429_when_the_day_is_spent(settings: Settings) -> None:
+    with KeyStore.of(settings) as store:
+        alice, bob = store.add("alice", usd_per_day=0.001), store.add("bob")
+    with serving(app(settings, ["assistant"], access=KeyAccess.of(settings))) as url:
+        mine, theirs = (openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) for key in (alice, bob))
+        ask: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+        first = mine.chat.completions.with_raw_response.create(model="assistant", messages=ask)
+        session = first.headers["X-Huddle-Session"]
+        with pytest.raises(openai.NotFoundError):
+            theirs.chat.completions.create(
+                model="assistant",
+                messages=ask,
+                extra_headers={"X-Huddle-Session": session},
+            )
+        stream = mine.chat.completions.create(model="assistant", messages=ask, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "the answer"
+        with pytest.raises(openai.RateLimitError) as refused:
+            mine.chat.completions.create(model="assistant", messages=ask)
+        error = refused.value.response.json()["error"]
+        assert refused.value.status_code == 429 and set(error) == {"message", "type", "param", "code"}
+        assert (error["type"], error["code"]) == ("insufficient_quota", "budget_exceeded")
+        assert theirs.chat.completions.create(model="assistant", messages=ask).choices[0].message.content
+        for key in (alice, bob):
+            assert key not in refused.value.response.text and key not in first.http_response.text
+
+
+def test_huddle_serve_with_a_key_requires_it_and_never_logs_it(isolated_env: Path) -> None:
+    key = huddle("serve", "keys", "add", "alice").stdout.strip()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "huddle", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        assert server.stdout is not None
+        url = re.search(r"http://\S+", server.stdout.readline())
+        assert url is not None
+        base = url.group(0)
+        for _ in range(100):  # the port is bound before the app has started
+            try:
+                httpx.get(f"{base}/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert httpx.get(f"{base}/v1/models").status_code == 401  # loopback, but a key exists: keys are on
+        assert httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert httpx.get(f"{base}/v1/models", headers={"X-API-Key": key + "x"}).status_code == 401
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=60)
+    assert '"path": "/v1/models", "status": 401' in out  # the access log saw the requests, and not the key
+    assert key.split("_", 2)[2] not in out + err
 
 
 # --- the guard: limits, streaming, the key kept from the endpoints ---
