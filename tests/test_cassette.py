@@ -73,7 +73,8 @@ def test_a_request_missing_from_the_cassette_fails_loudly(tmp_path: Path) -> Non
     assert result.exit_code == 1
     error = result.stdout[result.stdout.index("refund-damaged-item #1 error:") :]
     assert f"cassette {cassette}: agent 'responder' (refund-damaged-item#1): request not in the cassette" in error
-    assert "first differing message: #1 (UserMessage)" in error and "re-record" in error
+    # the second turn: its request repeats the first exchange (#1, #2) unchanged, so #3 is the first that differs
+    assert "first differing message: #3 (UserMessage)" in error and "re-record" in error
     assert "0 passed, 0 failed, 1 errors" in result.stdout
 
 
