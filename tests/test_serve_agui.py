@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,9 @@ from ag_ui.core import (
 from pydantic import TypeAdapter
 
 from huddle.serve import app
-from huddle.serve.agui import json_patch
+from huddle.serve.agui import AguiRun, json_patch
+from huddle.serve.events import TeamEvent
+from huddle.serve.hub import TurnStream
 from huddle.serve.keys import KeyAccess, KeyStore
 from huddle.testing import Fault, Reply, Rule, ScriptedServer
 from tests.plans import calculator_plan
@@ -413,3 +415,15 @@ def test_sessions_and_traces_are_their_keys_only(tmp_path: Path) -> None:
     assert isinstance(events[-1], RunFinishedEvent)
     assert seen == {"alice": ([thread_id], 200, 200), "bob": ([], 404, 404)}
     assert taken.status_code == 404 and taken.json()["error"]["type"] == "not_found"
+
+
+async def no_events() -> AsyncIterator[TeamEvent]:
+    return
+    yield
+
+
+def test_a_tool_report_without_calls_is_the_executors_message() -> None:
+    run = AguiRun(TurnStream("s", "r", "calc", no_events()), {}, client_run_id="c")
+    events = run.translate(TeamEvent("tool_calls", "tool_executor", "Request: nothing to run", {"calls": []}))
+    assert text_messages(events) == [("tool_executor", "Request: nothing to run")]
+    assert not any(isinstance(e, ToolCallStartEvent) for e in events)

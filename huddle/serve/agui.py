@@ -243,8 +243,8 @@ class AguiRun:
 
     def _tool_calls(self, event: TeamEvent) -> list[BaseEvent]:
         calls: list[dict[str, Any]] = event.data.get("calls", [])
-        if not calls:
-            return []
+        if not calls:  # a report with no call to show it under: the executor's words as its message
+            return self._message(event.source, event.text) if event.text else []
         reports = _reports(event.text, len(calls))
         out: list[BaseEvent] = [*self.close(), self._speaker(event.source)]
         for call, report in zip(calls, reports, strict=True):
