@@ -34,7 +34,7 @@ from google.protobuf.json_format import MessageToDict
 
 from huddle.serve import app
 from huddle.storage.sessions import SessionStore
-from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
+from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer
 from tests.serving import scripted_settings, serving
 
 PLAN = json.dumps({"goal": "answer", "steps": [], "done": True})
@@ -52,6 +52,7 @@ def recall(request: RecordedRequest) -> Reply:
 def scripted() -> Iterator[ScriptedServer]:
     with ScriptedServer() as server:
         server.add_rule(Rule(agent="planner", reply=Reply(content=PLAN)))
+        server.add_rule(Rule(agent="responder", last="fail on purpose", fault=Fault(kind="server_error")))
         server.add_rule(Rule(agent="responder", reply=recall))
         yield server
 
@@ -127,6 +128,14 @@ async def test_stream_shows_working_updates_with_team_events_then_completion(ser
     assert get_message_text(updates[-1].status.message) == "answer to: Name a planet"
     answers = [e.artifact_update for e in events if e.HasField("artifact_update")]
     assert answers and answers[-1].last_chunk and get_artifact_text(answers[-1].artifact) == "answer to: Name a planet"
+
+
+async def test_a_run_without_an_answer_is_a_failed_task_with_the_reason(served: tuple[str, Path]) -> None:
+    url, _ = served
+    async with client_of(url, streaming=False) as client:
+        task = await final_task(client.send_message(message("fail on purpose")))
+    assert task.status.state == TaskState.TASK_STATE_FAILED
+    assert "responder failed" in get_message_text(task.status.message) and not task.artifacts
 
 
 async def test_the_same_context_id_continues_the_session(served: tuple[str, Path], scripted: ScriptedServer) -> None:
