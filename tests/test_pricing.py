@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
 
@@ -16,7 +17,8 @@ from huddle.config.settings import ModelProfile, Price
 from huddle.models.factory import build_client
 from huddle.models.pricing import Priced, price_call
 from huddle.testing import Reply, Rule, ScriptedServer
-from huddle.usage import UsageLedger, UsageRecord
+from huddle.tracing import read_run, trace_run
+from huddle.usage import UsageLedger, UsageRecord, usage_scope
 from huddle.usage.budget import Budget, BudgetExhausted, Governor, Limit
 
 # gpt-4o-mini in the table: $0.15 in, $0.075 cached in, $0.60 out per million tokens.
@@ -94,19 +96,14 @@ async def test_the_budget_estimate_uses_the_table_price() -> None:
     governor = Governor(Budget(run=Limit(max_usd=0.0001)), ledger)  # 1,000 completion tokens cost $0.0006
     client = build_client(profile, ledger, agent="asker", governor=governor)
     try:
-        with pytest.raises(BudgetExhausted):
-            from huddle.usage import usage_scope
-
-            with usage_scope(run_id="r"):
-                await client.create([UserMessage(content="hello", source="user")])
+        with pytest.raises(BudgetExhausted), usage_scope(run_id="r"):
+            await client.create([UserMessage(content="hello", source="user")])
     finally:
         await client.close()
     assert ledger.records() == []  # refused before it was sent
 
 
 def test_a_prompt_cache_server_reports_the_shared_prefix_in_128_token_steps() -> None:
-    import openai
-
     static = "You are a careful assistant. " * 300  # ~1,800 tokens of system prompt, the same every turn
     with ScriptedServer(prompt_cache=True) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="sk-test")
@@ -149,3 +146,13 @@ def test_huddle_usage_shows_the_table_cost_and_what_caching_saved(tmp_path: Path
     assert models["house"]["price_source"] == "unknown" and models["house"]["input_per_mtok"] is None
     (house_line,) = [line for line in huddle("models").stdout.splitlines() if " house " in line]
     assert "?" in house_line and "unknown" in house_line
+
+
+async def test_the_model_span_carries_cached_and_reasoning_tokens_and_the_provider(tmp_path: Path) -> None:
+    with ScriptedServer([Rule(reply=CACHED_REPLY)]) as server, trace_run(tmp_path, "r1"):
+        await one_call(mini(server))
+    (model,) = [s for s in read_run(tmp_path, "r1") if s["kind"] == "model"]
+    attributes = model["attributes"]
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 600
+    assert attributes["gen_ai.usage.reasoning.output_tokens"] == 50
+    assert attributes["gen_ai.provider.name"] == "openai" and attributes["gen_ai.usage.input_tokens"] == 1000
