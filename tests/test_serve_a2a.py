@@ -29,10 +29,11 @@ from a2a.types import (
     Task,
     TaskState,
 )
-from a2a.utils.errors import UnsupportedOperationError
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 from google.protobuf.json_format import MessageToDict
 
 from huddle.serve import app
+from huddle.serve.keys import KeyAccess, KeyStore
 from huddle.storage.sessions import SessionStore
 from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer
 from tests.serving import scripted_settings, serving
@@ -65,10 +66,11 @@ def served(scripted: ScriptedServer, tmp_path: Path) -> Iterator[tuple[str, Path
 
 
 @asynccontextmanager
-async def client_of(url: str, *, streaming: bool) -> AsyncIterator[Client]:
+async def client_of(url: str, *, streaming: bool, key: str | None = None) -> AsyncIterator[Client]:
     """An a2a-sdk client of the assistant, found from its card (a first turn loads the team's models and memory,
     which on a busy test machine takes longer than the client's default 5 s timeout)."""
-    async with httpx.AsyncClient(timeout=60) as http:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(timeout=60, headers=headers) as http:
         client = await create_client(f"{url}/a2a/assistant", ClientConfig(streaming=streaming, httpx_client=http))
         async with client:
             yield client
@@ -177,7 +179,9 @@ async def test_cancel_stops_the_turn_and_the_session_saves_it_cancelled(served: 
     assert after[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
 
 
-async def test_a_second_message_while_the_session_answers_is_a_json_rpc_error(served: tuple[str, Path]) -> None:
+async def test_a_second_message_while_the_session_answers_is_a_json_rpc_error(
+    served: tuple[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     url, _ = served
     context_id = uuid.uuid4().hex
     async with client_of(url, streaming=True) as streaming, client_of(url, streaming=False) as plain:
@@ -188,6 +192,7 @@ async def test_a_second_message_while_the_session_answers_is_a_json_rpc_error(se
         rest = [event async for event in events]
     assert "answering" in str(refused.value)
     assert refused.value.data == {"status": "409", "error": "SessionBusy"}
+    assert not [record for record in caplog.records if record.exc_info]  # a refusal is no crash: no traceback
     assert rest[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
 
 
@@ -218,3 +223,25 @@ async def test_an_unknown_team_is_a_404(served: tuple[str, Path]) -> None:
         assert "'nobody' is not served here; served: assistant" in response.json()["error"]["message"]
     with pytest.raises(A2AClientError):
         await create_client(f"{url}/a2a/nobody")
+
+
+async def test_with_api_keys_tasks_and_sessions_belong_to_the_key(scripted: ScriptedServer, tmp_path: Path) -> None:
+    settings = scripted_settings(tmp_path, scripted)
+    with KeyStore.of(settings) as store:
+        alice, bob = store.add("alice"), store.add("bob")
+    with serving(app(settings, ["assistant"], access=KeyAccess.of(settings))) as url:
+        assert httpx.get(f"{url}/a2a/assistant/.well-known/agent-card.json").status_code == 401
+        async with (
+            client_of(url, streaming=False, key=alice) as mine,
+            client_of(url, streaming=False, key=bob) as theirs,
+        ):
+            task = await final_task(mine.send_message(message("My secret is 42")))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            with pytest.raises(TaskNotFoundError):
+                await theirs.get_task(GetTaskRequest(id=task.id))
+            with pytest.raises(InvalidParamsError) as refused:
+                await final_task(theirs.send_message(message("What is the secret?", task.context_id)))
+            assert refused.value.data == {"status": "404", "error": "SessionNotFound"}
+            assert (await mine.get_task(GetTaskRequest(id=task.id))).status.state == TaskState.TASK_STATE_COMPLETED
+        card = httpx.get(f"{url}/.well-known/agent-card.json", headers={"X-API-Key": alice}).json()
+    assert card["securitySchemes"]["huddle_api_key"]["httpAuthSecurityScheme"]["scheme"] == "bearer"

@@ -38,7 +38,18 @@ from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import ServerCallContextBuilder, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
-from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Part, TaskState
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    Part,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+    TaskState,
+)
 from a2a.utils.constants import (
     AGENT_CARD_WELL_KNOWN_PATH,
     PROTOCOL_VERSION_CURRENT,
@@ -53,12 +64,13 @@ from starlette.routing import BaseRoute, Route
 import huddle
 from huddle.errors import HuddleError
 from huddle.serve.events import TeamEvent
-from huddle.serve.hub import Hub, ServedTeam, UnknownTeam
+from huddle.serve.hub import Hub, OpenAccess, ServedTeam, UnknownTeam
 
 logger = logging.getLogger(__name__)
 
 OWNER = "huddle_owner"
 """Where the API key's id (set by the keys middleware on ``request.state.owner``) travels in the call context."""
+KEY_SCHEME = "huddle_api_key"
 ANSWER_ARTIFACT = "answer"
 MODES = ["text/plain"]
 OUTPUT_MODES = ["text/plain", "application/json"]
@@ -71,7 +83,7 @@ def routes(hub: Hub) -> list[BaseRoute]:
     found: list[BaseRoute] = []
     for index, served in enumerate(hub.teams.values()):
         path = f"/a2a/{served.name}"
-        card = agent_card(served, path)
+        card = agent_card(served, path, keyed=not isinstance(hub.access, OpenAccess))
         handler = DefaultRequestHandler(
             agent_executor=TeamExecutor(hub, served.name),
             task_store=InMemoryTaskStore(owner_resolver=_owner_of),
@@ -90,14 +102,14 @@ def routes(hub: Hub) -> list[BaseRoute]:
     return found
 
 
-def agent_card(served: ServedTeam, url: str) -> AgentCard:
+def agent_card(served: ServedTeam, url: str, *, keyed: bool = False) -> AgentCard:
     """The team's card: a skill per member (what the team can do is what its members do), streaming, JSON-RPC at
-    `url` (the card route puts the absolute URL in)."""
+    `url` (the card route puts the absolute URL in); `keyed` (API keys on) declares the bearer key it needs."""
     skills = [
         AgentSkill(id=m.name, name=m.name, description=m.description, tags=[served.name, "huddle"])
         for m in served.members
     ]
-    return AgentCard(
+    card = AgentCard(
         name=served.name,
         description=served.description,
         version=huddle.__version__,
@@ -111,6 +123,16 @@ def agent_card(served: ServedTeam, url: str) -> AgentCard:
         default_output_modes=OUTPUT_MODES,
         skills=skills,
     )
+    if keyed:
+        card.security_schemes[KEY_SCHEME].CopyFrom(
+            SecurityScheme(
+                http_auth_security_scheme=HTTPAuthSecurityScheme(
+                    scheme="bearer", bearer_format="hud_<id>_<secret>", description="a huddle serve API key"
+                )
+            )
+        )
+        card.security_requirements.append(SecurityRequirement(schemes={KEY_SCHEME: StringList()}))
+    return card
 
 
 class OwnerContextBuilder(ServerCallContextBuilder):
