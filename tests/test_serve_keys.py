@@ -245,8 +245,12 @@ def test_what_is_left_of_the_day_caps_the_runs_budget(settings: Settings) -> Non
     assert access.budget(key_id, "s2", Budget(run=Limit(max_usd=0.1))).run.max_usd == 0.1
     assert access.budget(None, "s2", Budget()).run.max_usd == pytest.approx(0.7)  # the server redoing her turn
     assert access.budget(None, "not-hers", Budget()) == Budget()
-    with pytest.raises(KeyBudgetSpent):  # s1 spent 0.85 in all, over its 0.5
+    with pytest.raises(KeyBudgetSpent, match="for this session"):  # s1 spent 0.85 in all, over its 0.5
         access.claim("s1", key_id)
+    ledger.record(UsageRecord(agent="a", profile="p", model="m", session_id="s2", cost_usd=0.75))
+    with pytest.raises(KeyBudgetSpent, match="for today"):  # 1.05 today, on a new session too
+        access.claim("s3", key_id)
+    assert 0 < access.budget(key_id, "s3", Budget()).run.max_usd < 1e-6  # spent after its turn was admitted
     access.close()
     ledger.close()
 

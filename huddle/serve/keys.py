@@ -54,6 +54,8 @@ _NAME_CHARS = 100
 _TOUCH_EVERY_S = 60.0
 """``last_used`` is written at most this often per key: a write per request would contend with the ledger's."""
 _DAY_S = 86_400.0
+_NOTHING_LEFT = 1e-9
+"""The run limit, in dollars, of a key whose day ran out after its turn was admitted: a limit of 0 is no limit."""
 
 # Schema steps, oldest first (see `huddle.storage.sqlite`); a change is a new step at the end, never an edit here.
 _SCHEMA = """
@@ -225,7 +227,7 @@ class KeyAccess:
             raise SessionNotFound(f"no session {session_id!r}")
         key = self.store.get(owner)
         if key is not None:
-            self._day_left(key, session_id)  # refused before the session becomes this key's
+            self._refuse_if_spent(key, session_id)  # before the session becomes this key's
         if self.store.claim(session_id, owner) != owner:  # another worker claimed it first
             raise SessionNotFound(f"no session {session_id!r}")
 
@@ -233,16 +235,19 @@ class KeyAccess:
         return owner is None or self.store.owner_of(session_id) == owner
 
     def budget(self, owner: str | None, session_id: str, budget: Budget) -> Budget:
+        """Never raises (the hub asks as the turn starts running, past the point of refusing it): a day spent since
+        `claim` checked it leaves the run next to nothing, and the governor refuses every call but the answer's."""
         owner = owner or self.store.owner_of(session_id)
         key = self.store.get(owner) if owner is not None else None
         if key is None:
             return budget
-        run = _capped(budget.run, self._day_left(key, session_id))
+        day_left = key.usd_per_day - self._spent_today(key) if key.usd_per_day is not None else None
+        run = _capped(budget.run, max(day_left, _NOTHING_LEFT) if day_left is not None else None)
         session = _capped(budget.session, key.usd_per_session)  # the governor counts the whole session's spending
         return budget.model_copy(update={"run": run, "session": session})
 
-    def _day_left(self, key: ApiKey, session_id: str) -> float | None:
-        """What `key` may still spend today (None: no daily limit); `KeyBudgetSpent` when a limit is used up."""
+    def _refuse_if_spent(self, key: ApiKey, session_id: str) -> None:
+        """`KeyBudgetSpent` when `key` has used up its session's or its day's dollars."""
         if key.usd_per_session is not None:
             spent = self.ledger.totals(session_id=session_id).cost_usd
             if spent >= key.usd_per_session:
@@ -250,18 +255,19 @@ class KeyAccess:
                     f"API key {key.name!r} has spent its ${key.usd_per_session:g} for this session "
                     f"(${spent:.6f}); start a new session"
                 )
-        if key.usd_per_day is None:
-            return None
+        if key.usd_per_day is not None:
+            spent = self._spent_today(key)
+            if spent >= key.usd_per_day:
+                raise KeyBudgetSpent(
+                    f"API key {key.name!r} has spent its ${key.usd_per_day:g} for today (${spent:.6f}, UTC day); "
+                    "it can spend again after 00:00 UTC"
+                )
+
+    def _spent_today(self, key: ApiKey) -> float:
+        """The ledger's cost of the key's sessions since 00:00 UTC."""
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         # Sessions used since yesterday's midnight: a turn begun before midnight may spend after it.
-        sessions = self.store.sessions_used_since(key.id, midnight - _DAY_S)
-        spent = self.ledger.cost_since(midnight, sessions)
-        if spent >= key.usd_per_day:
-            raise KeyBudgetSpent(
-                f"API key {key.name!r} has spent its ${key.usd_per_day:g} for today (${spent:.6f}, UTC day); "
-                "it can spend again after 00:00 UTC"
-            )
-        return key.usd_per_day - spent
+        return self.ledger.cost_since(midnight, self.store.sessions_used_since(key.id, midnight - _DAY_S))
 
     def _exists(self, session_id: str) -> bool:
         if self.sessions_path is None:
