@@ -139,8 +139,8 @@ def middleware(hub: Hub) -> list[Middleware]:
 
 class AccessLog:
     """One JSON line per HTTP request on the ``huddle.serve.access`` logger: method, path, status, duration_ms and the
-    session id when the request or its answer names one (the ``X-Huddle-Session`` header, or ``session_id`` an
-    endpoint put in the request's state). Written when the response has ended, so a stream's duration is its own."""
+    session id when the request or its answer names one (the ``X-Huddle-Session`` header). Written when the response
+    has ended, so a stream's duration is its own."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -169,7 +169,6 @@ class AccessLog:
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             }
-            session = scope.get("state", {}).get("session_id") or session
             if session:
                 line["session_id"] = redact(session)
             access_log.info(json.dumps(line))
