@@ -32,10 +32,13 @@ from a2a.types import (
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 from google.protobuf.json_format import MessageToDict
 
+from huddle.config.settings import load_settings
+from huddle.errors import HuddleError
 from huddle.serve import app
 from huddle.serve.keys import KeyAccess, KeyStore
 from huddle.storage.sessions import SessionStore
 from huddle.testing import Fault, RecordedRequest, Reply, Rule, ScriptedServer
+from huddle.usage.budget import Budget
 from tests.serving import scripted_settings, serving
 
 PLAN = json.dumps({"goal": "answer", "steps": [], "done": True})
@@ -245,3 +248,52 @@ async def test_with_api_keys_tasks_and_sessions_belong_to_the_key(scripted: Scri
             assert (await mine.get_task(GetTaskRequest(id=task.id))).status.state == TaskState.TASK_STATE_COMPLETED
         card = httpx.get(f"{url}/.well-known/agent-card.json", headers={"X-API-Key": alice}).json()
     assert card["securitySchemes"]["huddle_api_key"]["httpAuthSecurityScheme"]["scheme"] == "bearer"
+
+
+async def test_a_key_whose_session_budget_is_spent_gets_a_429_error_each_time(tmp_path: Path) -> None:
+    with ScriptedServer(fallback=Reply(content="ok", usage=(200, 50))) as scripted:  # $0.0008 a call at this price
+        scripted.add_rule(Rule(agent="planner", reply=Reply(content=PLAN, usage=(200, 50))))
+        price = json.dumps({"input_per_mtok": 2.0, "output_per_mtok": 8.0})
+        (tmp_path / "huddle.yaml").write_text(
+            f"models:\n  default: {{model: scripted, base_url: '{scripted.base_url}', max_retries: 0, "
+            f"price: {price}}}\ndata_dir: {tmp_path / 'data'}\n"
+        )
+        settings = load_settings(tmp_path / "huddle.yaml")
+        with KeyStore.of(settings) as store:
+            key = store.add("alice", usd_per_session=0.001)
+        with serving(app(settings, ["assistant"], access=KeyAccess.of(settings))) as url:
+            async with client_of(url, streaming=False, key=key) as client:
+                first = await final_task(client.send_message(message("hello")))
+                assert first.status.state == TaskState.TASK_STATE_COMPLETED
+                refusals = []
+                for text in ("more", "again", "and again"):  # the first two calls spend it
+                    try:
+                        await final_task(client.send_message(message(text, first.context_id)))
+                    except UnsupportedOperationError as refused:
+                        refusals.append(refused)
+    assert len(refusals) >= 2 and all("has spent its $0.001 for this session" in str(r) for r in refusals)
+    assert all(r.data == {"status": "429", "error": "KeyBudgetSpent"} for r in refusals)
+
+
+class _Broke(KeyAccess):
+    """The key policy letting the key claim the session, then finding no budget for the turn."""
+
+    def budget(self, owner: str | None, session_id: str, budget: Budget) -> Budget:
+        raise HuddleError("no budget left for this turn")
+
+
+async def test_a_turn_refused_its_budget_fails_and_leaves_the_session_usable(
+    scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """A turn refused as it begins ends its task failed with the reason, and frees the session: the next message is
+    refused the same way, not told the session is still answering (it was, for good, before the hub freed it)."""
+    settings = scripted_settings(tmp_path, scripted)
+    with KeyStore.of(settings) as store:
+        key = store.add("alice")
+    with serving(app(settings, ["assistant"], access=_Broke.of(settings))) as url:
+        async with client_of(url, streaming=False, key=key) as client:
+            first = await final_task(client.send_message(message("hello")))
+            second = await final_task(client.send_message(message("hello again", first.context_id)))
+    for task in (first, second):
+        assert task.status.state == TaskState.TASK_STATE_FAILED
+        assert get_message_text(task.status.message) == "no budget left for this turn"

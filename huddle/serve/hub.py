@@ -173,10 +173,16 @@ class Hub:
     async def _run(
         self, session_id: str, run_id: str, served: ServedTeam, task: str | None, store: SessionStore, owner: str | None
     ) -> AsyncIterator[TeamEvent]:
-        settings = self.settings.model_copy(
-            update={"budget": self.access.budget(owner, session_id, self.settings.budget)}
-        )
-        team = build_team(served.spec, settings, ledger=self.ledger, session_id=session_id)
+        try:
+            settings = self.settings.model_copy(
+                update={"budget": self.access.budget(owner, session_id, self.settings.budget)}
+            )
+            team = build_team(served.spec, settings, ledger=self.ledger, session_id=session_id)
+        except BaseException:
+            # Refused (the key has no budget left) or not built: the turn never began, and its session is free.
+            self._running.discard(session_id)
+            store.close()
+            raise
         started, outcome = time.monotonic(), "cancelled"
         try:
             durable = DurableTeam(team, store, session_id)
