@@ -160,7 +160,13 @@ def test_the_prompt_has_commands_history_and_ctrl_c_cancels_only_the_turn(
     again.expect("you>")
     again.type("\x1b[A\r")  # arrow up: the last line of the previous chat, from the history file
     wait_for(lambda: len(answered(server)) == 3)
-    assert answered(server)[-1].endswith("\nWhat is 17*23?")
+    resumed = [r.messages for r in server.chat_requests if r.agent == "responder"][-1]
+    # the saved exchange comes back as the messages it was, then the question
+    assert [(m["role"], m["content"]) for m in resumed[1:]] == [
+        ("user", "What is 17*23?"),
+        ("assistant", "It is 391."),
+        ("user", "What is 17*23?"),
+    ]
     again.expect("It is 391.")
     again.expect("you>")
     again.type("/quit\r")
