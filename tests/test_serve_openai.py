@@ -256,3 +256,50 @@ def test_a_failed_run_is_an_openai_error_plain_and_streamed(client: openai.OpenA
     with client.responses.stream(model="assistant", input="fail in a response") as events:
         types = [event.type for event in events]
     assert types[-1] == "response.failed"
+
+
+def test_instructions_go_before_the_task_and_a_resent_history_with_them_still_finds_its_session(
+    client: openai.OpenAI, server: ScriptedServer
+) -> None:
+    system = {"role": "system", "content": "Reply in French."}
+    first = client.chat.completions.with_raw_response.create(
+        model="assistant", messages=[system, {"role": "user", "content": "hello there"}]
+    )
+    asked = server.chat_requests[-1].messages[-1]["content"]
+    assert "Reply in French.\n\nhello there" in str(asked)
+    answer = first.parse().choices[0].message.content
+    again = client.chat.completions.with_raw_response.create(
+        model="assistant",
+        messages=[
+            system,
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "and goodbye"},
+        ],
+    )
+    assert again.headers["x-huddle-session"] == first.headers["x-huddle-session"]
+    response = client.responses.create(model="assistant", instructions="Be brief.", input="hello again")
+    assert "Be brief.\n\nhello again" in response.output_text and response.instructions == "Be brief."
+
+
+def test_closing_a_stream_early_saves_the_turn_as_cancelled(served: tuple[Starlette, str]) -> None:
+    body = {"model": "assistant", "messages": [{"role": "user", "content": "answer slowly please"}], "stream": True}
+    with httpx.stream("POST", served[1] + "/v1/chat/completions", json=body, timeout=30) as response:
+        session = response.headers["x-huddle-session"]
+        next(response.iter_lines())  # the role chunk, sent before the model answers
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        turns = hub_of(served).turns(session, None)
+        if turns and turns[-1].status != "running":
+            break
+        time.sleep(0.1)
+    assert [t.status for t in turns] == ["cancelled"]
+
+
+def test_a_failed_response_is_retrievable_as_failed(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.responses.with_raw_response.create(model="assistant", input="fail this one")
+    assert raised.value.status_code == 502
+    run_id = raised.value.response.headers["x-huddle-run"]
+    failed = client.responses.retrieve(f"resp_{run_id}")
+    assert failed.status == "failed" and failed.output == []

@@ -125,13 +125,13 @@ async def _plain(hub: Hub, admitted: Admitted, model: str, headers: dict[str, st
     try:
         events = [event async for event in admitted.events()]
     except Exception as exc:  # a bug or a failing part: an OpenAI error, never a traceback in the response
-        return error_response(exc, admitted.turn.session_id)
+        return error_response(exc, headers)
     result = events[-1] if events and events[-1].kind == "result" else None
     if result is None:
-        return error_response(NO_RESULT, admitted.turn.session_id)
+        return error_response(NO_RESULT, headers)
     error = failure(result)
     if error is not None:
-        return error_response(error, admitted.turn.session_id)
+        return error_response(error, headers)
     run_id = admitted.turn.run_id
     body = {
         "id": f"chatcmpl-{run_id}",

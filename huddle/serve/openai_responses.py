@@ -124,13 +124,13 @@ def create(hub: Hub) -> Any:
         try:
             events = [event async for event in admitted.events()]
         except Exception as exc:  # a bug or a failing part: an OpenAI error, never a traceback in the response
-            return error_response(exc, admitted.turn.session_id)
+            return error_response(exc, headers)
         result = events[-1] if events and events[-1].kind == "result" else None
         if result is None:
-            return error_response(NO_RESULT, admitted.turn.session_id)
+            return error_response(NO_RESULT, headers)
         error = failure(result)
         if error is not None:
-            return error_response(error, admitted.turn.session_id)
+            return error_response(error, headers)
         completed = shape.response("completed", result.text, usage=True)
         completed["huddle"]["events"] = huddle_events(events)
         return JSONResponse(completed, headers=headers)

@@ -81,9 +81,10 @@ def _error(message: str, kind: str, param: object, code: object) -> dict[str, An
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_response(exc: Exception, session_id: str | None = None) -> JSONResponse:
+def error_response(exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
+    """`exc` as an OpenAI error; `headers` name the session and run when a turn had started."""
     status, body = error_json(exc)
-    return JSONResponse(body, status_code=status, headers={SESSION_HEADER: session_id} if session_id else None)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def parse(request: Request, model: type[Body]) -> Body:
