@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from starlette.applications import Starlette
 
 from huddle.serve import app
@@ -261,7 +262,7 @@ def test_a_failed_run_is_an_openai_error_plain_and_streamed(client: openai.OpenA
 def test_instructions_go_before_the_task_and_a_resent_history_with_them_still_finds_its_session(
     client: openai.OpenAI, server: ScriptedServer
 ) -> None:
-    system = {"role": "system", "content": "Reply in French."}
+    system: ChatCompletionMessageParam = {"role": "system", "content": "Reply in French."}
     first = client.chat.completions.with_raw_response.create(
         model="assistant", messages=[system, {"role": "user", "content": "hello there"}]
     )
