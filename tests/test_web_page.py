@@ -2,20 +2,24 @@
 team whose planner plans a calculator call: what a person sees is asserted as visible text, so a broken page fails.
 
 The browser may reach nothing but the server under test: any other request fails the test (the page ships its
-assets; no CDN, no network).
+assets; no CDN, no network). With ``HUDDLE_SCREENSHOTS=1`` the screenshots are written to docs/img (the ones the docs
+show); otherwise to the test's own folder, so a test run leaves the repository as it was.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
-from huddle.config.settings import load_settings
+from huddle.config.settings import Settings, load_settings
 from huddle.serve import app
+from huddle.serve.keys import KeyAccess, KeyStore
 from huddle.testing import Reply, Rule, ScriptedServer
 from tests.plans import calculator_plan
 from tests.serving import serving
@@ -23,7 +27,7 @@ from tests.serving import serving
 CHROMIUM = "/usr/bin/chromium"
 # A turn of the scripted team takes a few seconds on a busy CI machine; a broken page still fails, just later.
 expect.set_options(timeout=30_000)
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 TEAM = """
 team: {name: calc, max_turns: 12, plan: always}
 agents:
@@ -47,16 +51,26 @@ def model() -> Iterator[ScriptedServer]:
 
 
 @pytest.fixture
-def base_url(model: ScriptedServer, tmp_path: Path) -> Iterator[str]:
-    """A served calc team, priced (so the meter's dollars move) and under a run budget (so the bar shows)."""
+def settings(model: ScriptedServer, tmp_path: Path) -> Settings:
+    """Priced (so the meter's dollars move) and under a run budget (so the bar shows); the calc team beside it."""
     (tmp_path / "huddle.yaml").write_text(
         f"models:\n  default: {{model: scripted, base_url: '{model.base_url}', max_retries: 0,"
         " price: {input_per_mtok: 100.0, output_per_mtok: 200.0}}\n"
         f"data_dir: {tmp_path / 'data'}\nbudget: {{run: {{max_usd: 1.0}}}}\n"
     )
     (tmp_path / "calc.yaml").write_text(TEAM)
-    with serving(app(load_settings(tmp_path / "huddle.yaml"), teams=[tmp_path / "calc.yaml"])) as url:
+    return load_settings(tmp_path / "huddle.yaml")
+
+
+@pytest.fixture
+def base_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    with serving(app(settings, teams=[tmp_path / "calc.yaml"])) as url:
         yield url
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    return DOCS_IMG if os.environ.get("HUDDLE_SCREENSHOTS") == "1" else tmp_path
 
 
 @pytest.fixture
@@ -69,6 +83,13 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, base_url: str) -> Iterator[Page]:
+    with open_page(browser, base_url) as page:
+        yield page
+
+
+@contextmanager
+def open_page(browser: Browser, base_url: str) -> Iterator[Page]:
+    """A tab that may reach only `base_url`, failing the test on a request elsewhere or a script error."""
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     elsewhere: list[str] = []
 
@@ -92,7 +113,7 @@ def ask(page: Page, question: str) -> None:
     page.get_by_label("Message").press("Enter")
 
 
-def test_a_question_shows_speakers_plan_tool_call_meter_and_trace(page: Page, base_url: str) -> None:
+def test_a_question_shows_speakers_plan_tool_call_meter_and_trace(page: Page, base_url: str, shots: Path) -> None:
     page.goto(base_url)
     expect(page.get_by_label("Team")).to_have_value("calc")
     expect(page.locator("#meter-tokens")).to_have_text("0 tokens")
@@ -122,7 +143,7 @@ def test_a_question_shows_speakers_plan_tool_call_meter_and_trace(page: Page, ba
     expect(page.locator("#meter-cost")).not_to_have_text("$0.0000")
     expect(page.locator("#budget-label")).to_contain_text("of $1.0000")
     expect(page.locator("#status")).to_have_text("")
-    page.screenshot(path=str(SHOTS / "serve-chat.png"))
+    page.screenshot(path=str(shots / "serve-chat.png"))
 
     page.locator(".trace-button").click()
     tree = page.locator("#trace")
@@ -132,10 +153,10 @@ def test_a_question_shows_speakers_plan_tool_call_meter_and_trace(page: Page, ba
     expect(model_call.locator(".trace-tokens").first).not_to_have_text("0 tok")
     expect(model_call.locator(".trace-cost").first).not_to_have_text("$0.0000")
     expect(tree.locator(".trace-name", has_text="execute_tool calculator")).to_be_visible()
-    page.screenshot(path=str(SHOTS / "serve-trace.png"))
+    page.screenshot(path=str(shots / "serve-trace.png"))
 
 
-def test_a_reloaded_page_reopens_the_session_and_continues_it(page: Page, base_url: str) -> None:
+def test_a_reloaded_page_reopens_the_session_and_continues_it(page: Page, base_url: str, shots: Path) -> None:
     page.goto(base_url)
     ask(page, "What is 17*23?")
     expect(page.locator("#transcript .run-footer")).to_have_count(1)
@@ -154,7 +175,7 @@ def test_a_reloaded_page_reopens_the_session_and_continues_it(page: Page, base_u
     expect(transcript.get_by_text(MARKUP_ANSWER)).to_be_visible()
     expect(page.locator("#sessions .session")).to_have_count(1)
     expect(page.locator("#sessions .session-meta")).to_contain_text("2 turns")
-    page.screenshot(path=str(SHOTS / "serve-session.png"))
+    page.screenshot(path=str(shots / "serve-session.png"))
 
     page.reload()  # the saved turns are drawn from the session store's copy: still text, not markup
     page.locator("#sessions .session-open").click()
@@ -171,7 +192,41 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy(base_url: str) 
     page = httpx.get(base_url)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for asset, kind in (("app.js", "javascript"), ("app.css", "text/css")):
+    assets = [(name, "javascript") for name in ("app.js", "agui.js", "dom.js", "trace.js")] + [("app.css", "text/css")]
+    for asset, kind in assets:
         response = httpx.get(f"{base_url}/static/{asset}")
         assert response.status_code == 200 and kind in response.headers["content-type"]
     assert httpx.get(f"{base_url}/static/missing.js").status_code == 404
+
+
+def test_a_server_with_keys_asks_for_one_and_keeps_it_in_the_tab(
+    browser: Browser, settings: Settings, tmp_path: Path
+) -> None:
+    with KeyStore.of(settings) as store:
+        key = store.add("web page")
+    with (
+        closing(KeyAccess.of(settings)) as access,
+        serving(app(settings, teams=[tmp_path / "calc.yaml"], access=access)) as url,
+        open_page(browser, url) as page,
+    ):
+        page.goto(url)
+        expect(page.locator("#status")).to_contain_text("needs an API key")
+        page.get_by_label("API key").fill("hud_000000000000_wrong")
+        page.get_by_role("button", name="Use key").click()
+        expect(page.locator("#status")).to_contain_text("is not valid")
+        expect(page.get_by_label("API key")).to_be_visible()
+
+        page.get_by_label("API key").fill(key)
+        page.get_by_role("button", name="Use key").click()
+        expect(page.get_by_label("API key")).to_be_hidden()
+        expect(page.get_by_label("Team")).to_have_value("calc")
+        ask(page, "What is 17*23?")
+        expect(page.locator("#transcript .message", has_text="17*23 is 391.")).to_be_visible()
+        expect(page.locator("#sessions .session")).to_have_count(1)
+        assert page.evaluate("sessionStorage.getItem('huddle.apiKey')") == key
+        assert page.evaluate("localStorage.length") == 0
+        assert key not in page.content()
+
+        page.reload()  # the tab keeps the key: no prompt, the session is listed
+        expect(page.locator("#sessions .session")).to_have_count(1)
+        expect(page.get_by_label("API key")).to_be_hidden()

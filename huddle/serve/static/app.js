@@ -1,7 +1,10 @@
 // The huddle chat page: a team's AG-UI stream (POST /agui/{team}) shown as a conversation, with the plan, the
 // manager's decisions, tool calls, a live meter and each run's trace (GET /api/...).
 // Everything a model, tool or memory wrote is data: it is put on the page with textContent, never as markup.
-"use strict";
+
+import { applyPatch, readEvents } from "./agui.js";
+import { element, money } from "./dom.js";
+import { traceTree } from "./trace.js";
 
 const KEY_STORAGE = "huddle.apiKey";
 
@@ -25,13 +28,6 @@ class ApiError extends Error {}
 
 // --- small helpers -------------------------------------------------------------------------------------------
 
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
-
 function randomId() {
   const bytes = new Uint8Array(16);
   crypto.getRandomValues(bytes);
@@ -50,10 +46,6 @@ function prettyArgs(text) {
   } catch {
     return text;
   }
-}
-
-function money(usd) {
-  return "$" + Number(usd || 0).toFixed(4);
 }
 
 function setStatus(text, isError) {
@@ -99,11 +91,6 @@ async function request(path, options) {
 
 async function getJson(path) {
   return (await request(path)).json();
-}
-
-function listOf(body) {
-  if (Array.isArray(body)) return body;
-  return body ? [body] : [];
 }
 
 // --- the meter and the budget bar ---------------------------------------------------------------------------
@@ -161,43 +148,6 @@ function renderState() {
   renderPlan(state.plan);
   renderDecisions(state.decisions);
   renderMeter(state.meter);
-}
-
-// RFC 6902, the operations AG-UI's STATE_DELTA sends.
-function applyPatch(document_, operations) {
-  let root = document_;
-  const split = (path) => path.split("/").slice(1).map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
-  const get = (path) => split(path).reduce((node, key) => (node == null ? undefined : node[key]), root);
-  const put = (path, value, insert) => {
-    const keys = split(path);
-    if (!keys.length) return (root = value);
-    const last = keys.pop();
-    const parent = keys.reduce((node, key) => node[key], root);
-    if (Array.isArray(parent)) {
-      const index = last === "-" ? parent.length : Number(last);
-      parent.splice(index, insert ? 0 : 1, value);
-    } else parent[last] = value;
-  };
-  const remove = (path) => {
-    const keys = split(path);
-    const last = keys.pop();
-    const parent = keys.reduce((node, key) => node[key], root);
-    if (Array.isArray(parent)) parent.splice(Number(last), 1);
-    else delete parent[last];
-  };
-  const copy = (value) => (value === undefined ? value : JSON.parse(JSON.stringify(value)));
-  for (const op of operations || []) {
-    if (op.op === "add") put(op.path, op.value, true);
-    else if (op.op === "replace") put(op.path, op.value, false);
-    else if (op.op === "remove") remove(op.path);
-    else if (op.op === "copy") put(op.path, copy(get(op.from)), true);
-    else if (op.op === "move") {
-      const value = get(op.from);
-      remove(op.from);
-      put(op.path, value, true);
-    }
-  }
-  return root;
 }
 
 // --- the transcript --------------------------------------------------------------------------------------------
@@ -322,30 +272,6 @@ function handle(event) {
   if (handler) handler(event);
 }
 
-// Server-sent events from a POST: fetch's body read chunk by chunk, split into events at blank lines.
-async function readEvents(response, onEvent) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  const flush = (block) => {
-    const data = block
-      .split(/\r?\n/)
-      .filter((line) => line.startsWith("data:"))
-      .map((line) => line.slice(5).replace(/^ /, ""))
-      .join("\n");
-    if (data) onEvent(JSON.parse(data));
-  };
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    const blocks = buffer.split(/\r?\n\r?\n/);
-    buffer = blocks.pop();
-    blocks.forEach(flush);
-  }
-  if (buffer.trim()) flush(buffer);
-}
-
 // --- sending a message ---------------------------------------------------------------------------------------
 
 async function send(text) {
@@ -401,7 +327,7 @@ function showSessionLabel() {
 
 async function loadSessions() {
   try {
-    const sessions = listOf(await getJson("/api/sessions"));
+    const sessions = await getJson("/api/sessions");
     const list = document.getElementById("sessions");
     list.replaceChildren();
     for (const session of sessions) {
@@ -436,7 +362,7 @@ function turnMessages(turn) {
 async function openSession(session) {
   if (current.running) return;
   try {
-    const turns = listOf(await getJson("/api/sessions/" + encodeURIComponent(session.id)));
+    const turns = await getJson("/api/sessions/" + encodeURIComponent(session.id));
     page.transcript().replaceChildren();
     current.sessionId = session.id;
     page.team().value = session.team;
@@ -462,47 +388,12 @@ function newSession() {
 
 // --- the trace tree ----------------------------------------------------------------------------------------------
 
-// A node's tokens and dollars (the server's short names): its own when it records them (a model call; a run
-// records its total), else its children's summed (an agent turn), so no call is counted twice.
-function totals(node) {
-  const attributes = node.attributes || {};
-  const children = (node.children || []).map(totals);
-  const sum = (key) => children.reduce((total, child) => total + child[key], 0);
-  return {
-    tokens: attributes.tokens !== undefined ? Number(attributes.tokens) : sum("tokens"),
-    cost: attributes.cost_usd !== undefined ? Number(attributes.cost_usd) : sum("cost"),
-  };
-}
-
-function traceNode(node) {
-  const item = element("li", "trace-node " + (node.kind || ""));
-  const sum = totals(node);
-  const line = element("div", "trace-line");
-  line.append(element("span", "trace-name", node.name));
-  line.append(element("span", "trace-latency", Math.round(Number(node.duration_s || 0) * 1000) + " ms"));
-  line.append(element("span", "trace-tokens", sum.tokens + " tok"));
-  line.append(element("span", "trace-cost", money(sum.cost)));
-  if (node.error || node.status === "error") line.append(element("span", "trace-error", node.error || "error"));
-  item.append(line);
-  if ((node.children || []).length) {
-    const children = element("ul", "trace-children");
-    node.children.forEach((child) => children.append(traceNode(child)));
-    item.append(children);
-  }
-  return item;
-}
-
 async function showTrace(runId) {
   const tree = document.getElementById("trace");
   document.getElementById("trace-label").textContent = "Run " + runId;
   tree.replaceChildren();
   try {
-    const body = await getJson("/api/runs/" + encodeURIComponent(runId) + "/trace");
-    const roots = listOf(body);
-    if (!roots.length) tree.append(element("p", "trace-empty", "No trace was recorded for this run."));
-    const list = element("ul", "trace-tree");
-    roots.forEach((root) => list.append(traceNode(root)));
-    tree.append(list);
+    tree.append(traceTree(await getJson("/api/runs/" + encodeURIComponent(runId) + "/trace")));
   } catch (error) {
     tree.append(element("p", "error", error.message));
   }
@@ -513,7 +404,7 @@ async function showTrace(runId) {
 async function loadTeams() {
   const select = page.team();
   try {
-    const teams = listOf(await getJson("/api/teams"));
+    const teams = await getJson("/api/teams");
     select.replaceChildren();
     for (const team of teams) {
       const option = element("option", "", team.name);
