@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, Request, Route, expect, sync_play
 from huddle.config.settings import Settings, load_settings
 from huddle.serve import app
 from huddle.serve.keys import KeyAccess, KeyStore
-from huddle.testing import Reply, Rule, ScriptedServer
+from huddle.testing import Fault, Reply, Rule, ScriptedServer
 from tests.plans import calculator_plan
 from tests.serving import serving
 
@@ -52,14 +52,18 @@ def model() -> Iterator[ScriptedServer]:
 
 @pytest.fixture
 def settings(model: ScriptedServer, tmp_path: Path) -> Settings:
+    return calc_settings(tmp_path, model)
+
+
+def calc_settings(folder: Path, model: ScriptedServer, max_retries: int = 0) -> Settings:
     """Priced (so the meter's dollars move) and under a run budget (so the bar shows); the calc team beside it."""
-    (tmp_path / "huddle.yaml").write_text(
-        f"models:\n  default: {{model: scripted, base_url: '{model.base_url}', max_retries: 0,"
+    (folder / "huddle.yaml").write_text(
+        f"models:\n  default: {{model: scripted, base_url: '{model.base_url}', max_retries: {max_retries},"
         " price: {input_per_mtok: 100.0, output_per_mtok: 200.0}}\n"
-        f"data_dir: {tmp_path / 'data'}\nbudget: {{run: {{max_usd: 1.0}}}}\n"
+        f"data_dir: {folder / 'data'}\nbudget: {{run: {{max_usd: 1.0}}}}\n"
     )
-    (tmp_path / "calc.yaml").write_text(TEAM)
-    return load_settings(tmp_path / "huddle.yaml")
+    (folder / "calc.yaml").write_text(TEAM)
+    return load_settings(folder / "huddle.yaml")
 
 
 @pytest.fixture
@@ -186,6 +190,40 @@ def test_a_reloaded_page_reopens_the_session_and_continues_it(page: Page, base_u
 
     sessions = httpx.get(f"{base_url}/api/sessions").json()
     assert [s["turns"] for s in (sessions if isinstance(sessions, list) else sessions["sessions"])] == [2]
+
+
+def test_a_retried_answer_shows_only_its_last_try(browser: Browser, tmp_path: Path) -> None:
+    rules = [
+        Rule(agent="planner", reply=Reply(content=calculator_plan())),
+        Rule(
+            agent="responder", times=1, reply=Reply(content="The first try says this"), fault=Fault(kind="cut_stream")
+        ),
+        Rule(agent="responder", reply=Reply(content="17*23 is 391.")),
+    ]
+    with ScriptedServer(rules=rules) as model:
+        settings = calc_settings(tmp_path, model, max_retries=2)
+        with serving(app(settings, teams=[tmp_path / "calc.yaml"])) as url, open_page(browser, url) as page:
+            page.goto(url)
+            ask(page, "What is 17*23?")
+            expect(page.locator("#transcript .run-footer")).to_have_count(1)
+            answer = page.locator("#transcript .message", has_text="391").locator(".text")
+            expect(answer).to_have_text("17*23 is 391.")
+            expect(page.locator("#transcript")).not_to_contain_text("first try")
+
+
+def test_a_run_that_fails_says_why_and_keeps_its_trace(browser: Browser, tmp_path: Path) -> None:
+    with ScriptedServer(rules=[Rule(fault=Fault(kind="server_error"))]) as model:
+        settings = calc_settings(tmp_path, model)
+        with serving(app(settings, teams=[tmp_path / "calc.yaml"])) as url, open_page(browser, url) as page:
+            page.goto(url)
+            ask(page, "What is 17*23?")
+            expect(page.locator("#status")).to_contain_text("run_failed: error")
+            expect(page.locator("#status")).not_to_contain_text("Traceback")
+            footer = page.locator("#transcript .run-footer")
+            expect(footer).to_contain_text("no answer")
+            footer.locator(".trace-button").click()
+            expect(page.locator("#trace .trace-name").first).to_contain_text("run")
+            expect(page.get_by_role("button", name="Send")).to_be_enabled()
 
 
 def test_the_page_and_its_assets_are_served_with_a_strict_policy(base_url: str) -> None:
