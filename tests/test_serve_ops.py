@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -278,3 +279,16 @@ def test_two_workers_never_run_one_session_twice_at_once(tmp_path: Path) -> None
             free = httpx.post(f"{url}{_CHAT}", json=_chat("hi"), headers={"X-Huddle-Session": "W2"}, timeout=60)
             assert free.status_code == 200, free.text
         assert [t.status for t in _turns(settings, "W1")] == ["done"]
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    with ScriptedServer() as model, socket.socket() as taken:
+        scripted_settings(tmp_path, model)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        command = [sys.executable, "-m", "huddle", "--config", str(tmp_path / "huddle.yaml"), "serve", "--port", port]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}; choose another --port" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -30,6 +30,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
 from huddle.config.settings import Settings
+from huddle.errors import UsageError
 from huddle.serve import keys, ops
 from huddle.serve.application import app
 from huddle.serve.hub import Hub
@@ -86,7 +87,10 @@ def serve(
         log_config=_log_config(),
         timeout_graceful_shutdown=None,  # the drain's own deadline ends the process; uvicorn would cancel turns
     )
-    sock = config.bind_socket()
+    try:
+        sock = config.bind_socket()
+    except SystemExit:  # uvicorn has logged why (the port is taken, the address is not this machine's)
+        raise UsageError(f"cannot listen on {host}:{port}; choose another --port or --host") from None
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"huddle serve: http://{shown}:{bound} ({', '.join(spec.teams)}; {workers} worker(s))", flush=True)
