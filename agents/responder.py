@@ -104,6 +104,8 @@ class ResponderAgent(BaseChatAgent):
             usage = result.usage
         self._history.append((asked, answer))
         self._findings.clear()
+        for step in self._state.ready_for(self.name):  # its plan step is done too: whoever shows the plan sees it
+            self._state.complete(step.id, answer)
         yield Response(chat_message=TextMessage(content=answer, source=self.name, models_usage=usage))
 
     def _request_text(self) -> str:

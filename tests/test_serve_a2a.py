@@ -233,7 +233,9 @@ async def test_with_api_keys_tasks_and_sessions_belong_to_the_key(scripted: Scri
     with KeyStore.of(settings) as store:
         alice, bob = store.add("alice"), store.add("bob")
     with serving(app(settings, ["assistant"], access=KeyAccess.of(settings))) as url:
-        assert httpx.get(f"{url}/a2a/assistant/.well-known/agent-card.json").status_code == 401
+        # The card is public (clients read it to learn which key to send); the agent behind it is not.
+        assert httpx.get(f"{url}/a2a/assistant/.well-known/agent-card.json").status_code == 200
+        assert httpx.post(f"{url}/a2a/assistant", json={"jsonrpc": "2.0", "id": 1}).status_code == 401
         async with (
             client_of(url, streaming=False, key=alice) as mine,
             client_of(url, streaming=False, key=bob) as theirs,
@@ -246,7 +248,7 @@ async def test_with_api_keys_tasks_and_sessions_belong_to_the_key(scripted: Scri
                 await final_task(theirs.send_message(message("What is the secret?", task.context_id)))
             assert refused.value.data == {"status": "404", "error": "SessionNotFound"}
             assert (await mine.get_task(GetTaskRequest(id=task.id))).status.state == TaskState.TASK_STATE_COMPLETED
-        card = httpx.get(f"{url}/.well-known/agent-card.json", headers={"X-API-Key": alice}).json()
+        card = httpx.get(f"{url}/.well-known/agent-card.json").json()
     assert card["securitySchemes"]["huddle_api_key"]["httpAuthSecurityScheme"]["scheme"] == "bearer"
 
 
@@ -282,18 +284,19 @@ class _Broke(KeyAccess):
         raise HuddleError("no budget left for this turn")
 
 
-async def test_a_turn_refused_its_budget_fails_and_leaves_the_session_usable(
+async def test_a_turn_refused_its_budget_is_an_error_and_leaves_the_session_usable(
     scripted: ScriptedServer, tmp_path: Path
 ) -> None:
-    """A turn refused as it begins ends its task failed with the reason, and frees the session: the next message is
+    """A turn refused as it begins is an A2A error with the reason, and frees the session: the next message on it is
     refused the same way, not told the session is still answering (it was, for good, before the hub freed it)."""
     settings = scripted_settings(tmp_path, scripted)
     with KeyStore.of(settings) as store:
         key = store.add("alice")
     with serving(app(settings, ["assistant"], access=_Broke.of(settings))) as url:
         async with client_of(url, streaming=False, key=key) as client:
-            first = await final_task(client.send_message(message("hello")))
-            second = await final_task(client.send_message(message("hello again", first.context_id)))
-    for task in (first, second):
-        assert task.status.state == TaskState.TASK_STATE_FAILED
-        assert get_message_text(task.status.message) == "no budget left for this turn"
+            refusals = []
+            for _ in range(2):
+                with pytest.raises(UnsupportedOperationError) as refused:
+                    await final_task(client.send_message(message("hello", "ctx-1")))
+                refusals.append(str(refused.value))
+    assert refusals == ["no budget left for this turn"] * 2

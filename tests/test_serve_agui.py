@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +39,10 @@ from pydantic import TypeAdapter
 from huddle.serve import app
 from huddle.serve.agui import AguiRun, json_patch
 from huddle.serve.events import TeamEvent
-from huddle.serve.hub import TurnStream
+from huddle.serve.hub import TurnEvents, TurnStream
 from huddle.serve.keys import KeyAccess, KeyStore
 from huddle.testing import Fault, Reply, Rule, ScriptedServer
+from huddle.usage.budget import Budget
 from tests.plans import calculator_plan
 from tests.serving import scripted_settings, serving
 
@@ -222,7 +223,7 @@ def test_the_state_carries_the_plan_the_meter_and_the_decisions(served: Served) 
     assert with_plan and with_plan[0].snapshot["plan"]["steps"][0]["tool"] == "calculator"
     assert any(isinstance(e, StateDeltaEvent) for e in served.events)
     state = final_state(served.events)
-    assert [(s["id"], s["status"]) for s in state["plan"]["steps"]] == [(1, "done"), (2, "pending")]
+    assert [(s["id"], s["status"]) for s in state["plan"]["steps"]] == [(1, "done"), (2, "done")]
     assert state["speaker"] == "responder"
     assert [d["policy"] for d in state["decisions"]] == ["rule", "plan", "plan"]
     assert state["decisions"][0] == {
@@ -417,13 +418,13 @@ def test_sessions_and_traces_are_their_keys_only(tmp_path: Path) -> None:
     assert taken.status_code == 404 and taken.json()["error"]["type"] == "not_found"
 
 
-async def no_events() -> AsyncIterator[TeamEvent]:
+async def no_events() -> AsyncGenerator[TeamEvent, None]:
     return
     yield
 
 
 def test_a_tool_report_without_calls_is_the_executors_message() -> None:
-    run = AguiRun(TurnStream("s", "r", "calc", no_events()), {}, client_run_id="c")
+    run = AguiRun(TurnStream("s", "r", "calc", TurnEvents(no_events(), lambda: None), Budget()), {}, client_run_id="c")
     events = run.translate(TeamEvent("tool_calls", "tool_executor", "Request: nothing to run", {"calls": []}))
     assert text_messages(events) == [("tool_executor", "Request: nothing to run")]
     assert not any(isinstance(e, ToolCallStartEvent) for e in events)

@@ -25,9 +25,9 @@ Cards are built per request, so the endpoint URL in them is the one the client r
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
 from a2a.extensions.common import HTTP_EXTENSION_HEADER, get_requested_extensions
 from a2a.helpers import new_data_part, new_task, new_text_part
@@ -171,7 +171,7 @@ class TeamExecutor(AgentExecutor):
         # between here and the first event waits (putting the task on the SDK's unbounded queue does not).
         # Closing the stream early (a cancel, a shutdown) saves the turn as cancelled.
         updater = TaskUpdater(event_queue, task_id, context_id)
-        async with aclosing(cast(AsyncGenerator[TeamEvent, None], turn.events)) as events:
+        async with aclosing(turn.events) as events:
             if context.current_task is None and context.message is not None:
                 await event_queue.enqueue_event(
                     new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=[context.message])

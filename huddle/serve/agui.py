@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
 from ag_ui.core import (
     BaseEvent,
@@ -112,7 +112,7 @@ async def _events(stream: TurnStream, run: AguiRun) -> AsyncGenerator[BaseEvent,
         yield event
     try:
         # The hub's events are its generator (typed as an iterator): closed here when the client goes away.
-        async with aclosing(cast(AsyncGenerator[TeamEvent, None], stream.events)) as team_events:
+        async with aclosing(stream.events) as team_events:
             async for team_event in team_events:
                 for event in run.translate(team_event):
                     yield event
@@ -174,9 +174,9 @@ class AguiRun:
         elif event.kind == "text_reset" and self._open is not None and self._open[0] == event.source:
             out.append(self._reset(self._open[1]))
         elif event.kind in ("message", "plan"):
-            if event.kind == "plan" and "steps" in event.data:
+            if "steps" in event.data:  # a new plan, or a message after which its steps moved on
                 self.state["plan"] = {"steps": event.data["steps"]}
-                out.append(self._snapshot())
+                out += [self._snapshot()] if event.kind == "plan" else self._delta()
             if not event.data.get("internal") and event.source != "user":
                 out += self._message(event.source, event.text)
         elif event.kind == "tool_calls":

@@ -1,8 +1,8 @@
 """The ASGI application: the hub, every protocol's routes and the middleware around them, in one Starlette app.
 
 Each protocol module contributes ``routes(hub)``; the order below is the order requests are matched. Middleware
-(outermost first): the access log and metrics (`ops`), then API keys and request limits (`keys`), then CORS when
-configured. The hub is opened in the app's lifespan and, on startup, redoes once any turn a crash left unfinished.
+(outermost first): the access log and metrics (`ops`), then CORS when configured, then API keys and request limits
+(`keys`). The hub is opened in the app's lifespan and, on startup, redoes once any turn a crash left unfinished.
 """
 
 from __future__ import annotations
@@ -44,9 +44,15 @@ def app(
             await ops.drain(hub, resuming)
             hub.close()
 
-    middleware = [*ops.middleware(hub), *keys.middleware(access)]
-    if cors_origins:
-        middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"]))
+    # CORS outside the key check, so a browser on an allowed origin can read a refusal (401, 413) too.
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=list(cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["authorization", "x-api-key", "content-type", "x-huddle-session"],
+        expose_headers=["x-huddle-session", "x-huddle-run"],
+    )
+    middleware = [*ops.middleware(hub), *([cors] if cors_origins else []), *keys.middleware(access)]
     routes = [
         *ops.routes(hub),
         *openai_api.routes(hub),

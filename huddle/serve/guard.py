@@ -6,9 +6,10 @@ the client's disconnect straight to the endpoint. Only the request *body* is rea
 `Limits.max_body_bytes`, and the message count needs it whole); the response passes through untouched.
 
 With keys on, every request needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, except the health checks
-and the web page's own files (`OPEN_PATHS`, `OPEN_PREFIXES`), which hold nothing of anyone's, and CORS preflights,
-which browsers send without credentials. The key's id becomes ``request.state.owner`` (None with keys off); the
-key itself is taken out of the headers the endpoints see, so nothing past this point can log or echo it.
+the web page's own files and the A2A agent cards (`OPEN_PATHS`, `OPEN_PREFIXES`, `OPEN_SUFFIX`), which hold nothing
+of anyone's (a card says which key scheme the agent needs: A2A clients read it before they have a key), and CORS
+preflights, which browsers send without credentials. The key's id becomes ``request.state.owner`` (None with keys
+off); the key itself is taken out of the headers the endpoints see, so nothing past this point can log or echo it.
 
 Every refusal is JSON in OpenAI's error shape (``{"error": {"message", "type", "param", "code"}}``), which OpenAI
 clients turn into their usual exceptions and other clients can read as well.
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz"})
 OPEN_PREFIXES = ("/static/",)
+OPEN_SUFFIX = "/.well-known/agent-card.json"
 KEY_HEADERS = (b"authorization", b"x-api-key")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # The request fields that carry a conversation: Chat Completions' and AG-UI's ``messages``, the Responses API's
@@ -160,9 +162,13 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def _open(scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether a request needs no key: the health checks, the page and its files, and CORS preflights."""
+    """Whether a request needs no key: the health checks, the page and its files, agent cards, CORS preflights."""
     path: str = scope["path"]
-    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+    if (
+        path in OPEN_PATHS
+        or path.startswith(OPEN_PREFIXES)
+        or (scope["method"] == "GET" and path.endswith(OPEN_SUFFIX))
+    ):
         return True
     return scope["method"] == "OPTIONS" and _header(headers, b"access-control-request-method") is not None
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -107,15 +108,42 @@ class TurnEnd:
     seconds: float
 
 
+class TurnEvents:
+    """A turn's events (an async iterator the caller closes with ``aclose``, or ``contextlib.aclosing``).
+
+    A generator's ``finally`` runs only once it has started, so a turn whose client went away before its first event
+    (a stream response never iterated) kept its session busy and its lease held for good. This frees them however
+    the turn ends: run to its end, closed, or dropped without either.
+    """
+
+    def __init__(self, events: AsyncGenerator[TeamEvent, None], release: Callable[[], None]) -> None:
+        self._events = events
+        self._release = release
+        self._finalizer = weakref.finalize(self, release)
+
+    def __aiter__(self) -> TurnEvents:
+        return self
+
+    async def __anext__(self) -> TeamEvent:
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            self._finalizer()
+
+
 @dataclass(frozen=True)
 class TurnStream:
     """A turn that has been admitted: its session and run ids (known before the first event), then its events, the
-    last of which is the ``result``."""
+    last of which is the ``result``. Iterate `events` to the end or close it: the turn runs as it is iterated."""
 
     session_id: str
     run_id: str
     team: str
-    events: AsyncIterator[TeamEvent]
+    events: TurnEvents
+    budget: Budget
 
 
 class Hub:
@@ -166,25 +194,35 @@ class Hub:
             store.close()
             raise SessionBusy(str(exc)) from None
         self._running.add(session_id)
-        run_id = uuid.uuid4().hex[:12]
-        events = self._run(session_id, run_id, served, task, store, owner)
-        return TurnStream(session_id, run_id, served.name, events)
 
-    async def _run(
-        self, session_id: str, run_id: str, served: ServedTeam, task: str | None, store: SessionStore, owner: str | None
-    ) -> AsyncIterator[TeamEvent]:
-        try:
-            settings = self.settings.model_copy(
-                update={"budget": self.access.budget(owner, session_id, self.settings.budget)}
-            )
-            team = build_team(served.spec, settings, ledger=self.ledger, session_id=session_id)
-        except BaseException:
-            # Refused (the key has no budget left) or not built: the turn never began, and its session is free.
+        def release() -> None:  # idempotent: the session is free again, and its lease with the store
             self._running.discard(session_id)
             store.close()
-            raise
-        started, outcome = time.monotonic(), "cancelled"
+
         try:
+            budget = self.access.budget(owner, session_id, self.settings.budget)
+        except BaseException:
+            release()  # refused (the key has no budget left): the turn never began
+            raise
+        run_id = uuid.uuid4().hex[:12]
+        events = self._run(session_id, run_id, served, task, store, budget, release)
+        return TurnStream(session_id, run_id, served.name, TurnEvents(events, release), budget)
+
+    async def _run(
+        self,
+        session_id: str,
+        run_id: str,
+        served: ServedTeam,
+        task: str | None,
+        store: SessionStore,
+        budget: Budget,
+        release: Callable[[], None],
+    ) -> AsyncGenerator[TeamEvent, None]:
+        started, outcome = time.monotonic(), "cancelled"
+        settings = self.settings.model_copy(update={"budget": budget})
+        team: Team | None = None
+        try:
+            team = build_team(served.spec, settings, ledger=self.ledger, session_id=session_id)
             durable = DurableTeam(team, store, session_id)
             unfinished = await durable.open()
             if unfinished is not None:
@@ -197,7 +235,7 @@ class Hub:
                         if event is not None:
                             yield event
             if task is not None:
-                async for event in self._events(durable.run_stream(task, run_id=run_id), team, run_id):
+                async for event in self._events(durable.run_stream(task, run_id=run_id), team, run_id, budget):
                     if event.kind == "result":
                         outcome = "done" if event.text else "failed"
                     yield event
@@ -205,34 +243,35 @@ class Hub:
             outcome = "failed"
             raise
         finally:
-            self._running.discard(session_id)
-            await team.close()
-            store.close()
+            if team is not None:
+                await team.close()
+            release()
             if task is not None:
                 ended = TurnEnd(served.name, session_id, run_id, outcome, time.monotonic() - started)
                 for observe in self.observers:
                     observe(ended)
 
     async def _events(
-        self, items: AsyncIterator[Event | RunResult], team: Team, run_id: str
+        self, items: AsyncIterator[Event | RunResult], team: Team, run_id: str, budget: Budget
     ) -> AsyncIterator[TeamEvent]:
-        """The run's `TeamEvent` s, with the plan's steps (and how far each has got) attached, and the meter after
-        every message."""
+        """The run's `TeamEvent` s, with the plan's steps and how far each has got (on the plan, and on any later
+        event after which they changed), and the meter after every message."""
+        shown: list[dict[str, object]] | None = None
         async for item in items:
             event = describe(item)
             if event is None:
                 continue
-            plan = team.state.plan
-            if event.kind in ("plan", "tool_calls") and plan is not None:
-                status = team.state.status
-                steps = [{**step.model_dump(), "status": status.get(step.id, "pending")} for step in plan.steps]
+            steps = _steps(team)
+            if steps is not None and event.kind in ("plan", "tool_calls", "message") and steps != shown:
                 event = TeamEvent(event.kind, event.source, event.text, {**event.data, "steps": steps})
+                shown = steps
             yield event
             if event.kind in ("message", "plan", "tool_calls", "speaker"):
-                yield self.meter(run_id)
+                yield self.meter(run_id, budget)
 
-    def meter(self, run_id: str) -> TeamEvent:
-        """The run's calls, tokens and dollars so far, and the budget they count against."""
+    def meter(self, run_id: str, budget: Budget | None = None) -> TeamEvent:
+        """The run's calls, tokens and dollars so far, and the limits of `budget` (a key's own folded in; the
+        settings' when None) they count against."""
         totals = self.ledger.totals(run_id=run_id)
         data: dict[str, object] = {
             "run_id": run_id,
@@ -241,7 +280,7 @@ class Hub:
             "completion_tokens": totals.completion_tokens,
             "cost_usd": totals.cost_usd,
         }
-        limit = self.settings.budget.run
+        limit = (budget or self.settings.budget).run
         if limit.max_usd:
             data["max_usd"] = limit.max_usd
         if limit.max_tokens:
@@ -287,6 +326,14 @@ class Hub:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def _steps(team: Team) -> list[dict[str, object]] | None:
+    """The plan's steps with their status, None before there is a plan."""
+    plan, status = team.state.plan, team.state.status
+    if plan is None:
+        return None
+    return [{**step.model_dump(), "status": status.get(step.id, "pending")} for step in plan.steps]
 
 
 def _served(spec: TeamSpec | PatternSpec) -> ServedTeam:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
@@ -177,7 +177,7 @@ class Admitted:
     async def events(self) -> AsyncIterator[TeamEvent]:
         """Every event of the turn; the turn is closed (saved as cancelled) if the caller stops early."""
         # The hub's events are an async generator (typed as an iterator): closing it ends the turn.
-        async with aclosing(cast(AsyncGenerator[TeamEvent, None], self.turn.events)) as events:
+        async with aclosing(self.turn.events) as events:
             if self.first is not None:
                 yield self.first
             async for event in events:
