@@ -48,11 +48,12 @@ def test_documented_cli_commands_exist(doc: Path, help_text: str) -> None:
 
 
 def cli_commands() -> Iterator[tuple[str, set[str]]]:
-    """Every runnable command of the CLI ("run", "memory add", ...) with its long option names."""
+    """Every runnable command of the CLI ("run", "memory add", ...) with its long option names; a group that runs
+    on its own too (``huddle serve`` beside ``huddle serve keys add``) is one."""
 
     def walk(command: Any, path: list[str]) -> Iterator[tuple[str, set[str]]]:
         subcommands: dict[str, Any] = getattr(command, "commands", {})
-        if not subcommands:
+        if path and (not subcommands or getattr(command, "invoke_without_command", False)):
             yield " ".join(path), long_options(command)
         for name, sub in subcommands.items():
             yield from walk(sub, [*path, name])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from huddle.errors import ConfigError
 from huddle.serve.events import TeamEvent
 from huddle.serve.hub import Hub, SessionBusy
 from huddle.testing import Reply, Rule, ScriptedServer
@@ -70,3 +71,10 @@ async def test_the_plan_reported_last_has_every_step_done_and_the_meter_its_budg
     calls = [meter["calls"] for meter in meters]
     assert calls == sorted(calls) and calls[-1] == 2  # the planner's call, then the responder's
     assert {meter["max_usd"] for meter in meters} == {0.5}
+
+
+def test_two_served_teams_with_one_name_are_refused(tmp_path: Path, server: ScriptedServer) -> None:
+    (tmp_path / "calc.yaml").write_text(TEAM)
+    (tmp_path / "other.yaml").write_text(TEAM)
+    with pytest.raises(ConfigError, match="another served team is already named 'calc'"):
+        Hub(scripted_settings(tmp_path, server), [tmp_path / "calc.yaml", tmp_path / "other.yaml"])

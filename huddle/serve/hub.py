@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from huddle.config.settings import Settings
-from huddle.errors import HuddleError
+from huddle.errors import ConfigError, HuddleError
 from huddle.serve.events import TeamEvent, describe
 from huddle.storage.lease import SessionBusyError
 from huddle.storage.sessions import SessionStore, SessionSummary, Turn
@@ -152,10 +152,7 @@ class Hub:
     def __init__(self, settings: Settings, teams: Sequence[str | Path] = ("assistant",), access: Access | None = None):
         self.settings = settings
         self.access: Access = access or OpenAccess()
-        self.teams: dict[str, ServedTeam] = {}
-        for reference in teams:
-            spec = load_any_team(reference)
-            self.teams[spec.team.name] = _served(spec)
+        self.teams = served_teams(teams)
         self.ledger = UsageLedger(settings.ledger_path)
         self._running: set[str] = set()
         self.observers: list[Callable[[TurnEnd], None]] = []
@@ -326,6 +323,20 @@ class Hub:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def served_teams(teams: Sequence[str | Path]) -> dict[str, ServedTeam]:
+    """The teams to serve, by name, loaded from preset names or YAML paths; a mistake is a `ConfigError` naming it."""
+    served: dict[str, ServedTeam] = {}
+    for reference in teams:
+        spec = load_any_team(reference)
+        if spec.team.name in served:  # clients pick a team by name: a second one would silently replace the first
+            raise ConfigError(
+                f"{str(reference)!r}: another served team is already named {spec.team.name!r}; give each served team "
+                "its own `team.name`"
+            )
+        served[spec.team.name] = _served(spec)
+    return served
 
 
 def _steps(team: Team) -> list[dict[str, object]] | None:

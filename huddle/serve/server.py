@@ -33,8 +33,7 @@ from huddle.config.settings import Settings
 from huddle.errors import UsageError
 from huddle.serve import keys, ops
 from huddle.serve.application import app
-from huddle.serve.hub import Hub
-from huddle.teams.kinds import load_any_team
+from huddle.serve.hub import Hub, served_teams
 
 WORKER_ENV = "HUDDLE_SERVE_WORKER"
 """The environment variable a worker reads what to serve from (JSON of `WorkerSpec`)."""
@@ -65,8 +64,7 @@ def serve(
     """Serve `teams` at http://HOST:PORT until SIGTERM or Ctrl-C; prints the URL once the port is bound.
 
     Team files are read here first, so a mistake in one is reported before any worker starts."""
-    for team in teams:
-        load_any_team(team)
+    served_teams(teams)
     spec = WorkerSpec(
         settings=settings.model_dump(mode="json"),
         config_file=settings.config_file,
