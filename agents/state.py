@@ -7,7 +7,9 @@ pick the next speaker without a model call. One `RunState` per run; nothing here
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from huddle.agents.approval import ApprovalRecord, PendingCall
 from huddle.agents.plan import Plan, PlanStep, StepStatus
 
 
@@ -24,6 +26,8 @@ class RunState:
     session_scope: str | None = None  # memory scope of the chat session (its episodic answers), if any
     failures: dict[str, str] = field(default_factory=dict)  # member -> why it failed, in this task
     stream_answer: bool = True  # whether anyone reads the answer as it is written (else one plain call is cheaper)
+    pending: list[PendingCall] = field(default_factory=list)  # calls waiting for a person's approval
+    approvals: list[ApprovalRecord] = field(default_factory=list)  # this task's requests and their decisions
 
     def start(self, task: str, run_id: str | None, *, stream_answer: bool = True) -> None:
         """Begin a new task (a chat keeps its team and history across tasks, but not the plan)."""
@@ -32,6 +36,32 @@ class RunState:
         self.status.clear()
         self.results.clear()
         self.failures.clear()
+        self.pending.clear()
+        self.approvals.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The run as JSON-able data, for a session to keep while the run waits for approvals."""
+        return {
+            "task": self.task,
+            "run_id": self.run_id,
+            "plan": self.plan.model_dump() if self.plan else None,
+            "status": {str(k): v for k, v in self.status.items()},
+            "results": {str(k): v for k, v in self.results.items()},
+            "stop_note": self.stop_note,
+            "failures": dict(self.failures),
+            "pending": [p.model_dump() for p in self.pending],
+            "approvals": [a.model_dump() for a in self.approvals],
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take up a run `snapshot` saved (in this process or another)."""
+        self.task, self.run_id, self.stop_note = saved["task"], saved["run_id"], saved.get("stop_note")
+        self.plan = Plan.model_validate(saved["plan"]) if saved.get("plan") else None
+        self.status = {int(k): v for k, v in saved.get("status", {}).items()}
+        self.results = {int(k): v for k, v in saved.get("results", {}).items()}
+        self.failures = dict(saved.get("failures", {}))
+        self.pending = [PendingCall.model_validate(p) for p in saved.get("pending", [])]
+        self.approvals = [ApprovalRecord.model_validate(a) for a in saved.get("approvals", [])]
 
     def set_plan(self, plan: Plan) -> None:
         self.plan = plan

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autogen_agentchat.agents import BaseChatAgent
@@ -24,11 +25,21 @@ from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, LLMMessage, RequestUsage, SystemMessage, UserMessage
 
-from huddle import prompts
+from huddle import prompts, tracing
+from huddle.agents.approval import (
+    ApprovalContext,
+    ApprovalDecision,
+    ApprovalPolicy,
+    ApprovalRecord,
+    PendingCall,
+    pending_call,
+    settled,
+)
 from huddle.agents.plan import PlanStep
 from huddle.agents.state import RunState
 from huddle.secrets import redact
 from huddle.tools import ToolRegistry, ToolResult
+from huddle.tools.results import ToolArgumentsError
 from huddle.usage.budget import BudgetExhausted
 
 logger = logging.getLogger("huddle.tools")
@@ -51,14 +62,21 @@ class ToolExecutorAgent(BaseChatAgent):
         tools: ToolRegistry,
         prompt: str = "tool_executor",
         planned_writes_only: bool = False,
+        approval: ApprovalPolicy | None = None,
     ) -> None:
-        """`planned_writes_only`: the team has a planner, so ``write``/``external`` tools run only as its steps."""
+        """`planned_writes_only`: the team has a planner, so ``write``/``external`` tools run only as its steps.
+        `approval`: which calls wait for a person (`huddle.agents.approval`); by default only ``external`` ones."""
         super().__init__(name, description)
         self._client = client
         self._state = state
         self._tools = tools
         self._prompt = prompt
         self._planned_writes_only = planned_writes_only
+        self._approval = approval or ApprovalPolicy()
+
+    @property
+    def tools(self) -> ToolRegistry:
+        return self._tools
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
@@ -71,29 +89,31 @@ class ToolExecutorAgent(BaseChatAgent):
             # Chosen by mention, similarity or the manager's model rather than the plan: an unplanned step 0.
             steps = [PlanStep.model_construct(id=0, assignee=self.name, instruction=instruction, tool=None, args=None)]
         outcomes = await asyncio.gather(*(self._settle(step, cancellation_token) for step in steps))
+        return Response(chat_message=self.report(steps, outcomes))
+
+    def report(self, steps: Sequence[PlanStep], outcomes: Sequence[tuple[ToolResult, RequestUsage]]) -> TextMessage:
+        """The one message that posts these steps' results (also the results of approved or denied calls)."""
         lines, usage = [], RequestUsage(prompt_tokens=0, completion_tokens=0)
         for step, (result, step_usage) in zip(steps, outcomes, strict=True):
             call = f"{clip(result.tool)}({', '.join(f'{k}={clip(repr(v))}' for k, v in result.args.items())})"
             label = f"Step {step.id}" if step.id else "Request"
             lines.append(f"{label}: {call} -> {'' if result.ok else 'ERROR '}{clip(result.content, MAX_RESULT_CHARS)}")
             usage = _add_usage(usage, step_usage)
-        return Response(
-            chat_message=TextMessage(
-                content="\n".join(lines),
-                source=self.name,
-                models_usage=usage if usage.prompt_tokens or usage.completion_tokens else None,
-                metadata={
-                    "kind": "tool_result",
-                    "model_calls": str(sum(1 for _, u in outcomes if u.prompt_tokens)),
-                    # The calls as data, for checks that must not parse the text (scenario expectations).
-                    "calls": json.dumps(
-                        [{"tool": clip(r.tool), "args": _clipped(r.args), "ok": r.ok} for r, _ in outcomes]
-                    ),
-                    # What the responder reads: one plain sentence per result (a small model copies a sentence
-                    # correctly and misreads a JSON object, e.g. the clock's weekday).
-                    "findings": "\n".join(plain_result(r) for r, _ in outcomes),
-                },
-            )
+        return TextMessage(
+            content="\n".join(lines),
+            source=self.name,
+            models_usage=usage if usage.prompt_tokens or usage.completion_tokens else None,
+            metadata={
+                "kind": "tool_result",
+                "model_calls": str(sum(1 for _, u in outcomes if u.prompt_tokens)),
+                # The calls as data, for checks that must not parse the text (scenario expectations).
+                "calls": json.dumps(
+                    [{"tool": clip(r.tool), "args": _clipped(r.args), "ok": r.ok} for r, _ in outcomes]
+                ),
+                # What the responder reads: one plain sentence per result (a small model copies a sentence
+                # correctly and misreads a JSON object, e.g. the clock's weekday).
+                "findings": "\n".join(plain_result(r) for r, _ in outcomes),
+            },
         )
 
     async def _settle(self, step: PlanStep, cancellation_token: CancellationToken) -> tuple[ToolResult, RequestUsage]:
@@ -105,7 +125,7 @@ class ToolExecutorAgent(BaseChatAgent):
             why = redact(f"{type(exc).__name__}: {exc}")[:MAX_RESULT_CHARS]
             logger.warning("%s: step %d failed: %s", self.name, step.id, why)
             outcome = _not_run(step.tool, why), RequestUsage(prompt_tokens=0, completion_tokens=0)
-        if step.id:
+        if step.id and not any(p.step_id == step.id for p in self._state.pending):
             self._state.complete(step.id, outcome[0].content, ok=outcome[0].ok)
         return outcome
 
@@ -114,7 +134,7 @@ class ToolExecutorAgent(BaseChatAgent):
         args = step.arguments()
         none = RequestUsage(prompt_tokens=0, completion_tokens=0)
         if step.tool in self._tools.names() and args is not None:
-            return await self._tools.get(step.tool).run(args), none
+            return await self._call(step, step.tool, args), none
         if not self._client.model_info["function_calling"]:
             return _not_run(step.tool, "the step gives no valid tool call and this model cannot call tools"), none
         tools = self._offered(step)
@@ -153,7 +173,42 @@ class ToolExecutorAgent(BaseChatAgent):
             allowed = ", ".join(tools.names())
             logger.warning("%s refused tool %r: not on its allowlist (%s)", self.name, name, allowed)
             return _not_run(name, f"tool {name!r} is not on {self.name}'s allowlist ({allowed})"), usage
-        return await tools.get(call.name).run(call.arguments), usage
+        return await self._call(step, call.name, call.arguments), usage
+
+    async def _call(self, step: PlanStep, name: str, args: dict[str, Any] | str) -> ToolResult:
+        """Run the call unless it must wait for a person (then it is recorded in the run state as pending, and the
+        run ends after this turn) or the team's approval hook refuses it."""
+        tool = self._tools.get(name)
+        try:
+            valid = tool.validate(args).model_dump(mode="json")
+        except ToolArgumentsError:
+            return await tool.run(args)  # the call fails as it is, with the error the model can act on
+        pending = pending_call(name, valid, self.name, step.id)
+        context = ApprovalContext(task=self._state.task, agent=self.name, instruction=step.instruction)
+        verdict, why = self._approval.judge(pending, tool.side_effects, context)
+        if verdict == "run":
+            return await tool.run(valid)
+        if verdict == "deny":
+            return denied(name, valid, why)
+        self._state.pending.append(pending.model_copy(update={"reason": why}))
+        tracing.event(
+            f"approval requested {name}",
+            "approval",
+            call_id=pending.id,
+            tool=name,
+            agent=self.name,
+            step_id=step.id,
+            reason=why,
+        )
+        logger.info("%s: %s waits for approval (%s): %s", self.name, name, pending.id, why)
+        message = f"waiting for a person's approval (call {pending.id}: {why})"
+        return ToolResult(
+            tool=name,
+            ok=False,
+            content=json.dumps({"error": "awaiting_approval", "message": message}),
+            error=message,
+            args=valid,
+        )
 
     def _offered(self, step: PlanStep) -> ToolRegistry:
         """The tools the model may call for `step`: all of them for a plan step; for a request the plan did not make
@@ -161,6 +216,53 @@ class ToolExecutorAgent(BaseChatAgent):
         if step.id or not self._planned_writes_only:
             return self._tools
         return self._tools.subset(n for n in self._tools.names() if self._tools.get(n).side_effects == "read")
+
+    async def decide(self, decisions: Mapping[str, ApprovalDecision], timeout_s: float) -> TextMessage | None:
+        """Settle this member's pending calls with a person's `decisions` (call id -> decision; every one decided, as
+        `huddle.agents.approval.check_decisions` ensures) and return the message that posts their results.
+
+        Every edit is validated before anything runs (an invalid one raises `ToolArgumentsError`, nothing is run); an
+        approved call runs once; a denied or expired one never runs and its reason is its result."""
+        mine = [p for p in self._state.pending if p.agent == self.name]
+        if not mine:
+            return None
+        now = time.time()
+        verdicts = [settled(p, decisions[p.id], timeout_s, now) for p in mine]
+        runs = [
+            self._tools.get(p.tool).validate(d.args or {}) if d.action == "edit" else None
+            for p, d in zip(mine, verdicts, strict=True)
+        ]
+        results: list[ToolResult] = []
+        for call, decision, edited in zip(mine, verdicts, runs, strict=True):
+            if decision.action == "deny":
+                results.append(denied(call.tool, call.args, decision.reason))
+            else:
+                results.append(await self._tools.get(call.tool).run(edited or call.args))
+            record = ApprovalRecord(
+                call=call, action=decision.action, by=decision.by, decided=now, reason=decision.reason
+            )
+            self._state.approvals.append(record)
+            tracing.event(
+                f"approval {decision.action} {call.tool}",
+                "approval",
+                call_id=call.id,
+                tool=call.tool,
+                action=decision.action,
+                by=decision.by,
+                reason=decision.reason or None,
+            )
+            if call.step_id:
+                self._state.complete(call.step_id, results[-1].content, ok=results[-1].ok)
+        self._state.pending = [p for p in self._state.pending if p.agent != self.name]
+        none = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        steps = [self._step_of(call) for call in mine]
+        return self.report(steps, [(r, none) for r in results])
+
+    def _step_of(self, call: PendingCall) -> PlanStep:
+        """The plan step a pending call belongs to (an unplanned request's is step 0)."""
+        plan = self._state.plan
+        step = next((s for s in plan.steps if s.id == call.step_id), None) if plan else None
+        return step or PlanStep.model_construct(id=0, assignee=self.name, instruction="", tool=call.tool, args=None)
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         """Stateless between turns: everything it needs is in the run state."""
@@ -185,6 +287,17 @@ def plain_result(result: ToolResult) -> str:
     if len(result.args) == 1:
         return f"{result.tool}: {clip(str(next(iter(result.args.values()))))} = {result.content}"
     return f"{result.tool}: {result.content}"
+
+
+def denied(tool: str, args: dict[str, Any], reason: str) -> ToolResult:
+    """A call that was not run because it was denied: the reason is the tool's result the conversation gets."""
+    return ToolResult(
+        tool=tool,
+        ok=False,
+        content=json.dumps({"error": "denied", "message": reason}),
+        error=f"denied: {reason}",
+        args=args,
+    )
 
 
 def clip(text: str, limit: int = MAX_ARG_CHARS) -> str:

@@ -33,6 +33,7 @@ from autogen_core import CancellationToken
 from pydantic import BaseModel, Field
 
 from huddle import tracing
+from huddle.agents.approval import AWAITING, ApprovalDecision, ApprovalHook, PendingCall, check_decisions
 from huddle.agents.state import RunState
 from huddle.config.settings import Settings, load_settings
 from huddle.errors import HuddleError
@@ -82,6 +83,9 @@ class RunResult(BaseModel):
     decisions: list[Decision]
     failures: dict[str, str] = Field(default_factory=dict, description="Members that failed: name -> reason.")
     budget: dict[str, Any] | None = None
+    pending: list[PendingCall] = Field(
+        default_factory=list, description="Tool calls waiting for approval (stop_reason awaiting_approval)."
+    )
 
 
 class MemberError(Exception):
@@ -177,8 +181,11 @@ class Team(ABC):
         workspace: Path | None = None,
         wrap_client: ClientWrapper | None = None,
         governor: Governor | None = None,
+        approve: ApprovalHook | None = None,
     ) -> None:
-        """`wrap_client` is passed to `build_client` for every model client of the team (e.g. record/replay).
+        """`approve`: the approval hook (`huddle.agents.approval`), over the spec's ``team.approve``.
+
+        `wrap_client` is passed to `build_client` for every model client of the team (e.g. record/replay).
 
         `governor` is a parent team's, given to a nested team: one budget for the whole tree of teams, with one set of
         reservations for its concurrent calls and one `stopped` the parent reports. Without one the team governs
@@ -192,6 +199,7 @@ class Team(ABC):
         self._owns_governor = governor is None
         self.governor = governor or Governor(settings.budget, self.ledger, final_agent=self.responder)
         self._wrap_client = wrap_client
+        self.approve_hook = approve
         self._memory = memory
         self._clients: list[MeteredClient] = []
         self._run: Run | None = None
@@ -244,6 +252,34 @@ class Team(ABC):
         if callable(bind):
             bind(TeamContext(team=self, name=name, client=lambda: self.client(name, model)))
 
+    async def proceed(self, run: Run, decisions: dict[str, ApprovalDecision]) -> Outcome:
+        """Take up the run that paused for approvals with a person's `decisions`; the kinds that can pause do."""
+        raise HuddleError(f"a {self.kind} team has no run waiting for approval")
+
+    def check_decisions(self, decisions: dict[str, ApprovalDecision]) -> None:
+        """Refuse, before anything runs, decisions that do not fit the pending calls (`HuddleError`, one line)."""
+        check_decisions(self.state.pending, decisions)
+
+    def resume_stream(
+        self, decisions: dict[str, ApprovalDecision], *, run_id: str | None = None, stream_answer: bool = True
+    ) -> AsyncGenerator[Event | RunResult, None]:
+        """Like `run_stream`, for the run that paused for approvals: `decisions` maps every pending call's id to
+        approve / deny(reason) / edit(args) (`ApprovalDecision`); raises `HuddleError` when they do not fit."""
+        self.check_decisions(decisions)
+        run = Run(self.state.task, run_id or uuid.uuid4().hex[:12], CancellationToken(), self.ledger)
+        stream = self._stream_run(run, stream_answer, decisions)
+        run.stream = weakref.ref(stream)
+        return stream
+
+    async def resume(self, decisions: dict[str, ApprovalDecision], **kwargs: Any) -> RunResult:
+        """`resume_stream` to the end: the run's result (an answer, or more calls waiting for approval)."""
+        result: RunResult | None = None
+        async for item in self.resume_stream(decisions, stream_answer=False, **kwargs):
+            if isinstance(item, RunResult):
+                result = item
+        assert result is not None  # run_stream always ends with a result
+        return result
+
     def run_stream(
         self,
         task: str,
@@ -262,9 +298,11 @@ class Team(ABC):
         run.stream = weakref.ref(stream)
         return stream
 
-    async def _stream_run(self, run: Run, stream_answer: bool) -> AsyncGenerator[Event | RunResult, None]:
+    async def _stream_run(
+        self, run: Run, stream_answer: bool, decisions: dict[str, ApprovalDecision] | None = None
+    ) -> AsyncGenerator[Event | RunResult, None]:
         await self._claim(run)
-        worker = run.worker = asyncio.create_task(self._execute(run, stream_answer))
+        worker = run.worker = asyncio.create_task(self._execute(run, stream_answer, decisions))
         worker.add_done_callback(lambda _: run.queue.put_nowait(None))
         try:
             while (item := await run.queue.get()) is not None:
@@ -289,9 +327,13 @@ class Team(ABC):
                 await _stop(current.worker)
         self._run = run
 
-    async def _execute(self, run: Run, stream_answer: bool) -> None:
-        """The run, in its own task: usage scope and trace are entered and left here, whatever the caller does."""
-        self.state.start(run.task, run.run_id, stream_answer=stream_answer)
+    async def _execute(self, run: Run, stream_answer: bool, decisions: dict[str, ApprovalDecision] | None) -> None:
+        """The run, in its own task: usage scope and trace are entered and left here, whatever the caller does.
+        With `decisions` it is the paused run taken up again, under this new run id."""
+        if decisions is None:
+            self.state.start(run.task, run.run_id, stream_answer=stream_answer)
+        else:
+            self.state.run_id, self.state.stream_answer = run.run_id, stream_answer
         if self._owns_governor:
             self.governor.start_run()
         info = {"team": self.spec.team.name, "team_kind": self.kind, "session_id": self.session_id}
@@ -299,7 +341,10 @@ class Team(ABC):
             usage_scope(run_id=run.run_id, session_id=self.session_id),
             tracing.trace_run(self.settings.runs_dir, run.run_id, task=run.task[:300], **info) as root,
         ):
-            outcome = self.settle(await self.orchestrate(run))
+            outcome = await (self.orchestrate(run) if decisions is None else self.proceed(run, decisions))
+            outcome = self.settle(outcome)
+            for call in self.state.pending:
+                self.ledger.record_decision(0, call.agent, "approval", f"asked: {call.tool} ({call.id}): {call.reason}")
             result = self.result(run, outcome)
             root.set(
                 stop_reason=result.stop_reason,
@@ -325,6 +370,8 @@ class Team(ABC):
         """The outcome as every kind reports it: no answer is never a success (its stop reason starts ``error:``,
         which ``huddle run`` exits 1 on), and a run the budget stopped says so first, even when the refused calls were
         a nested team's (the kind's own reason follows)."""
+        if outcome.stop_reason == AWAITING and self.state.pending:
+            return outcome  # no answer yet, and not a failure: the run goes on when a person decides
         if not outcome.answer.strip():
             reason = outcome.stop_reason
             return Outcome("", reason if reason.startswith("error:") else f"error: no answer ({reason})")
@@ -350,6 +397,7 @@ class Team(ABC):
             decisions=run.decisions,
             failures=run.failures,
             budget=self.governor.report() if self.settings.budget.active else None,
+            pending=list(self.state.pending),
         )
 
     async def close(self) -> None:

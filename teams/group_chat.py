@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from autogen_agentchat.base import ChatAgent, TaskResult
-from autogen_agentchat.conditions import ExternalTermination, SourceMatchTermination, TextMentionTermination
+from autogen_agentchat.conditions import (
+    ExternalTermination,
+    FunctionalTermination,
+    SourceMatchTermination,
+    TextMentionTermination,
+)
 
+from huddle.agents.approval import AWAITING, ApprovalDecision, ApprovalHook, ApprovalPolicy
 from huddle.agents.guard import GuardedAgent, failure_reason
 from huddle.agents.memory_agent import MemoryAgent
 from huddle.agents.planner import PlannerAgent
@@ -28,12 +34,12 @@ from huddle.agents.tool_need import ToolNeed
 from huddle.errors import ConfigError
 from huddle.memory.store import MemoryUnavailable
 from huddle.teams.base import Outcome, Run, Team
-from huddle.teams.managed_chat import ManagedChat
+from huddle.teams.managed_chat import Event, ManagedChat
 from huddle.teams.manager import Decision, Manager, Roles
 from huddle.teams.spec import AgentSpec, Role, TeamSpec
 from huddle.tools import ToolRegistry
 from huddle.tools.builtin import builtin_registry
-from huddle.tools.plugins import ToolAgent, load_agent, load_tools
+from huddle.tools.plugins import ToolAgent, load_agent, load_tools, resolve
 
 if TYPE_CHECKING:
     from huddle.memory.store import VectorMemory
@@ -83,6 +89,7 @@ class GroupChatTeam(Team):
         self._mcp: AsyncExitStack | None = None  # the team's MCP servers, started on the first run
         self.stopper = ExternalTermination()  # the caller's way to end a run gracefully
         self._tool_need: ToolNeed | None = None
+        self._executors: dict[str, ToolExecutorAgent] = {}  # the members that run tools (and settle approvals)
         members = Members.resolve(spec, self.workspace)
         self._custom, self.toolsets = members.custom, members.toolsets
         roster = members.roster
@@ -115,6 +122,7 @@ class GroupChatTeam(Team):
                 SourceMatchTermination([roles.responder]),
                 TextMentionTermination("TERMINATE", sources=[a.agent_name for a in spec.agents]),
                 self.stopper,
+                FunctionalTermination(lambda _: bool(self.state.pending)),  # a call waits for a person
             ],
             max_turns=spec.team.max_turns,
         )
@@ -165,7 +173,7 @@ class GroupChatTeam(Team):
             )
         if spec.role == "tool_executor" or isinstance(custom, ToolAgent):
             model = spec.model or getattr(custom, "model", None)
-            return ToolExecutorAgent(
+            executor = self._executors[name] = ToolExecutorAgent(
                 name,
                 description,
                 self.client(name, model),
@@ -173,7 +181,9 @@ class GroupChatTeam(Team):
                 tools=self.toolsets[name],
                 prompt=spec.prompt_name,
                 planned_writes_only=roles.planner is not None,
+                approval=ApprovalPolicy.of(spec.approval, self._approval_hook()),
             )
+            return executor
         if spec.role == "memory":
             scopes = spec.memory_scopes or ["user:default", f"team:{self.spec.team.name}"]
             store = self._open_memory(spec)
@@ -185,6 +195,16 @@ class GroupChatTeam(Team):
             "nor a tool agent (a class with name, description and tools())"
         )
 
+    def _approval_hook(self) -> ApprovalHook | None:
+        """The hook given in Python (``Team.load(..., approve=fn)``), else the spec's ``team.approve`` reference."""
+        if self.approve_hook is None and self.spec.team.approve is not None:
+            where = f"team {self.spec.team.name!r}: team.approve"
+            hook = resolve(self.spec.team.approve, "huddle.approvals", where=where)
+            if not callable(hook):
+                raise ConfigError(f"{where}: {self.spec.team.approve!r} is not a function")
+            self.approve_hook = hook
+        return self.approve_hook
+
     def _record_decision(self, decision: Decision) -> None:
         assert self._run is not None  # the manager decides only during a run
         self._run.record(decision)
@@ -193,8 +213,36 @@ class GroupChatTeam(Team):
         """The chat's turns on the task, every message and event passed on; the answer is the responder's last."""
         await self._start_mcp()
         self.manager.start_task()
+        return await self._converse(run, self._chat.run_stream(run.task, run.token))
+
+    async def proceed(self, run: Run, decisions: dict[str, ApprovalDecision]) -> Outcome:
+        """Settle the pending calls with `decisions` (their results, or the denials' reasons, posted as their tool
+        executor's turn), then let the chat go on from there: the manager follows the rest of the plan."""
+        await self._start_mcp()
+        timeout, before = self.spec.team.approval_timeout_s, len(self.state.approvals)
+        members = sorted({p.agent for p in self.state.pending})
+        messages = [await self._executors[m].decide(decisions, timeout) for m in members]
+        for record in self.state.approvals[before:]:
+            call, why = record.call, f": {record.reason}" if record.reason else ""
+            self.ledger.record_decision(
+                0, call.agent, "approval", f"{record.action} by {record.by}: {call.tool} ({call.id}){why}"
+            )
+        self.manager.start_task()
+        posted = [m for m in messages if m is not None]
+        return await self._converse(run, self._chat.continue_stream(posted, run.token))
+
+    def check_decisions(self, decisions: dict[str, ApprovalDecision]) -> None:
+        """Also every edit's arguments against its tool's schema: one invalid edit and nothing runs."""
+        super().check_decisions(decisions)
+        for call in self.state.pending:
+            decision = decisions[call.id]
+            if decision.action == "edit":
+                self.toolsets[call.agent].get(call.tool).validate(decision.args or {})
+
+    async def _converse(self, run: Run, turns: AsyncIterator[Event | TaskResult]) -> Outcome:
+        """Pass the chat's turns on; the answer is the responder's last message (none yet while a call waits)."""
         stop_reason = "unknown"
-        async for item in self._chat.run_stream(run.task, run.token):
+        async for item in turns:
             if isinstance(item, TaskResult):
                 stop_reason = item.stop_reason or "finished"
             else:
@@ -202,6 +250,8 @@ class GroupChatTeam(Team):
         if self.governor.stopped is not None:
             stop_reason = self.governor.stopped.reason  # always starts with "budget"
         run.failures.update(self.state.failures)
+        if self.state.pending:
+            return Outcome("", AWAITING)
         answers = [m for m in run.messages if m.source == self.responder and m.metadata.get("kind") != "failure"]
         if not answers:
             return Outcome("", no_answer_reason(stop_reason, self.state.failures))

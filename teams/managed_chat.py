@@ -72,13 +72,30 @@ class ManagedChat:
         self, task: str, cancellation_token: CancellationToken | None = None
     ) -> AsyncIterator[Event | TaskResult]:
         """Yield the task message, every participant's events and messages as they come, then a `TaskResult`."""
-        token = cancellation_token or CancellationToken()
         start = TextMessage(content=task, source="user")
-        messages: list[BaseChatMessage] = [start]
         self._post([start], speaker=None)
         yield start
+        async for item in self._turns(start, cancellation_token or CancellationToken()):
+            yield item
+
+    async def continue_stream(
+        self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken | None = None
+    ) -> AsyncIterator[Event | TaskResult]:
+        """Take up a task that paused (for approvals): post `messages` as their members' turns, then go on as
+        `run_stream` does from the last of them."""
+        for message in messages:
+            self._unseen[message.source] = []
+            self._post([message], speaker=message.source)
+            yield message
+        async for item in self._turns(messages[-1], cancellation_token or CancellationToken()):
+            yield item
+
+    async def _turns(self, first: BaseChatMessage, token: CancellationToken) -> AsyncIterator[Event | TaskResult]:
+        """The turns after `first` (the task, or the message a paused task goes on from), until a condition or the
+        turn limit ends them."""
+        messages: list[BaseChatMessage] = [first]
         try:
-            stop = await self._stopped([start])
+            stop = await self._stopped([first])
             turns = 0
             while stop is None:
                 if self._max_turns is not None and turns >= self._max_turns:

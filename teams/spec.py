@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from huddle import prompts
+from huddle.agents.approval import DEFAULT_TIMEOUT_S, ApprovalLevel
 from huddle.config.yamlfile import load_model
 from huddle.errors import ConfigError
 from huddle.tools.mcp import McpServerSpec
@@ -48,6 +49,11 @@ class AgentSpec(BaseModel):
     reroute_to: str | None = Field(None, description="If this member fails, the member that takes over its steps.")
     prompt: str | None = Field(None, description="Prompt template name; defaults to the role's.")
     memory_scopes: list[str] = Field(default_factory=list, description="memory: scopes to recall from; first stores.")
+    approval: ApprovalLevel | dict[str, ApprovalLevel] | None = Field(
+        None,
+        description="Which of its tool calls wait for a person: never | writes | always, or a mapping tool -> level; "
+        "by default only tools with side_effects: external ask.",
+    )
 
     @model_validator(mode="after")
     def _role_or_use(self) -> AgentSpec:
@@ -89,6 +95,14 @@ class TeamInfo(BaseModel):
     mcp: list[McpServerSpec] = Field(
         default_factory=list,
         description="MCP servers (local stdio commands or streamable-HTTP URLs) whose tools the tool executor gets.",
+    )
+    approve: str | None = Field(
+        None,
+        description="An approval hook, 'module:function': approve(call, context) -> True (run), False (deny) or None "
+        "(ask as the members' approval levels say).",
+    )
+    approval_timeout_s: float = Field(
+        DEFAULT_TIMEOUT_S, gt=0, description="A pending approval older than this is denied (expired) on resume."
     )
 
 

@@ -1,0 +1,155 @@
+"""Approvals: which tool calls wait for a person's yes, what a waiting call is, and what a person decided.
+
+A call that needs approval is not run and nothing waits for it: the tool executor records a `PendingCall` in the run
+state and the run ends with ``stop_reason="awaiting_approval"``. Everything here is plain JSON-able data, so a paused
+run can be saved in a session and resumed by another process (or another surface: CLI, Python, later the server).
+
+Whether a call asks is decided in this order: the team's Python hook (``approve(call, context)``: True runs it
+without asking, False denies it, None defers), then the member's level for that tool (``approval:`` in the team
+YAML, one level or a mapping tool -> level), else the default derived from the tool's ``side_effects``: ``external``
+asks, ``write`` (inside the workspace) and ``read`` do not.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from huddle.errors import HuddleError
+from huddle.tools.definition import SideEffects
+
+ApprovalLevel = Literal["never", "writes", "always"]
+Action = Literal["approve", "deny", "edit"]
+DecidedBy = Literal["cli", "python", "expired", "hook"]
+AWAITING = "awaiting_approval"
+"""The stop reason of a run that paused for approvals (not a failure: it has no answer yet)."""
+DEFAULT_TIMEOUT_S = 86400.0
+
+
+class PendingCall(BaseModel):
+    """A tool call that waits for a person: what would run, who asked, for which plan step, and why it asks."""
+
+    id: str
+    tool: str
+    args: dict[str, Any]
+    agent: str
+    step_id: int = Field(description="The plan step it belongs to; 0 for a call the plan did not make.")
+    reason: str
+    requested: float = Field(default_factory=time.time, description="When it was asked (epoch seconds).")
+
+
+class ApprovalDecision(BaseModel):
+    """What a person decided about one pending call: run it as asked, run it with edited arguments, or deny it (the
+    reason is what the conversation gets as the tool's result)."""
+
+    action: Action
+    reason: str = ""
+    args: dict[str, Any] | None = None
+    by: DecidedBy = "python"
+
+    @classmethod
+    def approve(cls, *, by: DecidedBy = "python") -> ApprovalDecision:
+        return cls(action="approve", by=by)
+
+    @classmethod
+    def deny(cls, reason: str = "denied by the user", *, by: DecidedBy = "python") -> ApprovalDecision:
+        return cls(action="deny", reason=reason or "denied by the user", by=by)
+
+    @classmethod
+    def edit(cls, args: dict[str, Any], *, by: DecidedBy = "python") -> ApprovalDecision:
+        return cls(action="edit", args=args, by=by)
+
+
+class ApprovalRecord(BaseModel):
+    """A request and its decision, kept in the run state (and so in the session) for the record: who, when."""
+
+    call: PendingCall
+    action: Action
+    by: DecidedBy
+    decided: float
+    reason: str = ""
+
+
+@dataclass
+class ApprovalContext:
+    """What an approval hook may look at besides the call: the task and the plan step's instruction."""
+
+    task: str
+    agent: str
+    instruction: str
+
+
+ApprovalHook = Callable[[PendingCall, ApprovalContext], bool | None]
+Verdict = tuple[Literal["run", "ask", "deny"], str]
+
+
+@dataclass
+class ApprovalPolicy:
+    """One member's rule for its tool calls: a level for all of them or per tool, and the team's hook."""
+
+    level: ApprovalLevel | None = None
+    per_tool: dict[str, ApprovalLevel] = field(default_factory=dict)
+    hook: ApprovalHook | None = None
+
+    @classmethod
+    def of(
+        cls, setting: ApprovalLevel | Mapping[str, ApprovalLevel] | None, hook: ApprovalHook | None
+    ) -> ApprovalPolicy:
+        """A member's ``approval:`` value (a level, or a mapping tool -> level) with the team's hook."""
+        if isinstance(setting, Mapping):
+            return cls(per_tool=dict(setting), hook=hook)
+        return cls(level=setting, hook=hook)
+
+    def judge(self, call: PendingCall, side_effects: SideEffects, context: ApprovalContext) -> Verdict:
+        """Whether `call` runs, waits for a person, or is refused by the hook, and why."""
+        if self.hook is not None:
+            allowed = self.hook(call, context)
+            if allowed is True:
+                return "run", "allowed by the approval hook"
+            if allowed is False:
+                return "deny", "denied by the team's approval rule"
+        level = self.per_tool.get(call.tool, self.level)
+        if level is None:
+            if side_effects == "external":
+                return "ask", "it acts outside the workspace (side_effects: external)"
+            return "run", "no approval needed"
+        if level == "always":
+            return "ask", f"approval: always for {call.tool}"
+        if level == "writes" and side_effects != "read":
+            return "ask", f"approval: writes, and {call.tool} has side_effects: {side_effects}"
+        return "run", f"approval: {level}"
+
+
+def pending_call(tool: str, args: Mapping[str, Any], agent: str, step_id: int, reason: str = "") -> PendingCall:
+    """A new pending call with a fresh id."""
+    return PendingCall(
+        id=f"call_{uuid.uuid4().hex[:10]}", tool=tool, args=dict(args), agent=agent, step_id=step_id, reason=reason
+    )
+
+
+def settled(call: PendingCall, decision: ApprovalDecision, timeout_s: float, now: float) -> ApprovalDecision:
+    """The decision that stands: a call that waited longer than `timeout_s` is denied ("expired") whatever was
+    decided."""
+    if now - call.requested > timeout_s:
+        return ApprovalDecision.deny(f"expired: the approval waited more than {timeout_s:g} s", by="expired")
+    return decision
+
+
+def check_decisions(pending: list[PendingCall], decisions: Mapping[str, ApprovalDecision]) -> None:
+    """Refuse decisions that do not cover exactly the pending calls: one `HuddleError` line naming what is off."""
+    if not pending:
+        raise HuddleError("nothing is waiting for approval")
+    ids = [p.id for p in pending]
+    unknown = sorted(set(decisions) - set(ids))
+    if unknown:
+        raise HuddleError(f"no pending call {unknown[0]!r} (pending: {', '.join(ids)})")
+    missing = [i for i in ids if i not in decisions]
+    if missing:
+        raise HuddleError(
+            f"decide every pending call: {', '.join(missing)} has no decision (pending: {', '.join(ids)})"
+        )
