@@ -14,7 +14,7 @@ code  meaning
 2     usage or configuration error, nothing was run: a bad flag or argument (an empty task, ``--max-usd 0``),
       an invalid config or spec file, an unknown profile, a missing API key or extra (`UsageError`,
       `ConfigError`, `MissingExtraError`, click's own usage errors)
-3     reserved: the run is waiting for a human's approval (not used yet)
+3     the run is waiting for a person's approval of a tool call (``huddle approve SESSION`` resumes it)
 130   interrupted (Ctrl-C)
 ====  ======================================================================================================
 """
@@ -25,10 +25,11 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """The non-zero codes of the table above that huddle exits with today (3 joins when approvals exist)."""
+    """The non-zero codes of the table above."""
 
     FAILED = 1
     USAGE = 2
+    AWAITING_APPROVAL = 3
     INTERRUPTED = 130
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+from huddle.agents.approval import AWAITING, ApprovalDecision
+from huddle.errors import HuddleError
 from huddle.secrets import redact
 from huddle.storage.sessions import EndStatus, SessionStore, Turn
 from huddle.storage.sqlite import StorageError
@@ -37,6 +39,8 @@ class DurableTeam:
         self.store = store
         self.session_id = session_id
         self._baseline: dict[str, Any] | None = None  # the team's state after the last finished turn
+        self.awaiting: Turn | None = None  # the turn paused for approvals, if any
+        self._earlier: Turn | None = None  # while a paused turn runs again: what it had recorded
 
     async def open(self) -> Turn | None:
         """Lease the session to this process (until the store is closed), restore the team to the end of its last
@@ -47,6 +51,11 @@ class DurableTeam:
         if state is not None:
             await self.team.load_state(state)
             self._baseline = state
+        paused = self.store.awaiting(self.session_id)
+        if paused is not None:  # the team goes on from where it paused, not from the last finished turn
+            self.awaiting, paused_state, run_state = paused
+            await self.team.load_state(paused_state)
+            self.team.state.restore(run_state)
         return self.store.unfinished(self.session_id)
 
     async def run_stream(
@@ -55,6 +64,10 @@ class DurableTeam:
         """One turn: acknowledged first (or the unfinished `redo` turn taken up again), recorded when it ends.
         `run_id` names the run when the caller must know it before the first event (a server's response id)."""
         self.store.lease(self.session_id)  # already held after `open`
+        if self.awaiting is not None:  # a new message instead of decisions: the paused calls never run
+            self.store.drop_awaiting(self.session_id, "not approved: a new message was sent first")
+            self.awaiting = None
+            await self._restore()
         if self._baseline is None:
             self._baseline = _jsonable(await self.team.save_state())
         run_id = run_id or uuid.uuid4().hex[:12]
@@ -63,8 +76,30 @@ class DurableTeam:
             self.store.restart_turn(self.session_id, turn, run_id)
         else:
             turn = self.store.begin_turn(self.session_id, self.team.spec.team.name, task, run_id)
+        async for item in self._record(turn, self.team.run_stream(task, run_id=run_id)):
+            yield item
+
+    async def approve(
+        self, decisions: dict[str, ApprovalDecision], *, run_id: str | None = None
+    ) -> AsyncIterator[Event | RunResult]:
+        """Take up the turn that paused for approvals with `decisions` (see `Team.resume_stream`), in this process
+        or another; refused with one `HuddleError` line before anything runs when they do not fit."""
+        self.store.lease(self.session_id)
+        paused = self.awaiting
+        if paused is None:
+            raise HuddleError(f"session {self.session_id!r} has no tool call waiting for approval")
+        self.team.check_decisions(decisions)
+        run_id = run_id or uuid.uuid4().hex[:12]
+        self.store.take_up(self.session_id, paused.turn, run_id)
+        self.awaiting, self._earlier = None, paused
+        async for item in self._record(paused.turn, self.team.resume_stream(decisions, run_id=run_id)):
+            yield item
+
+    async def _record(
+        self, turn: int, stream: AsyncGenerator[Event | RunResult, None]
+    ) -> AsyncIterator[Event | RunResult]:
+        """Pass the turn's stream on and record how it ends."""
         ended = False
-        stream = self.team.run_stream(task, run_id=run_id)
         try:
             # aclosing: when our caller closes us early, the team's run ends now (and before we restore its state).
             async with aclosing(stream):
@@ -89,8 +124,21 @@ class DurableTeam:
 
     async def _finish(self, turn: int, result: RunResult) -> None:
         """Record a turn that produced its result: ``done`` with the team's state, or ``failed`` without one."""
-        decisions = [d.model_dump() for d in result.decisions]
-        messages = [m.model_dump() for m in result.messages]
+        earlier, self._earlier = self._earlier, None  # the part of this turn before it paused
+        decisions = [*(earlier.decisions if earlier else []), *(d.model_dump() for d in result.decisions)]
+        messages = [*(earlier.messages if earlier else []), *(m.model_dump() for m in result.messages)]
+        if result.stop_reason == AWAITING and result.pending:
+            self.store.finish_turn(
+                self.session_id,
+                turn,
+                status="awaiting_approval",
+                state=_jsonable(await self.team.save_state()),
+                run_state=self.team.state.snapshot(),
+                decisions=decisions,
+                messages=messages,
+            )
+            self.awaiting = next(t for t in self.store.turns(self.session_id) if t.turn == turn)
+            return
         if not result.answer:
             self.store.finish_turn(
                 self.session_id, turn, status="failed", error=result.stop_reason, decisions=decisions, messages=messages
@@ -115,6 +163,7 @@ class DurableTeam:
 
         When the store cannot take the record either (the disk that refused the turn's end is still full), the turn
         stays ``running`` for a resume to redo once, and the error that ended the turn is the one the user sees."""
+        self._earlier = None
         try:
             self.store.finish_turn(self.session_id, turn, status=status, error=error)
         except StorageError:

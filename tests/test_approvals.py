@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -59,7 +58,8 @@ def team_yaml(tool: str = "bump", approval: str = "always", extra: str = "") -> 
     executor = f"{{role: tool_executor, tools: ['approval_tools:{tool}']" + (
         f", approval: {approval}}}" if approval else "}"
     )
-    return f"team: {{name: gate, plan: always{extra}}}\nagents:\n  - {{role: planner}}\n  - {executor}\n  - {{role: responder}}\n"
+    members = f"  - {{role: planner}}\n  - {executor}\n  - {{role: responder}}\n"
+    return f"team: {{name: gate, plan: always{extra}}}\nagents:\n{members}"
 
 
 def plan(tool: str = "bump", args: dict[str, str] | None = None) -> str:
@@ -198,3 +198,54 @@ def test_the_hook_allows_and_denies_without_asking(project: ScriptedServer) -> N
             assert result.pending == [] and "denied" in result.answer
 
     asyncio.run(main())
+
+
+def huddle(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "huddle", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
+
+
+def pending_ids(stderr: str) -> list[str]:
+    return [line.split()[2].rstrip(":") for line in stderr.splitlines() if line.startswith("awaiting approval")]
+
+
+def test_run_exits_3_and_approve_in_a_new_process_runs_the_tool_once(project: ScriptedServer) -> None:
+    Path("team.yaml").write_text(team_yaml())
+    paused_run = subprocess.Popen(
+        [sys.executable, "-m", "huddle", "run", "bump the counter", "--team", "team.yaml", "--session", "s1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, stderr = paused_run.communicate(timeout=300)
+    assert paused_run.returncode == 3, stderr
+    assert "wants bump" in stderr and "huddle approve s1" in stderr and count() == 0
+    approved = huddle("approve", "s1", "--team", "team.yaml")
+    assert approved.returncode == 0, approved.stderr
+    assert count() == 1 and "counter is 1 (hello)" in approved.stdout
+    again = huddle("approve", "s1", "--team", "team.yaml")
+    assert again.returncode == 1 and "no tool call waiting" in again.stderr and count() == 1
+
+
+def test_approve_denies_and_refuses_an_invalid_edit_in_one_line(project: ScriptedServer) -> None:
+    Path("team.yaml").write_text(team_yaml())
+    proc = huddle("run", "bump the counter", "--team", "team.yaml", "--session", "s2", "--json")
+    assert proc.returncode == 3 and [p["tool"] for p in json.loads(proc.stdout)["pending"]] == ["bump"]
+    [call] = pending_ids(proc.stderr)
+    bad = huddle("approve", "s2", call, "--args", '{"nope": 1}', "--team", "team.yaml")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "note" in bad.stderr
+    denied = huddle("approve", "s2", call, "--deny", "not today", "--team", "team.yaml")
+    assert denied.returncode == 0, denied.stderr
+    assert "not today" in denied.stdout and count() == 0
+
+
+def test_run_without_a_session_says_it_cannot_be_resumed(project: ScriptedServer) -> None:
+    Path("team.yaml").write_text(team_yaml())
+    proc = huddle("run", "bump the counter", "--team", "team.yaml")
+    assert proc.returncode == 3 and "--session" in proc.stderr and count() == 0

@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from huddle import __version__
-from huddle.cli import inspection, runs
+from huddle.cli import approvals, inspection, runs
 from huddle.cli.memory import memory_app
 from huddle.cli.options import CliState, err, out
 from huddle.cli.scenario import scenario_app
@@ -42,6 +42,7 @@ app.command("models")(inspection.models_command)
 app.command("ask")(runs.ask_command)
 app.command("run")(runs.run_command)
 app.command("chat")(runs.chat_command)
+app.command("approve")(approvals.approve_command)
 app.add_typer(sessions_app, name="sessions")
 app.command("trace")(inspection.trace_command)
 app.command("runs")(inspection.runs_command)

@@ -188,8 +188,9 @@ def failure(result: RunResult) -> str | None:
     """Why a run gave no answer, on one line (its ``error: ...`` stop reason without the prefix); None if it answered.
 
     The engine's contract: a run that cannot answer returns ``answer == ""`` and a stop reason starting ``error:``.
-    An empty answer without one is a failure all the same."""
-    if result.answer:
+    An empty answer without one is a failure all the same; a run waiting for approvals (``result.pending``) has no
+    answer yet and is not one."""
+    if result.answer or result.pending:
         return None
     reason = result.stop_reason
     reason = reason.removeprefix("error:").strip() if reason.startswith("error:") else f"no answer (stop: {reason})"

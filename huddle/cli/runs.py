@@ -85,10 +85,11 @@ def run_command(
 ) -> None:
     """Run one task on a team and print the answer (or, with --json, everything about the run).
 
-    A run that gives no answer prints one ``error:`` line and exits 1 (after the JSON, with --json); Ctrl-C cancels
-    it and exits 130."""
+    A run that gives no answer prints one ``error:`` line and exits 1 (after the JSON, with --json); a run whose tool
+    calls wait for approval prints them and exits 3 (``huddle approve`` goes on); Ctrl-C cancels it and exits 130."""
     import asyncio
 
+    from huddle.cli.approvals import exit_awaiting
     from huddle.cli.console import Interrupted, exit_interrupted, failure, meter, run_once
     from huddle.teams.kinds import load_any_team
 
@@ -121,6 +122,7 @@ def run_command(
         print(result.model_dump_json(indent=2))
     elif level != "quiet":
         err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
+    exit_awaiting(err, result, session)
     if (reason := failure(result)) is not None:
         raise HuddleError(reason)
 

@@ -34,8 +34,8 @@ from huddle.secrets import redact
 from huddle.storage.lease import SessionLease
 from huddle.storage.sqlite import Database, Migration
 
-TurnStatus = Literal["running", "done", "failed", "cancelled"]
-EndStatus = Literal["done", "failed", "cancelled"]
+TurnStatus = Literal["running", "done", "failed", "cancelled", "awaiting_approval"]
+EndStatus = Literal["done", "failed", "cancelled", "awaiting_approval"]
 
 # Schema steps, oldest first (see `huddle.storage.sqlite`); a change is a new step at the end, never an edit here.
 _TABLES = """
@@ -59,7 +59,8 @@ def _add_turn_error(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE turns ADD COLUMN error TEXT")
 
 
-_MIGRATIONS: list[Migration] = [_TABLES, _add_turn_error]
+# A turn that paused for approvals keeps its run (task, plan, step results, pending calls) beside the team's state.
+_MIGRATIONS: list[Migration] = [_TABLES, _add_turn_error, "ALTER TABLE turns ADD COLUMN run_state TEXT"]
 
 
 class Turn(BaseModel):
@@ -148,11 +149,13 @@ class SessionStore:
         decisions: list[dict[str, Any]] | None = None,
         messages: list[dict[str, Any]] | None = None,
         error: str | None = None,
+        run_state: dict[str, Any] | None = None,
     ) -> None:
-        """Record how the running turn ended and, when ``done``, the team's state after it, in one transaction.
-        A turn that already ended keeps its first ending (a cancellation racing the turn's own end)."""
-        if status == "done" and state is None:
-            raise ValueError("a done turn needs the team's state")
+        """Record how the running turn ended and, when ``done``, the team's state after it, in one transaction; a
+        turn ``awaiting_approval`` also keeps its paused `run_state`. A turn that already ended keeps its first
+        ending (a cancellation racing the turn's own end)."""
+        if status in ("done", "awaiting_approval") and state is None:
+            raise ValueError(f"a {status} turn needs the team's state")
         answer = None if answer is None else redact(answer)
         if messages is not None:  # the user's own words are in them too
             messages = [
@@ -162,7 +165,7 @@ class SessionStore:
         with self._db.transaction() as db:
             db.execute(
                 "UPDATE turns SET status = ?, answer = ?, state = ?, plan = ?, decisions = ?, messages = ?, "
-                "finished = ?, error = ? WHERE session_id = ? AND turn = ? AND status = 'running'",
+                "finished = ?, error = ?, run_state = ? WHERE session_id = ? AND turn = ? AND status = 'running'",
                 (
                     status,
                     answer,
@@ -172,6 +175,7 @@ class SessionStore:
                     json.dumps(messages or []),
                     now,
                     error,
+                    None if run_state is None else json.dumps(run_state),
                     session_id,
                     turn,
                 ),
@@ -220,6 +224,38 @@ class SessionStore:
         """The turn that was in flight when its process died, if any (failed and cancelled turns ended in view of the
         user, so they are not offered again)."""
         return next((t for t in self.turns(session_id) if t.status == "running"), None)
+
+    def awaiting(self, session_id: str) -> tuple[Turn, dict[str, Any], dict[str, Any]] | None:
+        """The turn that paused for approvals, if any, with the team's state and the run's as it paused."""
+        with self._db.connection() as db:
+            row = db.execute(
+                "SELECT turn, state, run_state FROM turns WHERE session_id = ? AND status = 'awaiting_approval' "
+                "ORDER BY turn DESC LIMIT 1",
+                (session_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        turn = next(t for t in self.turns(session_id) if t.turn == row[0])
+        with self._db.parsing(f"the paused turn {row[0]} of session {session_id}"):
+            return turn, json.loads(row[1]), json.loads(row[2])
+
+    def take_up(self, session_id: str, turn: int, run_id: str) -> None:
+        """A paused turn runs again (its approvals decided) under `run_id`: ``running`` until it ends."""
+        with self._db.connection() as db:
+            db.execute(
+                "UPDATE turns SET status = 'running', run_id = ?, run_state = NULL WHERE session_id = ? AND turn = ? "
+                "AND status = 'awaiting_approval'",
+                (run_id, session_id, turn),
+            )
+
+    def drop_awaiting(self, session_id: str, reason: str) -> None:
+        """A paused turn whose calls will never be decided (a new message came first) ends ``cancelled``."""
+        with self._db.connection() as db:
+            db.execute(
+                "UPDATE turns SET status = 'cancelled', error = ?, run_state = NULL, finished = ? "
+                "WHERE session_id = ? AND status = 'awaiting_approval'",
+                (reason, time.time(), session_id),
+            )
 
     def sessions(self) -> list[SessionSummary]:
         with self._db.connection() as db:
