@@ -249,3 +249,12 @@ def test_run_without_a_session_says_it_cannot_be_resumed(project: ScriptedServer
     Path("team.yaml").write_text(team_yaml())
     proc = huddle("run", "bump the counter", "--team", "team.yaml")
     assert proc.returncode == 3 and "--session" in proc.stderr and count() == 0
+
+
+def test_piped_chat_prints_the_pending_calls_and_goes_on(project: ScriptedServer) -> None:
+    Path("team.yaml").write_text(team_yaml())
+    chat = huddle("chat", "--team", "team.yaml", "--session", "c1", stdin="bump the counter\n/exit\n")
+    assert chat.returncode == 0, chat.stderr
+    assert len(pending_ids(chat.stderr)) == 1 and count() == 0
+    approved = huddle("approve", "c1", "--team", "team.yaml")
+    assert approved.returncode == 0 and count() == 1 and "counter is 1" in approved.stdout

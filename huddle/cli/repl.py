@@ -10,6 +10,7 @@ its end the chat exits 1 if any turn failed.
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import sys
 import uuid
@@ -21,6 +22,8 @@ from typing import BinaryIO, Protocol
 from rich.console import Console
 from rich.markup import escape
 
+from huddle.agents.approval import ApprovalDecision, PendingCall
+from huddle.cli.approvals import decisions_for, show_pending
 from huddle.cli.console import Interrupted, Transcript, Verbosity, failure, meter, print_error, run_turn
 from huddle.config.settings import Settings
 from huddle.errors import HuddleError
@@ -149,7 +152,8 @@ class Chat:
         if unfinished is not None:
             self.out.print(f"[yellow]redoing turn {unfinished.turn}, interrupted: {escape(unfinished.task)}[/yellow]")
             with lines.during_run():
-                await self.turn(self.durable.resume(unfinished))
+                result = await self.turn(self.durable.resume(unfinished))
+            await self.settle(result, lines)
         while (line := await lines.read()) is not None:
             text = line.strip()
             if text in ("/exit", "/quit"):
@@ -158,22 +162,57 @@ class Chat:
                 self.command(text)
             elif text:
                 with lines.during_run():
-                    await self.turn(self.durable.run_stream(text))
+                    result = await self.turn(self.durable.run_stream(text))
+                await self.settle(result, lines)
 
-    async def turn(self, stream: AsyncIterator[Event | RunResult]) -> None:
+    async def turn(self, stream: AsyncIterator[Event | RunResult]) -> RunResult | None:
         """Run one turn and say how it ended: the meter, an error line, or that it was cancelled."""
         try:
             result = await run_turn(stream, self.transcript)
         except Interrupted:
             self.errors.print("[yellow]cancelled[/yellow] [dim](the session records this turn as cancelled)[/dim]")
-            return
+            return None
         except Exception as error:  # the team raised: say what, and keep the chat usable
             self._failed(str(error) if isinstance(error, HuddleError) else f"{type(error).__name__}: {error}")
-            return
+            return None
         if (reason := failure(result)) is not None:
             self._failed(reason)
         elif self.interactive and self.verbosity != "quiet":
             self._meter(result)
+        return result
+
+    async def settle(self, result: RunResult | None, lines: Lines) -> None:
+        """Tool calls that wait for approval: on a terminal, ask about each (y / n / e / ?) and go on with the run;
+        from a pipe, print them (``huddle approve`` can decide later) and go on with the next line."""
+        while result is not None and result.pending:
+            if not self.interactive:
+                show_pending(self.errors, result, self.session_id)
+                return
+            decisions = {call.id: await self._ask(call) for call in result.pending}
+            with lines.during_run():
+                result = await self.turn(self.durable.approve(decisions))
+
+    async def _ask(self, call: PendingCall) -> ApprovalDecision:
+        """One call's decision, asked at the terminal until the answer is y, n or a valid e."""
+        self.out.print(
+            f"[yellow]{escape(call.agent)} wants to run {escape(call.tool)}[/yellow] ({escape(call.reason)})"
+        )
+        while True:
+            answer = (await asyncio.to_thread(input, "approve? [y]es / [n]o / [e]dit / [?] details: ")).strip().lower()
+            if answer in ("y", "yes"):
+                return ApprovalDecision.approve(by="cli")
+            if answer in ("n", "no"):
+                reason = await asyncio.to_thread(input, "reason (Enter: denied by the user): ")
+                return ApprovalDecision.deny(reason.strip(), by="cli")
+            if answer in ("e", "edit"):
+                try:
+                    return decisions_for([call], call.id, None, await asyncio.to_thread(input, "arguments (JSON): "))[
+                        call.id
+                    ]
+                except HuddleError as error:
+                    print_error(self.errors, str(error))
+            else:
+                self.out.print(json.dumps(call.model_dump(), indent=2), markup=False, highlight=False)
 
     def _failed(self, reason: str) -> None:
         self.failed = True
