@@ -368,7 +368,8 @@ class Team(ABC):
 
     def settle(self, outcome: Outcome) -> Outcome:
         """The outcome as every kind reports it: no answer is never a success (its stop reason starts ``error:``,
-        which ``huddle run`` exits 1 on), and a run the budget stopped says so first, even when the refused calls were
+        which ``huddle run`` exits 1 on), except a run waiting for approvals (no answer yet, ``awaiting_approval``);
+        a run the budget stopped says so first, even when the refused calls were
         a nested team's (the kind's own reason follows)."""
         if outcome.stop_reason == AWAITING and self.state.pending:
             return outcome  # no answer yet, and not a failure: the run goes on when a person decides

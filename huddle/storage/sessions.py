@@ -5,9 +5,11 @@ mode) under the data directory. A turn is written twice, each time in one transa
 message is acknowledged, status ``running``) and when it ends: ``done`` with the team's saved state, the plan, the
 manager's decisions and the turn's messages; ``failed`` when the run raised or ended with no answer, or ``cancelled``
 when the user interrupted it, each with the reason in ``error`` and no state (the conversation goes on from the last
-``done`` turn). A process that dies mid-turn leaves that turn ``running``; resuming loads the state of the last finished
-turn and redoes the unfinished one once, so every acknowledged message ends up in the conversation exactly once. A
-failed or cancelled turn is not redone: the user saw it end, and may send the message again.
+``done`` turn); ``awaiting_approval`` when a tool call waits for a person, with the team's state and the paused run's
+(``run_state``) so any process can take it up (`huddle.agents.approval`). A process that dies mid-turn leaves that
+turn ``running``; resuming loads the state of the last finished turn and redoes the unfinished one once, so every
+acknowledged message ends up in the conversation exactly once. A failed or cancelled turn is not redone: the user saw
+it end, and may send the message again.
 
 The state a session goes on from is the one saved by the turn that finished last, not the highest-numbered one: a
 turn left unfinished while later ones ran (the user sent turn 3 instead of resuming turn 2) is redone on top of
