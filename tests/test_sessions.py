@@ -161,7 +161,8 @@ def test_a_sessions_file_from_before_failed_turns_opens_and_gains_their_reason(t
         ]
         assert store.unfinished("S") is None and store.saved_state("S") == {"chat": {}}
         assert [s.unfinished for s in store.sessions()] == [0]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (2,)
+    # Every step ran: the error column, then the paused run state (approvals).
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_a_sessions_file_that_already_gained_the_error_column_ad_hoc_opens(tmp_path: Path) -> None:
@@ -174,17 +175,17 @@ def test_a_sessions_file_that_already_gained_the_error_column_ad_hoc_opens(tmp_p
     before_versions.close()
     with SessionStore(path) as store:
         assert [(t.status, t.error) for t in store.turns("S")] == [("failed", "the model was unreachable")]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (2,)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_a_sessions_file_from_a_newer_huddle_is_refused_with_one_error_line(isolated_env: Path) -> None:
     isolated_env.mkdir(parents=True)
     newer = sqlite3.connect(isolated_env / "sessions.sqlite")
-    newer.execute("PRAGMA user_version = 3")
+    newer.execute("PRAGMA user_version = 4")
     newer.close()
     proc = huddle("sessions", "list")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("error: the sessions store ") and "schema version 3" in proc.stderr
+    assert proc.stderr.startswith("error: the sessions store ") and "schema version 4" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -61,8 +61,14 @@ def _add_turn_error(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE turns ADD COLUMN error TEXT")
 
 
-# A turn that paused for approvals keeps its run (task, plan, step results, pending calls) beside the team's state.
-_MIGRATIONS: list[Migration] = [_TABLES, _add_turn_error, "ALTER TABLE turns ADD COLUMN run_state TEXT"]
+def _add_run_state(db: sqlite3.Connection) -> None:
+    """A turn that paused for approvals keeps its run (task, plan, step results, pending calls) beside the team's
+    state. Added only when missing, as ``error`` is: a file the tests (or an ad-hoc upgrade) set back may have it."""
+    if "run_state" not in {row[1] for row in db.execute("PRAGMA table_info(turns)")}:
+        db.execute("ALTER TABLE turns ADD COLUMN run_state TEXT")
+
+
+_MIGRATIONS: list[Migration] = [_TABLES, _add_turn_error, _add_run_state]
 
 
 class Turn(BaseModel):
