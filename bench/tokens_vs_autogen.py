@@ -56,9 +56,7 @@ async def run_vanilla(task: Task, settings_dir: Path) -> str:
             client("tool_executor"),
             tools=tools,
             description=TEAM.agents[1].agent_description,
-            system_message=prompts.render(
-                "tool_executor", name="tool_executor", task="see above", instruction="the plan's tool steps"
-            ),
+            system_message=prompts.render("tool_executor", name="tool_executor", task="see above"),
         ),
         AssistantAgent(
             "memory",
