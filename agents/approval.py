@@ -25,7 +25,7 @@ from huddle.tools.definition import SideEffects
 
 ApprovalLevel = Literal["never", "writes", "always"]
 Action = Literal["approve", "deny", "edit"]
-DecidedBy = Literal["cli", "python", "expired", "hook"]
+DecidedBy = Literal["cli", "python", "serve", "expired", "hook"]
 AWAITING = "awaiting_approval"
 """The stop reason of a run that paused for approvals (not a failure: it has no answer yet)."""
 DEFAULT_TIMEOUT_S = 86400.0
