@@ -1,8 +1,10 @@
 // The huddle chat page: a team's AG-UI stream (POST /agui/{team}) shown as a conversation, with the plan, the
-// manager's decisions, tool calls, a live meter and each run's trace (GET /api/...).
+// manager's decisions, tool calls, a live meter, each run's trace (GET /api/...) and the tool calls that wait
+// for a person's approval (approvals.js), whose decisions resume the run in the same conversation.
 // Everything a model, tool or memory wrote is data: it is put on the page with textContent, never as markup.
 
 import { applyPatch, readEvents } from "./agui.js";
+import { approvalGroup, interruptCalls, turnCalls } from "./approvals.js";
 import { element, money } from "./dom.js";
 import { traceTree } from "./trace.js";
 
@@ -229,6 +231,7 @@ const handlers = {
     if (body) body.parentElement.classList.remove("streaming");
   },
   TOOL_CALL_START(event) {
+    if (current.tools.has(event.toolCallId)) return; // a resumed run naming the call it paused on
     current.tools.set(event.toolCallId, addToolCard(current.speaker || "tools", event.toolCallName, "", ""));
   },
   TOOL_CALL_ARGS(event) {
@@ -255,11 +258,13 @@ const handlers = {
   },
   RUN_FINISHED(event) {
     const result = event.result || {};
-    const stop = result.stop_reason || "";
+    const pending = interruptCalls(event);
+    const stop = result.stop_reason || (pending.length ? "awaiting_approval" : "");
     if (!result.answer && stop.startsWith("error")) setStatus(stop, true);
     else if (result.answer && lastMessageText() !== result.answer) addMessage("answer", result.answer, "answer");
-    current.sessionId = result.session_id || current.sessionId;
+    current.sessionId = result.session_id || event.threadId || current.sessionId;
     addRunFooter(result.run_id || current.runId, stop);
+    if (pending.length) showApprovals(pending);
   },
   RUN_ERROR(event) {
     setStatus((event.code ? event.code + ": " : "") + (event.message || "the run failed"), true);
@@ -272,29 +277,22 @@ function handle(event) {
   if (handler) handler(event);
 }
 
-// --- sending a message ---------------------------------------------------------------------------------------
+// --- sending a message, resuming a paused run -------------------------------------------------------------------
 
-async function send(text) {
-  if (current.running || !text.trim()) return;
+// One AG-UI run: POST the RunAgentInput, stream its events onto the page. A refusal before the stream (an HTTP
+// error) is thrown as an ApiError for the caller to show where it belongs.
+async function stream(threadId, extra) {
   current.running = true;
   document.getElementById("send").disabled = true;
   setStatus("The team is working...");
   current.messages.clear();
-  current.tools.clear();
   current.runId = null;
   current.speaker = "";
   current.state = {};
-  const threadId = current.sessionId || randomId();
-  addMessage("you", text, "user");
-  const body = {
-    threadId,
-    runId: randomId(),
-    messages: [{ id: randomId(), role: "user", content: text }],
-    state: {},
-    tools: [],
-    context: [],
-    forwardedProps: {},
-  };
+  const body = Object.assign(
+    { threadId, runId: randomId(), messages: [], state: {}, tools: [], context: [], forwardedProps: {} },
+    extra,
+  );
   try {
     const response = await request("/agui/" + encodeURIComponent(page.team().value), {
       method: "POST",
@@ -306,12 +304,36 @@ async function send(text) {
     await readEvents(response, handle);
     if (!page.status().classList.contains("error")) setStatus("");
   } catch (error) {
-    setStatus(error instanceof ApiError ? error.message : "The connection to the server failed: " + error, true);
+    setStatus("");
+    throw error instanceof ApiError ? error : new ApiError("The connection to the server failed: " + error);
   } finally {
     current.running = false;
     document.getElementById("send").disabled = false;
     loadSessions();
   }
+}
+
+async function send(text) {
+  if (current.running || !text.trim()) return;
+  current.tools.clear();
+  addMessage("you", text, "user");
+  try {
+    await stream(current.sessionId || randomId(), { messages: [{ id: randomId(), role: "user", content: text }] });
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+// The pending calls of the run that just paused (or of a reopened session's paused turn) as approval cards; the
+// decisions resume that session's run, which streams on below them.
+function showApprovals(calls) {
+  const sessionId = current.sessionId;
+  const group = approvalGroup(calls, async (entries) => {
+    if (current.running) throw new ApiError("Wait for the run that is going on to finish, then decide again.");
+    await stream(sessionId, { resume: entries });
+  });
+  page.transcript().append(group);
+  scrollDown();
 }
 
 // --- sessions: list, reopen ---------------------------------------------------------------------------------
@@ -357,6 +379,8 @@ function turnMessages(turn) {
   if (turn.answer && lastMessageText() !== turn.answer) addMessage("answer", turn.answer, "answer");
   if (turn.error) addMessage("error", turn.error, "failed");
   addRunFooter(turn.run_id, turn.status);
+  const pending = turnCalls(turn);
+  if (pending.length) showApprovals(pending);
 }
 
 async function openSession(session) {
@@ -365,6 +389,7 @@ async function openSession(session) {
     const turns = await getJson("/api/sessions/" + encodeURIComponent(session.id));
     page.transcript().replaceChildren();
     current.sessionId = session.id;
+    current.tools.clear();
     page.team().value = session.team;
     turns.forEach(turnMessages);
     const last = turns[turns.length - 1];
