@@ -19,9 +19,17 @@ tools. The stream is built from the hub's `TeamEvent` s:
 - Every `TeamEvent` also as ``CUSTOM huddle.event`` (its ``as_json()``), before what it maps to.
 - ``RUN_FINISHED`` with ``result: {answer, stop_reason, run_id, session_id}``, or ``RUN_ERROR`` (``message``,
   ``code``: ``run_failed``, ``no_answer``, ``error``) for a run that gave no answer.
+- A run that pauses for approvals: each waiting call as ``TOOL_CALL_START`` / ``ARGS`` / ``END`` with no result (its
+  ``toolCallId`` the pending call's id), then ``RUN_FINISHED`` with AG-UI 1.0's interrupt outcome, one interrupt per
+  call (``id`` = ``toolCallId`` = the call's id, ``reason: "approval"``, ``metadata: {tool, args, agent, step_id,
+  why}``) and ``result.pending``. The next run on the thread answers them in ``resume``: per interrupt ``status:
+  "resolved"`` with ``payload: {action: "approve" | "deny" | "edit", reason, args}`` (``editedArgs`` is read as
+  ``args``), or ``"cancelled"`` (a denial); its stream is the rest of the paused turn (the approved calls' results,
+  the answer). Messages are not read on such a run.
 
 A turn that cannot start is an HTTP error before any stream, with a JSON body: 400 for a bad body, 404 for an
-unknown team or a session that is not the caller's, 409 while the session answers another message.
+unknown team or a session that is not the caller's, 409 while the session answers another message, 422 for resume
+entries that do not fit the waiting calls.
 """
 
 from __future__ import annotations
@@ -38,9 +46,12 @@ from typing import Any
 from ag_ui.core import (
     BaseEvent,
     CustomEvent,
+    Interrupt,
+    ResumeEntry,
     RunAgentInput,
     RunErrorEvent,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
     RunStartedEvent,
     StateDeltaEvent,
     StateSnapshotEvent,
@@ -61,8 +72,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from huddle.agents.approval import AWAITING, ApprovalDecision
 from huddle.errors import HuddleError
 from huddle.secrets import redact
+from huddle.serve.approvals import decisions_from
 from huddle.serve.events import TeamEvent
 from huddle.serve.hub import Hub, TurnStream
 from huddle.serve.web_api import error_response, owner_of
@@ -81,12 +94,15 @@ def routes(hub: Hub) -> list[BaseRoute]:
         except ValueError as exc:  # not JSON, or not a RunAgentInput (pydantic's ValidationError is a ValueError)
             return error_response(400, f"the body is not an AG-UI RunAgentInput: {_first_error(exc)}", "invalid")
         task = _task(run_input)
-        if not task:
+        if not task and not run_input.resume:
             return error_response(400, "messages has no user message with text: nothing to answer", "invalid")
+        team, owner = request.path_params["team"], owner_of(request)
         try:
-            stream = await hub.turn(
-                request.path_params["team"], task, session_id=run_input.thread_id, owner=owner_of(request)
-            )
+            if run_input.resume:
+                decisions = resume_decisions(run_input.resume)
+                stream = await hub.approve(team, run_input.thread_id, decisions, owner)
+            else:
+                stream = await hub.turn(team, task, session_id=run_input.thread_id, owner=owner)
         except HuddleError as exc:
             status = getattr(exc, "status", 400)
             return error_response(status, redact(str(exc)), _KINDS.get(status, "invalid"))
@@ -96,7 +112,21 @@ def routes(hub: Hub) -> list[BaseRoute]:
     return [Route("/agui/{team}", run_agent, methods=["POST"])]
 
 
-_KINDS = {402: "budget", 404: "not_found", 409: "busy", 429: "budget"}
+_KINDS = {402: "budget", 404: "not_found", 409: "busy", 422: "invalid", 429: "budget"}
+
+
+def resume_decisions(entries: list[ResumeEntry]) -> dict[str, ApprovalDecision]:
+    """AG-UI resume entries as approval decisions: ``cancelled`` denies, ``resolved`` decides by its payload."""
+    raw: dict[str, Any] = {}
+    for entry in entries:
+        payload = entry.payload if isinstance(entry.payload, dict) else {}
+        if entry.status == "cancelled":
+            payload = {"action": "deny", "reason": payload.get("reason") or "cancelled by the user"}
+        elif "editedArgs" in payload:
+            payload = {"action": "edit", **payload, "args": payload["editedArgs"]}
+            del payload["editedArgs"]
+        raw[entry.interrupt_id] = payload
+    return decisions_from(raw, "resume")
 
 
 async def _sse(stream: TurnStream, run: AguiRun) -> AsyncIterator[bytes]:
@@ -187,6 +217,8 @@ class AguiRun:
         elif event.kind == "usage":
             self.state["meter"] = _meter(event.data)
             out += self._delta()
+        elif event.kind == "approval":
+            out += [*self.close(), *self._waiting(event)]
         elif event.kind == "result":
             out += self.close()
             out.append(self._finish(event.data))
@@ -263,6 +295,17 @@ class AguiRun:
             ]
         return out
 
+    def _waiting(self, event: TeamEvent) -> list[BaseEvent]:
+        """The calls that wait for approval, as tool calls with no result yet (their ids the pending calls')."""
+        out: list[BaseEvent] = [self._speaker(event.source)]
+        for call in event.data["pending"]:
+            out += [
+                ToolCallStartEvent(tool_call_id=call["id"], tool_call_name=call["tool"], timestamp=_now()),
+                ToolCallArgsEvent(tool_call_id=call["id"], delta=json.dumps(call["args"]), timestamp=_now()),
+                ToolCallEndEvent(tool_call_id=call["id"], timestamp=_now()),
+            ]
+        return out
+
     def _finish(self, result: dict[str, Any]) -> BaseEvent:
         answer, stop_reason = str(result.get("answer", "")), str(result.get("stop_reason", ""))
         meter = self.state["meter"]
@@ -271,6 +314,16 @@ class AguiRun:
             output_tokens=meter["completion_tokens"],
             total_tokens=meter["prompt_tokens"] + meter["completion_tokens"],
         )
+        pending: list[dict[str, Any]] = result.get("pending") or []
+        if stop_reason == AWAITING and pending:
+            return RunFinishedEvent(
+                thread_id=self.stream.session_id,
+                run_id=self.stream.run_id,
+                outcome=RunFinishedInterruptOutcome(interrupts=[_interrupt(call) for call in pending]),
+                result={**self._ids_of_run(), "answer": "", "stop_reason": stop_reason, "pending": pending},
+                usage=[usage],
+                timestamp=_now(),
+            )
         if not answer:
             code = "run_failed" if stop_reason.startswith("error") else "no_answer"
             message = stop_reason or "the team gave no answer"
@@ -278,15 +331,13 @@ class AguiRun:
         return RunFinishedEvent(
             thread_id=self.stream.session_id,
             run_id=self.stream.run_id,
-            result={
-                "answer": answer,
-                "stop_reason": stop_reason,
-                "run_id": self.stream.run_id,
-                "session_id": self.stream.session_id,
-            },
+            result={**self._ids_of_run(), "answer": answer, "stop_reason": stop_reason},
             usage=[usage],
             timestamp=_now(),
         )
+
+    def _ids_of_run(self) -> dict[str, str]:
+        return {"run_id": self.stream.run_id, "session_id": self.stream.session_id}
 
     def _snapshot(self) -> StateSnapshotEvent:
         self._sent = copy.deepcopy(self.state)
@@ -328,6 +379,18 @@ def json_patch(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
 
 def _at(path: str, key: str) -> str:
     return f"{path}/{key.replace('~', '~0').replace('/', '~1')}"
+
+
+def _interrupt(call: dict[str, Any]) -> Interrupt:
+    """One waiting call as an AG-UI interrupt, answered by its id."""
+    why = {"tool": call["tool"], "args": call["args"], "agent": call["agent"], "step_id": call["step_id"]}
+    return Interrupt(
+        id=call["id"],
+        reason="approval",
+        message=f"{call['agent']} wants to run {call['tool']}",
+        tool_call_id=call["id"],
+        metadata={**why, "why": call.get("reason", "")},
+    )
 
 
 def _reports(text: str, calls: int) -> list[str]:

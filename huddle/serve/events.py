@@ -26,7 +26,9 @@ from huddle.secrets import redact
 from huddle.teams.base import RunResult
 from huddle.teams.managed_chat import Event
 
-TeamEventKind = Literal["speaker", "text_delta", "text_reset", "message", "plan", "tool_calls", "usage", "result"]
+TeamEventKind = Literal[
+    "speaker", "text_delta", "text_reset", "message", "plan", "tool_calls", "usage", "approval", "result"
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class TeamEvent:
     - ``plan``: the planner's plan (`text`), `data["steps"]` the steps as data when the team has one.
     - ``tool_calls``: `data["calls"]`, each ``{"tool", "args", "ok"}``, and `text` the results as the executor wrote.
     - ``usage``: the run's meter so far (`data`: calls, tokens, cost_usd, and the budget's max_usd when set).
+    - ``approval``: the run paused for a person's yes; `data["pending"]` the waiting calls (`PendingCall` as JSON:
+      id, tool, args, agent, step_id, reason, requested), just before the ``result`` (``awaiting_approval``).
     - ``result``: the run ended; `data` is the `RunResult` as JSON.
     """
 

@@ -6,6 +6,11 @@ memory, and any worker process sharing the data directory can take the next turn
 one turn at a time: a second message while one runs gets `SessionBusy` (HTTP 409) rather than waiting, so a client
 never has two answers racing for one conversation; across processes the session store's lease does the same.
 
+A turn that pauses for approvals (a tool call waits for a person's yes) ends with an ``approval`` event listing the
+pending calls, then its ``result`` (``stop_reason`` ``awaiting_approval``, no answer); nothing waits in memory, and
+`Hub.approve` takes the paused turn up again with the decisions, in this process or any other sharing the data
+directory. A new message on a paused session cancels the paused turn instead (its calls never run).
+
 Who may use a session is the `Access` policy's business (API keys, owners, per-key budgets: `huddle.serve.keys`);
 the hub asks it before every turn, and the budget it returns is the one the team's governor enforces.
 """
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from huddle.agents.approval import AWAITING, ApprovalDecision, PendingCall, check_decisions
 from huddle.config.settings import Settings
 from huddle.errors import ConfigError, HuddleError
 from huddle.serve.events import TeamEvent, describe
@@ -46,6 +52,13 @@ class SessionNotFound(HuddleError):
     """No such session, or one that belongs to another API key (the two look the same from outside)."""
 
     status = 404
+
+
+class DecisionsRefused(HuddleError):
+    """Approval decisions that do not fit the session: nothing waits for approval, or they name a call that is not
+    pending, or leave one undecided."""
+
+    status = 422
 
 
 class UnknownTeam(HuddleError):
@@ -98,8 +111,8 @@ class ServedTeam:
 
 @dataclass(frozen=True)
 class TurnEnd:
-    """A turn that ran to its end, for the server's metrics: ``done``, ``failed`` (no answer, or the run raised) or
-    ``cancelled`` (its stream was closed early)."""
+    """A turn that ran to its end, for the server's metrics: ``done``, ``failed`` (no answer, or the run raised),
+    ``awaiting_approval`` (paused for a person's yes) or ``cancelled`` (its stream was closed early)."""
 
     team: str
     session_id: str
@@ -174,7 +187,41 @@ class Hub:
         Raises `UnknownTeam`, `SessionNotFound`, `SessionBusy` before anything runs, so an endpoint can answer with
         the proper status instead of a stream that fails at once."""
         served = self.team(team)
-        session_id = session_id or uuid.uuid4().hex
+        return await self._admit(served, session_id or uuid.uuid4().hex, owner, task, None)
+
+    async def approve(
+        self, team: str, session_id: str, decisions: dict[str, ApprovalDecision], owner: str | None = None
+    ) -> TurnStream:
+        """Take up the session's turn that paused for approvals with `decisions` (every pending call's id to approve,
+        deny or edit); its stream is the rest of that turn, to its answer (or its next pause).
+
+        Admitted like `turn` (`SessionNotFound` for an unknown session or another key's, `SessionBusy`), and
+        `DecisionsRefused` before anything runs when nothing waits or the decisions do not cover the pending calls;
+        edited arguments the tool refuses end the stream with that error, the call still pending."""
+        served = self.team(team)
+        with SessionStore(self.settings.sessions_path) as store:
+            known = store.team_of(session_id) if session_id.isprintable() else None
+        if known is None or not self.access.owns(session_id, owner):
+            raise SessionNotFound(f"no session {session_id!r}")
+        if not decisions:
+            raise DecisionsRefused("decisions: decide at least one pending call")
+        return await self._admit(served, session_id, owner, None, decisions)
+
+    def pending(self, session_id: str) -> list[PendingCall]:
+        """The calls the session's paused turn waits on (none when it is not paused)."""
+        with SessionStore(self.settings.sessions_path) as store:
+            paused = store.awaiting(session_id)
+        return [] if paused is None else [PendingCall.model_validate(p) for p in paused[2].get("pending", [])]
+
+    async def _admit(
+        self,
+        served: ServedTeam,
+        session_id: str,
+        owner: str | None,
+        task: str | None,
+        decisions: dict[str, ApprovalDecision] | None,
+    ) -> TurnStream:
+        """Hold the session for one turn (a message, a redo, or decisions) and return the stream that runs it."""
         if not session_id.isprintable() or len(session_id) > SESSION_ID_CHARS:
             raise SessionNotFound(f"session ids are at most {SESSION_ID_CHARS} printable characters")
         self.access.claim(session_id, owner)
@@ -197,12 +244,19 @@ class Hub:
             store.close()
 
         try:
+            if decisions is not None:  # checked under the lease: no other worker decides them meanwhile
+                paused = store.awaiting(session_id)
+                pending = [] if paused is None else [PendingCall.model_validate(p) for p in paused[2]["pending"]]
+                try:
+                    check_decisions(pending, decisions)
+                except HuddleError as exc:
+                    raise DecisionsRefused(str(exc)) from None
             budget = self.access.budget(owner, session_id, self.settings.budget)
         except BaseException:
-            release()  # refused (the key has no budget left): the turn never began
+            release()  # refused (the key has no budget left, or the decisions do not fit): the turn never began
             raise
         run_id = uuid.uuid4().hex[:12]
-        events = self._run(session_id, run_id, served, task, store, budget, release)
+        events = self._run(session_id, run_id, served, task, decisions, store, budget, release)
         return TurnStream(session_id, run_id, served.name, TurnEvents(events, release), budget)
 
     async def _run(
@@ -211,6 +265,7 @@ class Hub:
         run_id: str,
         served: ServedTeam,
         task: str | None,
+        decisions: dict[str, ApprovalDecision] | None,
         store: SessionStore,
         budget: Budget,
         release: Callable[[], None],
@@ -222,7 +277,7 @@ class Hub:
             team = build_team(served.spec, settings, ledger=self.ledger, session_id=session_id)
             durable = DurableTeam(team, store, session_id)
             unfinished = await durable.open()
-            if unfinished is not None:
+            if unfinished is not None and decisions is None:
                 # A turn a crash interrupted is redone once before the new message, so the conversation keeps its
                 # order; its events are not this turn's (a client reading them would take them for its answer).
                 redo = durable.resume(unfinished, run_id=uuid.uuid4().hex[:12])
@@ -231,10 +286,15 @@ class Hub:
                         event = describe(item)
                         if event is not None:
                             yield event
-            if task is not None:
-                async for event in self._events(durable.run_stream(task, run_id=run_id), team, run_id, budget):
+            items = (
+                durable.approve(decisions, run_id=run_id)
+                if decisions is not None
+                else (durable.run_stream(task, run_id=run_id) if task is not None else None)
+            )
+            if items is not None:
+                async for event in self._events(items, team, run_id, budget):
                     if event.kind == "result":
-                        outcome = "done" if event.text else "failed"
+                        outcome = _outcome(event)
                     yield event
         except Exception:
             outcome = "failed"
@@ -243,7 +303,7 @@ class Hub:
             if team is not None:
                 await team.close()
             release()
-            if task is not None:
+            if task is not None or decisions is not None:
                 ended = TurnEnd(served.name, session_id, run_id, outcome, time.monotonic() - started)
                 for observe in self.observers:
                     observe(ended)
@@ -258,6 +318,8 @@ class Hub:
             event = describe(item)
             if event is None:
                 continue
+            if event.kind == "result" and event.data.get("pending"):
+                yield TeamEvent("approval", event.source, data={"pending": event.data["pending"]})
             steps = _steps(team)
             if steps is not None and event.kind in ("plan", "tool_calls", "message") and steps != shown:
                 event = TeamEvent(event.kind, event.source, event.text, {**event.data, "steps": steps})
@@ -337,6 +399,13 @@ def served_teams(teams: Sequence[str | Path]) -> dict[str, ServedTeam]:
             )
         served[spec.team.name] = _served(spec)
     return served
+
+
+def _outcome(result: TeamEvent) -> str:
+    """How a turn ended, for the metrics: ``awaiting_approval`` is neither done nor failed."""
+    if result.data.get("stop_reason") == AWAITING and result.data.get("pending"):
+        return AWAITING
+    return "done" if result.text else "failed"
 
 
 def _steps(team: Team) -> list[dict[str, object]] | None:

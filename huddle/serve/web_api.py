@@ -3,21 +3,32 @@
 Read-only views of what the hub, the session store and the run log already hold, shaped for a page rather than for a
 protocol. Every session view is the caller's own: the owner is whatever the API-key middleware put on
 ``request.state.owner`` (None without keys), and a session or run that is not theirs is a 404, exactly like one that
-does not exist, so ids cannot be probed. A turn's ``error`` says why a failed or cancelled turn ended. Errors are
-JSON, ``{"error": {"message", "type", "code"}}``, never a page or a stack trace. The endpoints are plain functions:
-Starlette runs them in its thread pool, so the SQLite reads never hold up the event loop that streams answers.
+does not exist, so ids cannot be probed. A turn's ``error`` says why a failed or cancelled turn ended; a turn
+``awaiting_approval`` lists its ``pending`` calls. Errors are JSON, ``{"error": {"message", "type", "code"}}``, never
+a page or a stack trace. The read endpoints are plain functions: Starlette runs them in its thread pool, so the
+SQLite reads never hold up the event loop that streams answers.
+
+``POST /api/sessions/{id}/approve`` with ``{"decisions": {"<call id>": {"action": "approve" | "deny" | "edit",
+"reason", "args"}}}`` takes up the session's paused turn and answers, once it has run, ``{answer, stop_reason,
+run_id, session_id, pending}`` (``pending`` non-empty when it paused again): 404 for a session not the caller's,
+409 while it answers, 422 for decisions that do not fit (nothing waits, an unknown call, one left undecided).
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from huddle.errors import HuddleError
+from huddle.secrets import redact
+from huddle.serve.approvals import decisions_from
 from huddle.serve.hub import Hub, SessionNotFound
+from huddle.storage.sessions import SessionStore
 from huddle.tracing import read_run
 
 # Run ids are hex from the hub (and the CLI); anything else cannot name a run file, whatever it holds.
@@ -66,7 +77,37 @@ def routes(hub: Hub) -> list[BaseRoute]:
         except SessionNotFound as exc:
             return error_response(404, str(exc), "not_found")
         fields = {"turn", "run_id", "task", "status", "answer", "messages", "decisions", "plan", "error"}
-        return JSONResponse([turn.model_dump(mode="json", include=fields) for turn in turns])
+        shown = [turn.model_dump(mode="json", include=fields) for turn in turns]
+        for turn in shown:
+            if turn["status"] == "awaiting_approval":
+                pending = hub.pending(request.path_params["session_id"])
+                turn["pending"] = [call.model_dump(mode="json") for call in pending]
+        return JSONResponse(shown)
+
+    async def approve(request: Request) -> JSONResponse:
+        session_id = request.path_params["session_id"]
+        try:
+            body = await request.json()
+        except ValueError:
+            return error_response(400, 'the body is not JSON: send {"decisions": {...}}', "invalid")
+        try:
+            decisions = decisions_from(body.get("decisions") if isinstance(body, dict) else None)
+            stream = await hub.approve(_team_of(hub, session_id), session_id, decisions, owner_of(request))
+            async with aclosing(stream.events) as events:
+                result = [event async for event in events if event.kind == "result"]
+        except HuddleError as exc:
+            status = int(getattr(exc, "status", 400))
+            return error_response(status, redact(str(exc)), _KINDS.get(status, "invalid"))
+        data = result[-1].data if result else {}
+        return JSONResponse(
+            {
+                "answer": data.get("answer", ""),
+                "stop_reason": data.get("stop_reason", "the run ended without a result"),
+                "run_id": stream.run_id,
+                "session_id": session_id,
+                "pending": data.get("pending", []),
+            }
+        )
 
     def trace(request: Request) -> JSONResponse:
         run_id = request.path_params["run_id"]
@@ -79,8 +120,21 @@ def routes(hub: Hub) -> list[BaseRoute]:
         Route("/api/teams", teams, methods=["GET"]),
         Route("/api/sessions", sessions, methods=["GET"]),
         Route("/api/sessions/{session_id}", session, methods=["GET"]),
+        Route("/api/sessions/{session_id}/approve", approve, methods=["POST"]),
         Route("/api/runs/{run_id}/trace", trace, methods=["GET"]),
     ]
+
+
+_KINDS = {402: "budget", 404: "not_found", 409: "busy", 422: "invalid", 429: "budget"}
+
+
+def _team_of(hub: Hub, session_id: str) -> str:
+    """The served team a session belongs to (`SessionNotFound` when it has none served here)."""
+    with SessionStore(hub.settings.sessions_path) as store:
+        team = store.team_of(session_id) if session_id.isprintable() else None
+    if team is None or team not in hub.teams:
+        raise SessionNotFound(f"no session {session_id!r}")
+    return team
 
 
 def _trace(hub: Hub, run_id: str, owner: str | None) -> dict[str, Any] | None:

@@ -1,0 +1,144 @@
+"""Approvals through ``huddle serve``: a tool call under ``approval: always`` pauses the turn on every surface (the
+approve endpoint, AG-UI's interrupt, the OpenAI endpoints' waiting message, A2A's ``input-required``), and the
+decision sent back the surface's own way resumes it: the tool runs once (counted in a file) and the answer arrives.
+Real clients over real HTTP, the team's model a scripted server."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ag_ui.core import RunErrorEvent, RunFinishedEvent, ToolCallResultEvent, ToolCallStartEvent
+
+from huddle.serve import app
+from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
+from tests.serving import scripted_settings, serving
+from tests.test_serve_agui import post_run, run_input
+
+TOOLS = '''
+from pathlib import Path
+
+from huddle.tools import tool
+
+
+@tool(side_effects="write")
+def bump(note: str) -> str:
+    """Add one to the counter in count.txt (a side effect the tests count)."""
+    path = Path("count.txt")
+    count = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(count))
+    return f"counter is {count} ({note})"
+'''
+TEAM = """
+team: {name: calc, plan: always}
+agents:
+  - {role: planner}
+  - {role: tool_executor, tools: ['serve_approval_tools:bump'], approval: always}
+  - {role: responder}
+"""
+PLAN = json.dumps(
+    {
+        "goal": "bump it",
+        "steps": [
+            {
+                "id": 1,
+                "assignee": "tool_executor",
+                "instruction": "bump the counter",
+                "tool": "bump",
+                "args": json.dumps({"note": "hello"}),
+                "depends_on": [],
+            }
+        ],
+        "done": False,
+    }
+)
+
+
+def echo(request: RecordedRequest) -> Reply:
+    """The responder says what it was sent, so a test sees the tool's result (or the denial) reach it."""
+    return Reply(content=f"Answer from: {request.last_text}")
+
+
+def count() -> int:
+    path = Path("count.txt")
+    return int(path.read_text()) if path.exists() else 0
+
+
+@dataclass
+class Served:
+    url: str
+    server: ScriptedServer
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """The calc team, its tool under ``approval: always``, served over HTTP."""
+    (tmp_path / "serve_approval_tools.py").write_text(TOOLS)
+    (tmp_path / "team.yaml").write_text(TEAM)
+    sys.path.insert(0, str(tmp_path))
+    rules = [Rule(agent="planner", reply=Reply(content=PLAN)), Rule(agent="responder", reply=echo)]
+    try:
+        with (
+            ScriptedServer(rules=rules) as server,
+            serving(app(scripted_settings(tmp_path, server), ["team.yaml"])) as url,
+        ):
+            yield Served(url, server)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("serve_approval_tools", None)
+
+
+def paused_agui(served: Served, thread_id: str) -> list[dict[str, Any]]:
+    """Send the task over AG-UI; the run must end paused: RUN_FINISHED with the interrupt outcome, the tool not run."""
+    events = post_run(served.url, run_input("bump the counter", thread_id))
+    last = events[-1]
+    assert isinstance(last, RunFinishedEvent), last
+    outcome = last.model_dump(mode="json", by_alias=True, exclude_none=True)["outcome"]
+    assert outcome["type"] == "interrupt" and count() == 0
+    return outcome["interrupts"]  # type: ignore[no-any-return]
+
+
+def test_the_approve_endpoint_resumes_the_paused_turn_and_the_tool_runs_once(served: Served) -> None:
+    thread_id = uuid.uuid4().hex
+    [interrupt] = paused_agui(served, thread_id)
+    turns = httpx.get(f"{served.url}/api/sessions/{thread_id}").json()
+    assert turns[-1]["status"] == "awaiting_approval"
+    [call] = turns[-1]["pending"]
+    assert (call["id"], call["tool"], call["args"], call["agent"]) == (
+        interrupt["id"],
+        "bump",
+        {"note": "hello"},
+        "tool_executor",
+    )
+    wrong = httpx.post(
+        f"{served.url}/api/sessions/{thread_id}/approve", json={"decisions": {"call_x": {"action": "approve"}}}
+    )
+    assert wrong.status_code == 422 and "call_x" in wrong.json()["error"]["message"]
+    bad = httpx.post(
+        f"{served.url}/api/sessions/{thread_id}/approve", json={"decisions": {call["id"]: {"action": "ok"}}}
+    )
+    assert bad.status_code == 422 and "action" in bad.json()["error"]["message"]
+    unknown = httpx.post(
+        f"{served.url}/api/sessions/nope/approve", json={"decisions": {call["id"]: {"action": "approve"}}}
+    )
+    assert unknown.status_code == 404
+    assert count() == 0
+    body = httpx.post(
+        f"{served.url}/api/sessions/{thread_id}/approve",
+        json={"decisions": {call["id"]: {"action": "approve"}}},
+        timeout=60,
+    ).json()
+    assert count() == 1
+    assert "counter is 1 (hello)" in body["answer"] and body["pending"] == [] and body["session_id"] == thread_id
+    again = httpx.post(
+        f"{served.url}/api/sessions/{thread_id}/approve", json={"decisions": {call["id"]: {"action": "approve"}}}
+    )
+    assert again.status_code == 422 and count() == 1  # nothing waits any more: it never runs twice
+    assert httpx.get(f"{served.url}/api/sessions/{thread_id}").json()[-1]["status"] == "done"
