@@ -142,3 +142,42 @@ def test_the_approve_endpoint_resumes_the_paused_turn_and_the_tool_runs_once(ser
     )
     assert again.status_code == 422 and count() == 1  # nothing waits any more: it never runs twice
     assert httpx.get(f"{served.url}/api/sessions/{thread_id}").json()[-1]["status"] == "done"
+
+
+def test_agui_interrupts_with_the_call_and_a_resume_runs_it_once(served: Served) -> None:
+    thread_id = uuid.uuid4().hex
+    events = post_run(served.url, run_input("bump the counter", thread_id))
+    [interrupt] = paused_agui(served, uuid.uuid4().hex)  # a second session pauses alike
+    started = [e for e in events if isinstance(e, ToolCallStartEvent)]
+    assert [e.tool_call_name for e in started] == ["bump"]
+    assert not any(isinstance(e, ToolCallResultEvent) for e in events)  # it waits: no result
+    outcome = events[-1].model_dump(mode="json", by_alias=True, exclude_none=True)["outcome"]
+    [mine] = outcome["interrupts"]
+    assert mine["id"] == mine["toolCallId"] == started[0].tool_call_id != interrupt["id"]
+    assert (mine["reason"], mine["message"]) == ("approval", "tool_executor wants to run bump")
+    assert {k: mine["metadata"][k] for k in ("tool", "args", "agent", "step_id")} == {
+        "tool": "bump",
+        "args": {"note": "hello"},
+        "agent": "tool_executor",
+        "step_id": 1,
+    }
+    resume = [{"interruptId": mine["id"], "status": "resolved", "payload": {"action": "approve"}}]
+    resumed = post_run(served.url, run_input("", thread_id, resume=resume))
+    assert count() == 1
+    results = [e for e in resumed if isinstance(e, ToolCallResultEvent)]
+    assert len(results) == 1 and "counter is 1 (hello)" in results[0].content
+    last = resumed[-1]
+    assert isinstance(last, RunFinishedEvent) and last.outcome is None
+    assert "counter is 1 (hello)" in last.result["answer"]
+    again = httpx.post(f"{served.url}/agui/calc", json=run_input("", thread_id, resume=resume))
+    assert again.status_code == 422 and count() == 1
+
+
+def test_agui_a_cancelled_interrupt_is_a_denial(served: Served) -> None:
+    thread_id = uuid.uuid4().hex
+    [interrupt] = paused_agui(served, thread_id)
+    resume = [{"interruptId": interrupt["id"], "status": "cancelled", "payload": {"reason": "not today"}}]
+    resumed = post_run(served.url, run_input("", thread_id, resume=resume))
+    last = resumed[-1]
+    assert not isinstance(last, RunErrorEvent) and isinstance(last, RunFinishedEvent)
+    assert count() == 0 and "not today" in last.result["answer"]

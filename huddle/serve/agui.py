@@ -85,6 +85,8 @@ logger = logging.getLogger("huddle.serve")
 _METER_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "max_usd")
 # Where each call's line starts in a tool executor's report ("Step 2: calculator(...) -> 391", "Request: ...").
 _REPORT_LINE = re.compile(r"^(?:Step \d+|Request): ", re.MULTILINE)
+# How the executor reports a call it did not run because it waits for approval.
+_WAITS = f'"error": "{AWAITING}"'
 
 
 def routes(hub: Hub) -> list[BaseRoute]:
@@ -280,6 +282,8 @@ class AguiRun:
         reports = _reports(event.text, len(calls))
         out: list[BaseEvent] = [*self.close(), self._speaker(event.source)]
         for call, report in zip(calls, reports, strict=True):
+            if _WAITS in report:  # not run: it comes as a waiting call with the approval event
+                continue
             call_id = self._next_id("call")
             out += [
                 ToolCallStartEvent(tool_call_id=call_id, tool_call_name=str(call.get("tool")), timestamp=_now()),
