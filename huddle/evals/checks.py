@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huddle.evals.results import Check, IntentRecord, ToolCallRecord
+from huddle.evals.results import ApprovalAsked, Check, IntentRecord, ToolCallRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from autogen_agentchat.messages import BaseChatMessage
 
-    from huddle.evals.spec import Expectations, ToolExpectation
+    from huddle.agents.approval import ApprovalDecision, PendingCall
+    from huddle.evals.spec import CallExpectation, Expectations, ToolExpectation
     from huddle.teams.base import RunResult
 
 _STEP_LINE = re.compile(r"^(?:Step \d+|Request): (?P<name>[A-Za-z0-9_-]{1,64})\(")
@@ -86,7 +89,10 @@ class Trace:
     replies: list[str] = field(default_factory=list)
     intents: list[IntentRecord] = field(default_factory=list)
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    asked: list[ApprovalAsked] = field(default_factory=list)
     results: list[RunResult] = field(default_factory=list)
+    _asked_ids: list[str] = field(default_factory=list, repr=False)
+    _unmade: list[str] = field(default_factory=list, repr=False)  # this turn's calls asked or denied, not made
 
     def observe(self, message: BaseChatMessage) -> None:
         turn = len(self.customer)
@@ -94,6 +100,31 @@ class Trace:
         intent = intent_in(message, turn)
         if intent is not None:
             self.intents.append(intent)
+
+    def decide(self, decisions: Mapping[str, ApprovalDecision]) -> None:
+        """What was decided about the calls asked (``approve``, ``deny: why``), kept with them for the report."""
+        for call_id, decision in decisions.items():
+            if call_id in self._asked_ids:
+                asked = self.asked[self._asked_ids.index(call_id)]
+                asked.decision = f"deny: {decision.reason}" if decision.action == "deny" else decision.action
+                if decision.action == "deny":
+                    self._unmade.append(asked.tool)
+
+    def ask(self, pending: Sequence[PendingCall]) -> None:
+        """End of a turn: the calls that wait for approval now are asked. Neither they nor the calls denied in this
+        turn were made: their result lines ("waiting", "denied") leave `tool_calls` (a call is recorded when it
+        runs, so `tools_not_called` holds for a denied one)."""
+        turn = len(self.customer)
+        for call in pending:
+            if call.id not in self._asked_ids:
+                self._asked_ids.append(call.id)
+                self.asked.append(ApprovalAsked(turn=turn, agent=call.agent, tool=call.tool, args=call.args))
+                self._unmade.append(call.tool)
+        for tool in self._unmade:
+            line = next((c for c in reversed(self.tool_calls) if c.turn == turn and c.tool == tool and not c.ok), None)
+            if line is not None:
+                self.tool_calls.remove(line)
+        self._unmade.clear()
 
     @property
     def turns(self) -> int:
@@ -118,9 +149,16 @@ def _same(expected: Any, actual: Any) -> bool:
 
 
 def _matches(expectation: ToolExpectation, call: ToolCallRecord) -> bool:
-    if call.tool != expectation.name or (expectation.ok is not None and call.ok != expectation.ok):
+    if expectation.ok is not None and call.ok != expectation.ok:
         return False
-    return all(key in call.args and _same(value, call.args[key]) for key, value in expectation.args.items())
+    return _same_call(expectation, call.tool, call.args)
+
+
+def _same_call(expectation: CallExpectation, tool: str, args: Mapping[str, Any]) -> bool:
+    """The call is the expected tool with (at least) the expected arguments."""
+    if tool != expectation.name:
+        return False
+    return all(key in args and _same(value, args[key]) for key, value in expectation.args.items())
 
 
 def evaluate(expect: Expectations, trace: Trace, database: Path | None) -> list[Check]:
@@ -140,6 +178,7 @@ def evaluate(expect: Expectations, trace: Trace, database: Path | None) -> list[
         calls = [c.describe() for c in trace.tool_calls if c.tool == name]
         detail = f"called: {'; '.join(calls)}" if calls else ""
         checks.append(Check(name=f"tools_not_called {name}", passed=not calls, detail=detail))
+    checks.extend(_approval_checks(expect, trace))
     for query, rows in expect.database.items():
         checks.append(_database_check(database, query, rows))
     said = "\n".join(trace.replies).lower()
@@ -158,6 +197,21 @@ def evaluate(expect: Expectations, trace: Trace, database: Path | None) -> list[
         ok = trace.cost_usd <= expect.max_cost_usd
         detail = "" if ok else f"${trace.cost_usd:.6f} > ${expect.max_cost_usd}"
         checks.append(Check(name="max_cost_usd", passed=ok, detail=detail))
+    return checks
+
+
+def _approval_checks(expect: Expectations, trace: Trace) -> list[Check]:
+    """`asked_approval` (each call must have waited for approval) and `not_asked_approval` (never asked)."""
+    checks: list[Check] = []
+    asked = "; ".join(a.describe() for a in trace.asked) or "none"
+    for index, expected in enumerate(expect.asked_approval):
+        ok = any(_same_call(expected, a.tool, a.args) for a in trace.asked)
+        detail = "" if ok else f"{expected.describe()} was not asked for approval (asked: {asked})"
+        checks.append(Check(name=f"asked_approval[{index}] {expected.name}", passed=ok, detail=detail))
+    for name in expect.not_asked_approval:
+        seen = [a.describe() for a in trace.asked if a.tool == name]
+        detail = f"asked: {'; '.join(seen)}" if seen else ""
+        checks.append(Check(name=f"not_asked_approval {name}", passed=not seen, detail=detail))
     return checks
 
 

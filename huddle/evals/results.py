@@ -44,6 +44,20 @@ class ToolCallRecord(BaseModel):
         return f"{self.tool}({args}){'' if self.ok else ' ERROR'}"
 
 
+class ApprovalAsked(BaseModel):
+    """A tool call that waited for approval, and what was decided about it (empty while nothing was)."""
+
+    turn: int
+    agent: str
+    tool: str
+    args: dict[str, Any]
+    decision: str = ""
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
+        return f"{self.tool}({args}){f' {self.decision}' if self.decision else ''}"
+
+
 class IntentRecord(BaseModel):
     """The intent detected for one customer message and what decided it (``embedding``, ``context``, ``model``)."""
 
@@ -72,6 +86,7 @@ class TrialResult(BaseModel):
     latency_s: float = 0.0
     intents: list[IntentRecord] = Field(default_factory=list)
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    approvals: list[ApprovalAsked] = Field(default_factory=list, description="Calls that waited for approval.")
     customer: list[str] = Field(default_factory=list)
     replies: list[str] = Field(default_factory=list)
     usage_by_agent: dict[str, Totals] = Field(default_factory=dict)

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from huddle.agents.approval import ApprovalDecision, PendingCall
 from huddle.config.yamlfile import load_model
 from huddle.errors import ConfigError
+from huddle.evals.approvals import ReplyDecider, decisions_for, reply_decider, waiting_text
 from huddle.evals.checks import Trace, evaluate
 from huddle.evals.results import SuiteResult, TrialResult, summarise
-from huddle.evals.spec import SCENARIO_FAULTS, Scenario, ScriptedModel, is_rule_file
+from huddle.evals.spec import SCENARIO_FAULTS, ApprovalTurn, Scenario, ScriptedModel, is_rule_file
 from huddle.secrets import redact
 from huddle.testing import ScriptedServer
 from huddle.usage import Totals
@@ -47,6 +49,7 @@ class _Prepared:
     spec: TeamSpec
     settings: Settings
     knowledge_scope: str | None
+    decider: ReplyDecider | None
 
 
 class ScenarioRunner:
@@ -152,7 +155,8 @@ class ScenarioRunner:
             await asyncio.to_thread(
                 self.memory.add_documents, [Path(p) for p in scenario.knowledge], scope=scope, agent="scenario"
             )
-        return _Prepared(scenario=scenario, spec=spec, settings=settings, knowledge_scope=scope)
+        decider = reply_decider(spec)
+        return _Prepared(scenario=scenario, spec=spec, settings=settings, knowledge_scope=scope, decider=decider)
 
     def _scripted_profile(self, name: str, rules_file: Path) -> ModelProfile:
         """A profile on a scripted server answering from `rules_file` (one server per file per suite)."""
@@ -218,7 +222,8 @@ class ScenarioRunner:
         return self._verdict(item, trial, trace, database, error, latency, session)
 
     async def _converse(self, item: _Prepared, team: GroupChatTeam, trace: Trace, session: str, scope: str) -> None:
-        """The customer's turns, each one run of the team; stops early when a cassette missed."""
+        """The customer's turns, each one run of the team (or the paused run taken up with their decisions); stops
+        early when a cassette missed."""
         from autogen_agentchat.messages import BaseChatMessage
 
         from huddle.teams.base import RunResult
@@ -226,20 +231,43 @@ class ScenarioRunner:
         customer = _Customer(item, self, session) if item.scenario.simulator is not None else None
         scripted = list(item.scenario.user or [])
         reply: str | None = None
+        pending: list[PendingCall] = []
         while True:
-            message = await customer.next(reply) if customer is not None else (scripted.pop(0) if scripted else None)
-            if message is None:
+            turn = await customer.next(reply) if customer is not None else (scripted.pop(0) if scripted else None)
+            if turn is None:
                 return
-            trace.customer.append(message)
-            async for event in team.run_stream(message):
+            decisions = self._decisions(item, turn, pending, len(trace.customer))
+            trace.customer.append(turn.describe() if isinstance(turn, ApprovalTurn) else turn)
+            if decisions is not None:
+                trace.decide(decisions)
+                stream = team.resume_stream(decisions)
+            else:
+                assert isinstance(turn, str)  # an approval turn always decides (or raises)
+                stream = team.run_stream(turn)
+            async for event in stream:
                 if isinstance(event, RunResult):
                     trace.results.append(event)
-                    reply = event.answer
+                    pending = event.pending
+                    trace.ask(pending)
+                    reply = waiting_text(pending, item.decider) if pending else event.answer
                     trace.replies.append(reply)
                 elif isinstance(event, BaseChatMessage) and event.source != "user":
                     trace.observe(event)
             if self.cassette is not None and self.cassette.misses_in(scope):
                 return
+
+    @staticmethod
+    def _decisions(
+        item: _Prepared, turn: str | ApprovalTurn, pending: list[PendingCall], index: int
+    ) -> dict[str, ApprovalDecision] | None:
+        """What a user turn decides about the calls waiting from the last one: an approval turn's decisions, the
+        customer's answer as a member reads it, or None (a new message; whatever waited is dropped)."""
+        if isinstance(turn, ApprovalTurn):
+            return decisions_for(turn, pending, index)
+        if not pending or item.decider is None:
+            return None
+        answer = item.decider.approval_reply(turn, pending)
+        return None if answer is None else dict(answer)
 
     def _trial_spec(self, item: _Prepared, user_scope: str, database: Path) -> TeamSpec:
         """The scenario's team with this trial's memory scopes and database."""
@@ -297,6 +325,7 @@ class ScenarioRunner:
             latency_s=round(latency, 3),
             intents=trace.intents,
             tool_calls=trace.tool_calls,
+            approvals=trace.asked,
             customer=trace.customer,
             replies=trace.replies,
             usage_by_agent=self.ledger.by("agent", session_id=session),

@@ -10,15 +10,20 @@ A scenario names the team, the policy documents it may recall, the database it a
     database: fixtures/orders.sql    # loaded into a fresh SQLite file per trial
     user:                            # the customer's messages; or `simulator: {profile, instruction, stop}`
       - "Hi, order 1042 arrived broken. I want my money back."
-      - "Yes, please refund it."
+      - approve: issue_refund        # or `approve: all`, `deny: {tool: issue_refund, reason: "..."}`
     expect:
       intent: refund
+      asked_approval: [{name: issue_refund, args: {order_id: "1042"}}]
       tools_called: [{name: lookup_order, args: {order_id: "1042"}}, {name: issue_refund}]
       tools_not_called: [cancel_order]
       database: {"SELECT status FROM orders WHERE id='1042'": [["refunded"]]}
       reply_contains: ["refund"]
       max_turns: 16
       max_cost_usd: 0.02
+
+A user turn is a message, or a decision about the tool calls the previous turn left waiting for approval
+(`huddle.agents.approval`): ``approve: TOOL`` (or ``all``), ``deny: TOOL`` or ``deny: {tool, reason}``. A plain message
+after a paused turn is the customer's own answer, which a member may read as the decision (`huddle.evals.approvals`).
 
 A scenario's `model` may be a scripted-model rule file (`ScriptedModel`): a `huddle.testing.ScriptedServer` answers
 from its rules, so a suite runs in CI with no model at all. Loading checks the file, its team and its rule file
@@ -31,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from huddle.config.yamlfile import load_model
 from huddle.errors import ConfigError
@@ -75,14 +80,13 @@ ToolName = Annotated[str, Field(min_length=1, max_length=64)]
 Text = Annotated[str, Field(min_length=1)]
 
 
-class ToolExpectation(BaseModel):
-    """A tool call that must have happened: its name, arguments it must have had (a subset), and its outcome."""
+class CallExpectation(BaseModel):
+    """A tool call that must have been made (or asked for approval): its name and arguments it had (a subset)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: ToolName
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments the call must have had (others may be).")
-    ok: bool | None = Field(None, description="true: it must have succeeded; false: failed or refused; unset: either.")
 
     @model_validator(mode="before")
     @classmethod
@@ -90,9 +94,60 @@ class ToolExpectation(BaseModel):
         return {"name": data} if isinstance(data, str) else data
 
     def describe(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.args.items())})"
+
+
+class ToolExpectation(CallExpectation):
+    """A tool call that must have happened, with its outcome."""
+
+    ok: bool | None = Field(None, description="true: it must have succeeded; false: failed or refused; unset: either.")
+
+    def describe(self) -> str:
         outcome = "" if self.ok is None else (" succeeding" if self.ok else " failing")
-        return f"{self.name}({args}){outcome}"
+        return f"{super().describe()}{outcome}"
+
+
+ALL = "all"
+
+
+class Denial(BaseModel):
+    """A denied tool call and the reason the conversation gets as its result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool: ToolName
+    reason: Text = "denied by the user"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_tool(cls, data: Any) -> Any:
+        return {"tool": data} if isinstance(data, str) else data
+
+
+class ApprovalTurn(BaseModel):
+    """A user turn that decides the calls the previous turn left waiting: ``approve: TOOL`` (``all``: every waiting
+    call) or ``deny: TOOL`` / ``deny: {tool, reason}``. A waiting call it does not name fails the trial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approve: ToolName | None = None
+    deny: Denial | None = None
+
+    @model_validator(mode="after")
+    def _one_decision(self) -> ApprovalTurn:
+        if (self.approve is None) == (self.deny is None):
+            raise ValueError("an approval turn gives exactly one of `approve: TOOL` (or all) or `deny: TOOL`")
+        return self
+
+    @property
+    def tool(self) -> str:
+        return self.approve if self.approve is not None else self.deny.tool  # type: ignore[union-attr]
+
+    def describe(self) -> str:
+        if self.approve is not None:
+            return f"approve: {self.approve}"
+        assert self.deny is not None
+        return f"deny: {self.deny.tool} ({self.deny.reason})"
 
 
 class Simulator(BaseModel):
@@ -116,6 +171,10 @@ class Expectations(BaseModel):
     )
     tools_called: list[ToolExpectation] = Field(default_factory=list)
     tools_not_called: list[ToolName] = Field(default_factory=list)
+    asked_approval: list[CallExpectation] = Field(
+        default_factory=list, description="Tool calls that waited for approval (name, or {name, args})."
+    )
+    not_asked_approval: list[ToolName] = Field(default_factory=list, description="Tools never asked for approval.")
     database: dict[str, list[list[Any]]] = Field(
         default_factory=dict, description="SQL query -> the rows it must return from the trial's database."
     )
@@ -136,10 +195,17 @@ class Scenario(BaseModel):
     model: Annotated[str | None, AfterValidator(_model)] = None
     knowledge: list[ExistingFile] = Field(default_factory=list)
     database: ExistingFile | None = Field(None, description="A .sql file loaded into a fresh SQLite file per trial.")
-    user: list[Text] | None = Field(None, min_length=1)
+    user: list[Text | ApprovalTurn] | None = Field(None, min_length=1)
     simulator: Simulator | None = None
     expect: Expectations = Expectations()
     path: Path | None = Field(None, exclude=True)
+
+    @field_validator("user")
+    @classmethod
+    def _message_first(cls, user: list[str | ApprovalTurn] | None) -> list[str | ApprovalTurn] | None:
+        if user and isinstance(user[0], ApprovalTurn):
+            raise ValueError("the first turn must be a message: nothing waits for approval before it")
+        return user
 
     @model_validator(mode="after")
     def _one_customer(self) -> Scenario:
