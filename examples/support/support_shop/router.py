@@ -1,9 +1,14 @@
 """The shop's intent router: huddle's `IntentRouter` with the shop's intents, and the rules a support desk needs.
 
 On top of the generic router (nearest labelled example, the model only when unclear), it reads order numbers from
-the message and then from what the memory agent recalled, asks for a missing one, and plans a refund or a
-cancellation only after the customer confirmed it (as in tau-bench): the first message plans a lookup and waits for
-the customer's "yes", which the next message's context decides with no model call.
+the message and then from what the memory agent recalled, and asks for a missing one. A refund or a cancellation is
+planned at once, beside the order's lookup, as an approval-gated tool call (the preset gives the orders agent
+``approval: always`` for them): the turn pauses before anything changes, and the customer answers.
+
+The customer, not an operator, approves in a support chat, so mapping their answer to the decision is the router's
+too: `approval_reply` reads "yes" as the approval and "no" / "wait" as a denial whose
+reason the responder gets, and `approval_question` is what the customer is asked meanwhile. Both are plain functions
+of the text and the waiting calls, with no model call; `huddle.evals.approvals` uses them for scenarios.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
+from huddle.agents.approval import ApprovalDecision, PendingCall
 from huddle.agents.intent_router import Decision, Guess, IntentRouter
 from huddle.agents.plan import PlanStep
 from support_shop.orders import order_id_in
@@ -104,45 +110,35 @@ _AFFIRM = re.compile(
     r"^\W*(yes|yeah|yep|yup|sure|ok|okay|please do|please go ahead|go ahead|do it|confirm(ed)?|correct|that's right)\b",
     re.IGNORECASE,
 )
-_DECLINE = re.compile(r"^\W*(no|nope|don't|do not|never mind|nevermind|stop)\b", re.IGNORECASE)
+_DECLINE = re.compile(r"^\W*(no|nope|don't|do not|never mind|nevermind|stop|wait|hold on|not yet)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Action:
-    """What an intent makes the team do: a tool, whether it needs an order number and the customer's confirmation."""
+    """What an intent makes the team do: a tool, and whether it needs an order number."""
 
     tool: str
     needs_order: bool
-    confirm: bool
 
 
 ACTIONS: dict[str, Action] = {
-    "refund": Action("issue_refund", needs_order=True, confirm=True),
-    "cancellation": Action("cancel_order", needs_order=True, confirm=True),
-    "order_status": Action("lookup_order", needs_order=True, confirm=False),
-    "escalation": Action("escalate_to_human", needs_order=False, confirm=False),
+    "refund": Action("issue_refund", needs_order=True),
+    "cancellation": Action("cancel_order", needs_order=True),
+    "order_status": Action("lookup_order", needs_order=True),
+    "escalation": Action("escalate_to_human", needs_order=False),
 }
 LOOKUP_TOOL = "lookup_order"
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A consequential action planned but waiting for the customer's explicit confirmation."""
-
-    intent: str
-    order_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Confirmation(Decision):
-    """The customer confirmed the action that was waiting for their "yes"."""
+QUESTIONS = {
+    "issue_refund": "Shall I refund order {order_id} in full to your original payment method?",
+    "cancel_order": "Shall I cancel order {order_id}?",
+}
+"""What the customer is asked while a call waits for their approval, per tool."""
 
 
 class SupportRouter(IntentRouter):
     """Detects the customer's intent and plans the support steps; a model call only when the examples are unsure.
 
-    It remembers for the customer's next message which action waits for their confirmation or for an order number.
+    It remembers for the customer's next message which action waits for an order number.
     """
 
     def __init__(
@@ -151,9 +147,8 @@ class SupportRouter(IntentRouter):
         examples: Mapping[str, Sequence[str]] | None = None,
         min_score: float = 0.85,
         min_margin: float = 0.015,
-        confirm_writes: bool = True,
     ) -> None:
-        """`confirm_writes` makes refunds and cancellations wait for a "yes"; the rest is `IntentRouter`'s."""
+        """The arguments of `IntentRouter`, with the shop's examples by default."""
         super().__init__(
             name,
             examples=examples or EXAMPLES,
@@ -163,67 +158,64 @@ class SupportRouter(IntentRouter):
             min_margin=min_margin,
             prompt="support_shop.prompts:support_intent",
         )
-        self.confirm_writes = confirm_writes
-        self._pending: Pending | None = None
         self._awaiting_order: str | None = None
 
     def from_context(self, text: str, guess: Guess, clear: bool) -> Decision | None:
-        """A "yes" (or the same intent again) to the action waiting for confirmation, a "no", or the order number
-        the team asked for."""
-        pending, awaiting = self._pending, self._awaiting_order
-        other_order = order_id_in(text)
-        if pending is not None and other_order in (None, pending.order_id):
-            if _AFFIRM.match(text) or (clear and guess.intent == pending.intent):
-                return Confirmation(pending.intent, "context", guess)
-            if _DECLINE.match(text):
-                return Decision(FILLER, "context", guess)
-        if awaiting is not None and other_order and (not clear or guess.intent in (FILLER, awaiting)):
+        """The order number the team asked for, as the intent that asked for it."""
+        awaiting = self._awaiting_order
+        if awaiting is not None and order_id_in(text) and (not clear or guess.intent in (FILLER, awaiting)):
             return Decision(awaiting, "context", guess)
         return None
 
     def plan_for(
         self, decision: Decision, text: str, messages: Sequence[BaseChatMessage]
     ) -> tuple[list[str], list[PlanStep]]:
-        """The note for the team (what was decided, what is missing or waiting) and the tool steps to run."""
+        """The note for the team (what was decided, what is missing) and the tool steps to run: a refund or a
+        cancellation beside the lookup, so the customer is asked with the order's details at hand."""
         lines, _ = super().plan_for(decision, text, messages)
         action = ACTIONS.get(decision.intent)
-        pending, self._pending, self._awaiting_order = self._pending, None, None
-        confirmed = isinstance(decision, Confirmation) and pending is not None
-        if confirmed and pending is not None:
-            order_id: str | None = pending.order_id
-            reason = pending.reason
-        else:
-            order_id = order_id_in(text) or _recalled_order(messages)
-            reason = text
+        self._awaiting_order = None
+        order_id = order_id_in(text) or _recalled_order(messages)
         if order_id:
             lines.append(f"Order: {order_id}")
         if action is None:
             return lines, []
-        if (action.needs_order or action.confirm) and order_id is None:  # a confirmation is about one order
+        if action.needs_order and order_id is None:
             self._awaiting_order = decision.intent
             lines.append("Missing: order number (ask the customer for it)")
             return lines, []
-        if action.confirm and self.confirm_writes and not confirmed and order_id is not None:
-            self._pending = Pending(decision.intent, order_id, reason)
-            lines.append(f"Awaiting confirmation: {action.tool} for order {order_id} (not done yet)")
-            return lines, [self.step(1, LOOKUP_TOOL, {"order_id": order_id})]
-        if confirmed:
-            lines.append(f"Confirmed by the customer: {action.tool} for order {order_id}")
-        return lines, [self.step(1, action.tool, _arguments(action.tool, order_id, reason))]
+        args = _arguments(action.tool, order_id, text)
+        if action.tool in QUESTIONS and order_id is not None:
+            return lines, [self.step(1, LOOKUP_TOOL, {"order_id": order_id}), self.step(2, action.tool, args)]
+        return lines, [self.step(1, action.tool, args)]
+
+    @staticmethod
+    def approval_reply(text: str, pending: Sequence[PendingCall]) -> dict[str, ApprovalDecision] | None:
+        """The customer's answer to the waiting calls: "yes" approves them all, "no" / "wait" denies them all with
+        their words as the reason; anything else (another order, another question) is a new message (None)."""
+        mentioned = order_id_in(text)
+        if mentioned is not None and any(p.args.get("order_id") not in (None, mentioned) for p in pending):
+            return None
+        if _AFFIRM.match(text):
+            return {p.id: ApprovalDecision.approve() for p in pending}
+        if _DECLINE.match(text):
+            reason = f"the customer declined: {' '.join(text.split())[:150]}"
+            return {p.id: ApprovalDecision.deny(reason) for p in pending}
+        return None
+
+    @staticmethod
+    def approval_question(pending: Sequence[PendingCall]) -> str:
+        """What the customer is asked while calls wait: one question per call, then how to answer."""
+        asked = [QUESTIONS.get(p.tool, "Shall I go ahead with " + p.tool + "?").format(**p.args) for p in pending]
+        return " ".join([*asked, "Please reply yes to go ahead, or no to leave it as it is."])
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
-        self._pending, self._awaiting_order = None, None
+        self._awaiting_order = None
 
     async def save_state(self) -> Mapping[str, Any]:
-        pending = self._pending
-        return {
-            "pending": None if pending is None else [pending.intent, pending.order_id, pending.reason],
-            "awaiting_order": self._awaiting_order,
-        }
+        return {"awaiting_order": self._awaiting_order}
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
-        pending = state.get("pending")
-        self._pending = Pending(*pending) if pending else None
         self._awaiting_order = state.get("awaiting_order")
 
 
