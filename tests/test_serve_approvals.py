@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from ag_ui.core import RunErrorEvent, RunFinishedEvent, ToolCallResultEvent, ToolCallStartEvent
 
@@ -181,3 +182,52 @@ def test_agui_a_cancelled_interrupt_is_a_denial(served: Served) -> None:
     last = resumed[-1]
     assert not isinstance(last, RunErrorEvent) and isinstance(last, RunFinishedEvent)
     assert count() == 0 and "not today" in last.result["answer"]
+
+
+def client(served: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_a_plain_openai_client_is_asked_and_approves_with_a_reply(served: Served) -> None:
+    """A stateless client: it resends the history, the waiting message in it; 'approve' takes the turn up."""
+    asked = [{"role": "user", "content": "bump the counter"}]
+    waiting = client(served).chat.completions.with_raw_response.create(model="calc", messages=asked)  # type: ignore[arg-type]
+    body = waiting.parse()
+    text = body.choices[0].message.content or ""
+    [call] = (body.model_extra or {})["huddle"]["pending"]
+    assert body.choices[0].finish_reason == "stop" and count() == 0
+    assert text.startswith("Waiting for your approval: bump(") and f"[call {call['id']}]" in text
+    assert "Reply 'approve' or 'deny <reason>'" in text
+    history = [*asked, {"role": "assistant", "content": text}, {"role": "user", "content": "Approve"}]
+    answer = client(served).chat.completions.with_raw_response.create(model="calc", messages=history)  # type: ignore[arg-type]
+    assert answer.headers["X-Huddle-Session"] == waiting.headers["X-Huddle-Session"]
+    assert count() == 1 and "counter is 1 (hello)" in (answer.parse().choices[0].message.content or "")
+    assert (answer.parse().model_extra or {})["huddle"]["pending"] == []
+
+
+def test_a_denial_through_the_openai_sdk_reaches_the_model_and_the_tool_never_runs(served: Served) -> None:
+    session = {"X-Huddle-Session": uuid.uuid4().hex}
+    first = client(served).responses.create(model="calc", input="bump the counter", extra_headers=session)
+    assert first.output_text.startswith("Waiting for your approval: bump(") and first.status == "completed"
+    assert client(served).responses.retrieve(first.id).output_text == first.output_text
+    with client(served).responses.stream(
+        model="calc", input="deny not on a Sunday", previous_response_id=first.id
+    ) as stream:
+        denied = stream.get_final_response()
+    assert count() == 0 and "not on a Sunday" in denied.output_text
+    turns = httpx.get(f"{served.url}/api/sessions/{session['X-Huddle-Session']}").json()
+    assert [t["status"] for t in turns] == ["done"] and turns[0]["task"] == "bump the counter"
+
+
+def test_any_other_reply_is_a_new_message_and_the_paused_call_never_runs(served: Served) -> None:
+    session = {"X-Huddle-Session": uuid.uuid4().hex}
+    messages: Any = [{"role": "user", "content": "bump the counter"}]
+    client(served).chat.completions.create(model="calc", messages=messages, extra_headers=session)
+    messages = [{"role": "user", "content": "yes, but only half"}]
+    chunks = list(
+        client(served).chat.completions.create(model="calc", messages=messages, extra_headers=session, stream=True)
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("Waiting for your approval: bump(")  # the new message paused on its own call
+    turns = httpx.get(f"{served.url}/api/sessions/{session['X-Huddle-Session']}").json()
+    assert [t["status"] for t in turns] == ["cancelled", "awaiting_approval"] and count() == 0

@@ -18,6 +18,8 @@ from huddle.agents.approval import ApprovalDecision, PendingCall
 from huddle.secrets import redact
 from huddle.serve.hub import DecisionsRefused
 
+WAITING = "Waiting for your approval: "
+"""How the text answer of a paused turn begins (a stateless client's resent history is recognised by it)."""
 YES = frozenset({"approve", "approved", "yes", "y"})
 NO = frozenset({"deny", "denied", "no", "n"})
 _ARGS_CHARS = 200
@@ -71,7 +73,7 @@ def reply_decisions(text: str, pending: list[PendingCall]) -> dict[str, Approval
 def waiting_text(pending: list[dict[str, Any]]) -> str:
     """What a text-only client is answered while calls wait: each call with its arguments and id, and how to reply."""
     calls = "; ".join(f"{_call(p)} [call {p.get('id')}]" for p in pending)
-    return redact(f"Waiting for your approval: {calls}. Reply 'approve' or 'deny <reason>'.")
+    return redact(f"{WAITING}{calls}. Reply 'approve' or 'deny <reason>'.")
 
 
 def _call(pending: dict[str, Any]) -> str:

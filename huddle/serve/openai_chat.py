@@ -11,7 +11,8 @@ chunk, with ``stream_options.include_usage`` a last chunk with ``choices: []`` a
 What the team does meanwhile (who speaks and why, the plan, tool calls, the meter) travels in chunks with an empty
 delta and a ``huddle`` field (`TeamEvent.as_json`), which standard clients ignore. A run that ends without an answer
 is an OpenAI error: a plain request gets HTTP 502 (429 when a budget stopped it); a stream, whose status has been
-sent, gets an ``error`` chunk and ends without ``[DONE]``.
+sent, gets an ``error`` chunk and ends without ``[DONE]``. A run that pauses for approvals is an answer: the message
+says what waits and how to reply, ``huddle.pending`` lists the calls (`huddle.serve.openai_wire`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from huddle.serve.openai_wire import (
     Lenient,
     Message,
     admit,
+    answer_text,
     error_json,
     error_response,
     failure,
@@ -107,7 +109,7 @@ def chat_completions(hub: Hub) -> Any:
             conversation = chat.conversation()
             hub.team(chat.model)
             session_id = request.headers.get(SESSION_HEADER) or session_for(hub, chat.model, conversation, owner)
-            admitted = await admit(hub, chat.model, conversation.task, session_id, owner)
+            admitted = await admit(hub, chat.model, conversation, session_id, owner)
         except HuddleError as exc:
             return error_response(exc)
         headers = {SESSION_HEADER: admitted.turn.session_id, RUN_HEADER: admitted.turn.run_id}
@@ -142,13 +144,18 @@ async def _plain(hub: Hub, admitted: Admitted, model: str, headers: dict[str, st
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text, "refusal": None},
+                "message": {"role": "assistant", "content": answer_text(result), "refusal": None},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
         ],
         "usage": _usage(hub, run_id),
-        "huddle": {"session_id": admitted.turn.session_id, "run_id": run_id, "events": huddle_events(events)},
+        "huddle": {
+            "session_id": admitted.turn.session_id,
+            "run_id": run_id,
+            "events": huddle_events(events),
+            "pending": result.data.get("pending", []),
+        },
     }
     return JSONResponse(body, headers=headers)
 
@@ -210,7 +217,7 @@ class _Chunks:
                 if error is not None:
                     yield sse(error_json(error)[1])
                     return
-                rest = answer.rest(event.text)
+                rest = answer.rest(answer_text(event))
                 if rest:
                     yield self.chunk({"content": rest})
                 yield self.chunk({}, "stop", event)

@@ -12,7 +12,10 @@ A stream is the events the openai SDK's ``responses.stream``/``create(stream=Tru
 .done``, ``response.content_part.done``, ``response.output_item.done``, ``response.completed`` (with the ledger's
 usage). The team's own events come between them as ``huddle.event`` events (``{"huddle": TeamEvent.as_json()}``),
 a type standard clients pass over. A run without an answer ends the stream with ``response.failed``; a plain
-request gets OpenAI's error shape (HTTP 502, or 429 when a budget stopped it).
+request gets OpenAI's error shape (HTTP 502, or 429 when a budget stopped it). A run that pauses for approvals is a
+completed response whose text says what waits and how to reply, its calls in ``huddle.pending``; a reply (with
+``previous_response_id``, the session header or the history) of ``approve`` or ``deny <reason>`` decides them
+(`huddle.serve.openai_wire`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from huddle.errors import HuddleError
+from huddle.serve.approvals import waiting_text
 from huddle.serve.events import TeamEvent
 from huddle.serve.hub import Hub
 from huddle.serve.openai_wire import (
@@ -40,6 +44,7 @@ from huddle.serve.openai_wire import (
     Lenient,
     Message,
     admit,
+    answer_text,
     error_json,
     error_response,
     failure,
@@ -60,6 +65,7 @@ _STATUS: dict[TurnStatus, str] = {
     "failed": "failed",
     "cancelled": "cancelled",
     "running": "in_progress",
+    "awaiting_approval": "completed",
 }
 
 
@@ -114,7 +120,7 @@ def create(hub: Hub) -> Any:
                 turn, _ = turn_of_response(hub, body.previous_response_id, owner, "previous_response_id")
                 session_id = turn.session_id
             session_id = session_id or session_for(hub, body.model, conversation, owner)
-            admitted = await admit(hub, body.model, conversation.task, session_id, owner)
+            admitted = await admit(hub, body.model, conversation, session_id, owner)
         except HuddleError as exc:
             return error_response(exc)
         headers = {SESSION_HEADER: admitted.turn.session_id, RUN_HEADER: admitted.turn.run_id}
@@ -131,8 +137,9 @@ def create(hub: Hub) -> Any:
         error = failure(result)
         if error is not None:
             return error_response(error, headers)
-        completed = shape.response("completed", result.text, usage=True)
+        completed = shape.response("completed", answer_text(result), usage=True)
         completed["huddle"]["events"] = huddle_events(events)
+        completed["huddle"]["pending"] = result.data.get("pending", [])
         return JSONResponse(completed, headers=headers)
 
     return endpoint
@@ -145,15 +152,19 @@ def retrieve(hub: Hub) -> Any:
             turn, team = turn_of_response(hub, response_id, owner_of(request), None)
         except HuddleError as exc:
             return error_response(exc)
+        pending = [p.model_dump(mode="json") for p in hub.pending(turn.session_id)]
+        waiting = turn.status == "awaiting_approval" and pending
         body = _response(
             hub,
             turn.run_id,
             team,
             status=_STATUS[turn.status],
-            text=turn.answer if turn.status == "done" else None,
+            text=waiting_text(pending) if waiting else turn.answer if turn.status == "done" else None,
             created=int(turn.started),
             session_id=turn.session_id,
         )
+        if waiting:
+            body["huddle"]["pending"] = pending
         if turn.status == "failed":
             body["error"] = {"code": "run_failed", "message": turn.error or "the team gave no answer"}
         return JSONResponse(body, headers={SESSION_HEADER: turn.session_id})
@@ -275,15 +286,18 @@ class _Shape:
         if error is not None or result is None:
             yield self.failed(error_json(error or NO_RESULT)[1]["error"])
             return
-        rest = answer.rest(result.text)
+        text = answer_text(result)
+        rest = answer.rest(text)
         if rest:
             yield self.delta(rest)
         yield self.event("huddle.event", huddle=result.as_json())
-        yield self.event("response.output_text.done", **self.where(), text=result.text, logprobs=[])
-        yield self.event("response.content_part.done", **self.where(), part=_part(result.text))
-        item = _item(self.run_id, "completed", _part(result.text))
+        yield self.event("response.output_text.done", **self.where(), text=text, logprobs=[])
+        yield self.event("response.content_part.done", **self.where(), part=_part(text))
+        item = _item(self.run_id, "completed", _part(text))
         yield self.event("response.output_item.done", output_index=0, item=item)
-        yield self.event("response.completed", response=self.response("completed", result.text, usage=True))
+        completed = self.response("completed", text, usage=True)
+        completed["huddle"]["pending"] = result.data.get("pending", [])
+        yield self.event("response.completed", response=completed)
 
     def failed(self, error: dict[str, Any]) -> str:
         response = self.response("failed", None, usage=True)

@@ -1,6 +1,12 @@
 """What the Chat Completions and Responses endpoints share: OpenAI's error shape, request parsing, the session a
 request continues, admitting its turn, the answer's text as it streams, and the ledger's usage.
 
+A turn that pauses for approvals answers with text (`huddle.serve.approvals.waiting_text`: the calls and how to
+reply) and ``finish_reason: "stop"``, the calls under the ``huddle`` extension's ``pending``. The next user message
+on that session decides them when it is a plain yes or no (``approve`` / ``yes`` / ``y``, ``deny`` / ``no`` / ``n``
+with a reason, optionally naming a call id: `reply_decisions`); anything else is a new message, which cancels the
+paused turn.
+
 Both endpoints must answer a mistake before anything runs with a proper status and OpenAI's error body
 (``{"error": {"message", "type", "param", "code"}}``), which the openai SDK turns into its typed exceptions
 (`NotFoundError`, `ConflictError`, ...). So a turn is admitted, and its first event pulled, before a response is
@@ -22,8 +28,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from huddle.agents.approval import AWAITING
 from huddle.errors import HuddleError
 from huddle.secrets import redact
+from huddle.serve.approvals import WAITING, reply_decisions, waiting_text
 from huddle.serve.events import TeamEvent
 from huddle.serve.hub import Hub, SessionBusy, SessionNotFound, TurnStream, UnknownTeam
 from huddle.storage.sessions import SessionStore, Turn
@@ -123,6 +131,8 @@ class Conversation:
 
     task: str
     previous: tuple[str, str] | None = None
+    reply: str = ""
+    """The last user message as written (without the instructions): what may approve or deny a paused turn."""
 
     @classmethod
     def of(cls, messages: list[Message], instructions: str | None, field_name: str) -> Conversation:
@@ -142,8 +152,11 @@ class Conversation:
         chat = [m for m in messages[:-1] if m.role in ("user", "assistant")]
         previous = None
         if len(chat) >= 2 and chat[-1].role == "assistant" and chat[-2].role == "user":
-            previous = (task(chat[-2].text), chat[-1].text)
-        return cls(task(messages[-1].text), previous)
+            asked = len(chat) - 2  # the turn's task: before any approvals its answer waited on
+            while asked >= 2 and chat[asked - 1].role == "assistant" and chat[asked - 1].text.startswith(WAITING):
+                asked -= 2
+            previous = (task(chat[asked].text), chat[-1].text)
+        return cls(task(messages[-1].text), previous, messages[-1].text)
 
 
 def session_for(hub: Hub, team: str, conversation: Conversation, owner: str | None) -> str | None:
@@ -153,7 +166,20 @@ def session_for(hub: Hub, team: str, conversation: Conversation, owner: str | No
         return None
     with SessionStore(hub.settings.sessions_path) as store:
         candidates = store.continued_by(team, *conversation.previous)
-    return next((sid for sid in candidates if hub.access.owns(sid, owner)), None)
+    found = next((sid for sid in candidates if hub.access.owns(sid, owner)), None)
+    if found is None and conversation.previous[1].startswith(WAITING):
+        return _paused_session(hub, team, conversation.previous[1], owner)
+    return found
+
+
+def _paused_session(hub: Hub, team: str, waiting: str, owner: str | None) -> str | None:
+    """The caller's session of `team` paused on the calls a waiting message names (their ids are in it)."""
+    for summary in hub.sessions(owner):
+        if summary.team == team:
+            pending = hub.pending(summary.id)
+            if pending and all(f"[call {call.id}]" in waiting for call in pending):
+                return summary.id
+    return None
 
 
 def turn_of_response(hub: Hub, response_id: str, owner: str | None, param: str | None) -> tuple[Turn, str]:
@@ -184,17 +210,31 @@ class Admitted:
                 yield event
 
 
-async def admit(hub: Hub, team: str, task: str, session_id: str | None, owner: str | None) -> Admitted:
-    """Start a turn and pull its first event, so that what refuses it raises here (`HuddleError`)."""
-    turn = await hub.turn(team, task, session_id=session_id, owner=owner)
+async def admit(hub: Hub, team: str, conversation: Conversation, session_id: str | None, owner: str | None) -> Admitted:
+    """Start a turn and pull its first event, so that what refuses it raises here (`HuddleError`). On a session
+    paused for approvals a plain yes or no decides the waiting calls; any other message is a new turn."""
+    decisions = reply_decisions(conversation.reply, hub.pending(session_id)) if session_id else None
+    if decisions and session_id:
+        turn = await hub.approve(team, session_id, decisions, owner)
+    else:
+        turn = await hub.turn(team, conversation.task, session_id=session_id, owner=owner)
     first = await anext(aiter(turn.events), None)
     return Admitted(turn, first)
+
+
+def answer_text(result: TeamEvent) -> str:
+    """The text a client is answered with: the team's answer, or what waits for approval and how to reply."""
+    return result.text or (waiting_text(result.data["pending"]) if _paused(result) else "")
+
+
+def _paused(result: TeamEvent) -> bool:
+    return result.data.get("stop_reason") == AWAITING and bool(result.data.get("pending"))
 
 
 def failure(result: TeamEvent) -> ApiError | None:
     """The error a run without an answer is answered with: a budget that stopped it is the caller's quota (429),
     anything else the team's failure (502: the models behind it failed, not this server)."""
-    if result.text:
+    if result.text or _paused(result):
         return None
     reason = redact(str(result.data.get("stop_reason") or "error: the team gave no answer"))
     if "budget" in reason:
