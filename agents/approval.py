@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +42,10 @@ class PendingCall(BaseModel):
     step_id: int = Field(description="The plan step it belongs to; 0 for a call the plan did not make.")
     reason: str
     requested: float = Field(default_factory=time.time, description="When it was asked (epoch seconds).")
+    path: list[str] = Field(
+        default_factory=list,
+        description="The nested team members, outermost first, whose team asked ([] for the team's own member).",
+    )
 
 
 class ApprovalDecision(BaseModel):
@@ -141,15 +146,28 @@ def settled(call: PendingCall, decision: ApprovalDecision, timeout_s: float, now
 
 
 def check_decisions(pending: list[PendingCall], decisions: Mapping[str, ApprovalDecision]) -> None:
-    """Refuse decisions that do not cover exactly the pending calls: one `HuddleError` line naming what is off."""
+    """Refuse decisions for calls that are not pending: one `HuddleError` line naming what is off. Deciding only
+    some of the pending calls is allowed: the run stays paused, nothing runs, until every one is decided."""
     if not pending:
         raise HuddleError("nothing is waiting for approval")
     ids = [p.id for p in pending]
     unknown = sorted(set(decisions) - set(ids))
     if unknown:
         raise HuddleError(f"no pending call {unknown[0]!r} (pending: {', '.join(ids)})")
-    missing = [i for i in ids if i not in decisions]
-    if missing:
-        raise HuddleError(
-            f"decide every pending call: {', '.join(missing)} has no decision (pending: {', '.join(ids)})"
-        )
+
+
+Checkpoint = Callable[[], Awaitable[None]]
+_checkpoint: ContextVar[Checkpoint | None] = ContextVar("huddle_approval_checkpoint", default=None)
+
+
+def checkpointing(save: Checkpoint | None) -> None:
+    """Make `save` the way the current run (its own task, and the nested teams' tasks it starts) keeps its decisions
+    and which approved calls have run, before and after each one runs (a durable session's; None: not kept)."""
+    _checkpoint.set(save)
+
+
+async def checkpoint() -> None:
+    """Keep the run's approvals now, so a process killed from here on never runs an approved call twice."""
+    save = _checkpoint.get()
+    if save is not None:
+        await save()

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from huddle.agents.approval import ApprovalRecord, PendingCall
+from huddle.agents.approval import ApprovalDecision, ApprovalRecord, PendingCall
 from huddle.agents.plan import Plan, PlanStep, StepStatus
+from huddle.tools import ToolResult
 
 
 @dataclass
@@ -28,6 +29,9 @@ class RunState:
     stream_answer: bool = True  # whether anyone reads the answer as it is written (else one plain call is cheaper)
     pending: list[PendingCall] = field(default_factory=list)  # calls waiting for a person's approval
     approvals: list[ApprovalRecord] = field(default_factory=list)  # this task's requests and their decisions
+    decided: dict[str, ApprovalDecision] = field(default_factory=dict)  # call id -> the decision that stands
+    # call id -> its result once settled; None while an approved call runs (a crash then: it is never run again)
+    ran: dict[str, ToolResult | None] = field(default_factory=dict)
 
     def start(self, task: str, run_id: str | None, *, stream_answer: bool = True) -> None:
         """Begin a new task (a chat keeps its team and history across tasks, but not the plan)."""
@@ -38,6 +42,13 @@ class RunState:
         self.failures.clear()
         self.pending.clear()
         self.approvals.clear()
+        self.decided.clear()
+        self.ran.clear()
+
+    @property
+    def waiting(self) -> list[PendingCall]:
+        """The pending calls nobody has decided yet (the run stays paused while there are any)."""
+        return [p for p in self.pending if p.id not in self.decided]
 
     def snapshot(self) -> dict[str, Any]:
         """The run as JSON-able data, for a session to keep while the run waits for approvals."""
@@ -51,6 +62,8 @@ class RunState:
             "failures": dict(self.failures),
             "pending": [p.model_dump() for p in self.pending],
             "approvals": [a.model_dump() for a in self.approvals],
+            "decided": {k: d.model_dump() for k, d in self.decided.items()},
+            "ran": {k: None if r is None else r.model_dump() for k, r in self.ran.items()},
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -62,6 +75,8 @@ class RunState:
         self.failures = dict(saved.get("failures", {}))
         self.pending = [PendingCall.model_validate(p) for p in saved.get("pending", [])]
         self.approvals = [ApprovalRecord.model_validate(a) for a in saved.get("approvals", [])]
+        self.decided = {k: ApprovalDecision.model_validate(d) for k, d in saved.get("decided", {}).items()}
+        self.ran = {k: None if r is None else ToolResult.model_validate(r) for k, r in saved.get("ran", {}).items()}
 
     def set_plan(self, plan: Plan) -> None:
         self.plan = plan

@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from autogen_agentchat.agents import BaseChatAgent
@@ -32,8 +32,8 @@ from huddle.agents.approval import (
     ApprovalPolicy,
     ApprovalRecord,
     PendingCall,
+    checkpoint,
     pending_call,
-    settled,
 )
 from huddle.agents.plan import PlanStep
 from huddle.agents.state import RunState
@@ -217,29 +217,45 @@ class ToolExecutorAgent(BaseChatAgent):
             return self._tools
         return self._tools.subset(n for n in self._tools.names() if self._tools.get(n).side_effects == "read")
 
-    async def decide(self, decisions: Mapping[str, ApprovalDecision], timeout_s: float) -> TextMessage | None:
-        """Settle this member's pending calls with a person's `decisions` (call id -> decision; every one decided, as
-        `huddle.agents.approval.check_decisions` ensures) and return the message that posts their results.
+    async def decide(self) -> TextMessage | None:
+        """Settle this member's pending calls with the decisions in the run state (every one decided) and return the
+        message that posts their results.
 
-        Every edit is validated before anything runs (an invalid one raises `ToolArgumentsError`, nothing is run); an
-        approved call runs once; a denied or expired one never runs and its reason is its result."""
+        Every edit is validated before anything runs (an invalid one raises `ToolArgumentsError`, nothing is run); a
+        denied or expired call never runs and its reason is its result. Exactly once across a crash: an approved call
+        is marked as running (and the mark kept, `huddle.agents.approval.checkpoint`) before it runs and its result
+        kept after, so a resume in a new process reuses a result instead of running the call again, and a call the
+        crash interrupted is not run again either (whether it took effect is unknown: the conversation is told)."""
         mine = [p for p in self._state.pending if p.agent == self.name]
         if not mine:
             return None
-        now = time.time()
-        verdicts = [settled(p, decisions[p.id], timeout_s, now) for p in mine]
+        verdicts = [self._state.decided[p.id] for p in mine]
         runs = [
             self._tools.get(p.tool).validate(d.args or {}) if d.action == "edit" else None
             for p, d in zip(mine, verdicts, strict=True)
         ]
-        results: list[ToolResult] = []
-        for call, decision, edited in zip(mine, verdicts, runs, strict=True):
-            if decision.action == "deny":
-                results.append(denied(call.tool, call.args, decision.reason))
-            else:
-                results.append(await self._tools.get(call.tool).run(edited or call.args))
+        results = [await self._once(call, d, edited) for call, d, edited in zip(mine, verdicts, runs, strict=True)]
+        self._state.pending = [p for p in self._state.pending if p.agent != self.name]
+        none = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        steps = [self._step_of(call) for call in mine]
+        return self.report(steps, [(r, none) for r in results])
+
+    async def _once(self, call: PendingCall, decision: ApprovalDecision, edited: Any) -> ToolResult:
+        """One decided call's result: the kept one if it has settled before (or was cut off while it ran), else
+        the denial's reason or the tool's result, with the marks kept before and after it runs."""
+        ran = self._state.ran
+        if call.id in ran:
+            result = ran[call.id] or interrupted(call.tool, call.args)
+        elif decision.action == "deny":
+            result = denied(call.tool, call.args, decision.reason)
+        else:
+            ran[call.id] = None
+            await checkpoint()
+            result = await self._tools.get(call.tool).run(edited or call.args)
+        ran[call.id] = result
+        if not any(a.call.id == call.id for a in self._state.approvals):
             record = ApprovalRecord(
-                call=call, action=decision.action, by=decision.by, decided=now, reason=decision.reason
+                call=call, action=decision.action, by=decision.by, decided=time.time(), reason=decision.reason
             )
             self._state.approvals.append(record)
             tracing.event(
@@ -251,12 +267,10 @@ class ToolExecutorAgent(BaseChatAgent):
                 by=decision.by,
                 reason=decision.reason or None,
             )
-            if call.step_id:
-                self._state.complete(call.step_id, results[-1].content, ok=results[-1].ok)
-        self._state.pending = [p for p in self._state.pending if p.agent != self.name]
-        none = RequestUsage(prompt_tokens=0, completion_tokens=0)
-        steps = [self._step_of(call) for call in mine]
-        return self.report(steps, [(r, none) for r in results])
+        if call.step_id:
+            self._state.complete(call.step_id, result.content, ok=result.ok)
+        await checkpoint()
+        return result
 
     def _step_of(self, call: PendingCall) -> PlanStep:
         """The plan step a pending call belongs to (an unplanned request's is step 0)."""
@@ -297,6 +311,16 @@ def denied(tool: str, args: dict[str, Any], reason: str) -> ToolResult:
         content=json.dumps({"error": "denied", "message": reason}),
         error=f"denied: {reason}",
         args=args,
+    )
+
+
+def interrupted(tool: str, args: dict[str, Any]) -> ToolResult:
+    """An approved call that a crash cut off while it ran: it is not run again (it may have taken effect)."""
+    message = (
+        "the process stopped while this approved call ran: it is not run again, and whether it took effect is unknown"
+    )
+    return ToolResult(
+        tool=tool, ok=False, content=json.dumps({"error": "interrupted", "message": message}), error=message, args=args
     )
 
 

@@ -19,6 +19,7 @@ concurrent tasks on separate teams; they are cheap to build and can share one le
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import weakref
 from abc import ABC, abstractmethod
@@ -33,7 +34,18 @@ from autogen_core import CancellationToken
 from pydantic import BaseModel, Field
 
 from huddle import tracing
-from huddle.agents.approval import AWAITING, ApprovalDecision, ApprovalHook, PendingCall, check_decisions
+from huddle.agents.approval import (
+    AWAITING,
+    DEFAULT_TIMEOUT_S,
+    ApprovalDecision,
+    ApprovalHook,
+    Checkpoint,
+    PendingCall,
+    check_decisions,
+    checkpoint,
+    checkpointing,
+    settled,
+)
 from huddle.agents.state import RunState
 from huddle.config.settings import Settings, load_settings
 from huddle.errors import HuddleError
@@ -253,7 +265,8 @@ class Team(ABC):
             bind(TeamContext(team=self, name=name, client=lambda: self.client(name, model)))
 
     async def proceed(self, run: Run, decisions: dict[str, ApprovalDecision]) -> Outcome:
-        """Take up the run that paused for approvals with a person's `decisions`; the kinds that can pause do."""
+        """Take up the run that paused for approvals once every pending call is decided (`decisions`, also in
+        ``state.decided``); the kinds that can pause do."""
         raise HuddleError(f"a {self.kind} team has no run waiting for approval")
 
     def check_decisions(self, decisions: dict[str, ApprovalDecision]) -> None:
@@ -261,13 +274,25 @@ class Team(ABC):
         check_decisions(self.state.pending, decisions)
 
     def resume_stream(
-        self, decisions: dict[str, ApprovalDecision], *, run_id: str | None = None, stream_answer: bool = True
+        self,
+        decisions: dict[str, ApprovalDecision],
+        *,
+        run_id: str | None = None,
+        stream_answer: bool = True,
+        checkpoint: Checkpoint | None = None,
     ) -> AsyncGenerator[Event | RunResult, None]:
-        """Like `run_stream`, for the run that paused for approvals: `decisions` maps every pending call's id to
-        approve / deny(reason) / edit(args) (`ApprovalDecision`); raises `HuddleError` when they do not fit."""
+        """Like `run_stream`, for the run that paused for approvals: `decisions` maps pending calls' ids to
+        approve / deny(reason) / edit(args) (`ApprovalDecision`); raises `HuddleError` when they do not fit.
+
+        Some of the calls may be decided now and the rest later: nothing runs until every one is decided (the run
+        stays ``awaiting_approval`` with the undecided ones), and a call keeps its first decision. The run goes on
+        under the paused run's id unless `run_id` says otherwise, so its run budget counts what it spent before it
+        paused. `checkpoint` keeps the decisions and which approved calls ran (a durable session's store)."""
         self.check_decisions(decisions)
-        run = Run(self.state.task, run_id or uuid.uuid4().hex[:12], CancellationToken(), self.ledger)
-        stream = self._stream_run(run, stream_answer, decisions)
+        run = Run(
+            self.state.task, run_id or self.state.run_id or uuid.uuid4().hex[:12], CancellationToken(), self.ledger
+        )
+        stream = self._stream_run(run, stream_answer, decisions, checkpoint)
         run.stream = weakref.ref(stream)
         return stream
 
@@ -299,10 +324,14 @@ class Team(ABC):
         return stream
 
     async def _stream_run(
-        self, run: Run, stream_answer: bool, decisions: dict[str, ApprovalDecision] | None = None
+        self,
+        run: Run,
+        stream_answer: bool,
+        decisions: dict[str, ApprovalDecision] | None = None,
+        save: Checkpoint | None = None,
     ) -> AsyncGenerator[Event | RunResult, None]:
         await self._claim(run)
-        worker = run.worker = asyncio.create_task(self._execute(run, stream_answer, decisions))
+        worker = run.worker = asyncio.create_task(self._execute(run, stream_answer, decisions, save))
         worker.add_done_callback(lambda _: run.queue.put_nowait(None))
         try:
             while (item := await run.queue.get()) is not None:
@@ -327,9 +356,18 @@ class Team(ABC):
                 await _stop(current.worker)
         self._run = run
 
-    async def _execute(self, run: Run, stream_answer: bool, decisions: dict[str, ApprovalDecision] | None) -> None:
+    async def _execute(
+        self,
+        run: Run,
+        stream_answer: bool,
+        decisions: dict[str, ApprovalDecision] | None,
+        save: Checkpoint | None = None,
+    ) -> None:
         """The run, in its own task: usage scope and trace are entered and left here, whatever the caller does.
-        With `decisions` it is the paused run taken up again, under this new run id."""
+        With `decisions` it is the paused run taken up again."""
+        if save is not None:  # in this task's own context: seen by the nested teams' runs it starts, no one else
+            checkpointing(save)
+        asked = {p.id for p in self.state.pending}
         if decisions is None:
             self.state.start(run.task, run.run_id, stream_answer=stream_answer)
         else:
@@ -341,9 +379,9 @@ class Team(ABC):
             usage_scope(run_id=run.run_id, session_id=self.session_id),
             tracing.trace_run(self.settings.runs_dir, run.run_id, task=run.task[:300], **info) as root,
         ):
-            outcome = await (self.orchestrate(run) if decisions is None else self.proceed(run, decisions))
+            outcome = await (self.orchestrate(run) if decisions is None else self._take_up(run, decisions))
             outcome = self.settle(outcome)
-            for call in self.state.pending:
+            for call in (p for p in self.state.pending if p.id not in asked):
                 self.ledger.record_decision(0, call.agent, "approval", f"asked: {call.tool} ({call.id}): {call.reason}")
             result = self.result(run, outcome)
             root.set(
@@ -356,6 +394,24 @@ class Team(ABC):
                 cost_usd=result.usage.cost_usd,
             )
         run.queue.put_nowait(result)
+
+    async def _take_up(self, run: Run, decisions: dict[str, ApprovalDecision]) -> Outcome:
+        """Keep the new decisions (an expired call is denied) before anything runs; go on once every pending call is
+        decided, unless the run's budget is spent by now: then none of the approved calls runs."""
+        timeout = getattr(self.spec.team, "approval_timeout_s", DEFAULT_TIMEOUT_S)
+        now = time.time()
+        for call in self.state.waiting:
+            if call.id in decisions:
+                self.state.decided[call.id] = settled(call, decisions[call.id], timeout, now)
+        await checkpoint()
+        if self.state.waiting:
+            return Outcome("", AWAITING)
+        if self.governor.level() == "hard":
+            calls = ", ".join(f"{p.tool} ({p.id})" for p in self.state.pending)
+            self.state.pending = []
+            reason = "budget: the run's budget was spent before the approved calls could run"
+            return Outcome(f"Stopped: the run's budget was spent before it resumed, so {calls} did not run.", reason)
+        return await self.proceed(run, dict(self.state.decided))
 
     async def run(self, task: str, **kwargs: Any) -> RunResult:
         """Run one task to the end and return its result (the answer is not streamed: nobody would read it)."""
@@ -398,7 +454,7 @@ class Team(ABC):
             decisions=run.decisions,
             failures=run.failures,
             budget=self.governor.report() if self.settings.budget.active else None,
-            pending=list(self.state.pending),
+            pending=self.state.waiting,
         )
 
     async def close(self) -> None:

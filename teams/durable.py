@@ -51,11 +51,14 @@ class DurableTeam:
         if state is not None:
             await self.team.load_state(state)
             self._baseline = state
+        self.store.reopen_interrupted(self.session_id)  # a crash while approved calls ran: paused again
         paused = self.store.awaiting(self.session_id)
         if paused is not None:  # the team goes on from where it paused, not from the last finished turn
             self.awaiting, paused_state, run_state = paused
             await self.team.load_state(paused_state)
             self.team.state.restore(run_state)
+            if not self.team.state.waiting:  # every call decided before the crash: `resume` takes it up again
+                return self.awaiting
         return self.store.unfinished(self.session_id)
 
     async def run_stream(
@@ -89,10 +92,16 @@ class DurableTeam:
         if paused is None:
             raise HuddleError(f"session {self.session_id!r} has no tool call waiting for approval")
         self.team.check_decisions(decisions)
-        run_id = run_id or uuid.uuid4().hex[:12]
+        run_id = run_id or self.team.state.run_id or uuid.uuid4().hex[:12]
         self.store.take_up(self.session_id, paused.turn, run_id)
         self.awaiting, self._earlier = None, paused
-        async for item in self._record(paused.turn, self.team.resume_stream(decisions, run_id=run_id)):
+
+        async def save() -> None:
+            state = _jsonable(await self.team.save_state())
+            self.store.checkpoint(self.session_id, paused.turn, state=state, run_state=self.team.state.snapshot())
+
+        stream = self.team.resume_stream(decisions, run_id=run_id, checkpoint=save)
+        async for item in self._record(paused.turn, stream):
             yield item
 
     async def _record(
@@ -118,8 +127,13 @@ class DurableTeam:
             raise
 
     async def resume(self, redo: Turn, *, run_id: str | None = None) -> AsyncIterator[Event | RunResult]:
-        """Redo the turn a crash interrupted, once."""
-        async for item in self.run_stream(redo.task, redo=redo, run_id=run_id):
+        """Redo the turn a crash interrupted, once; a paused turn whose calls were all decided before the crash is
+        taken up again with those decisions instead (an approved call that ran, or was running, is not run again)."""
+        if self.awaiting is not None and self.awaiting.turn == redo.turn:
+            items = self.approve({}, run_id=run_id)
+        else:
+            items = self.run_stream(redo.task, redo=redo, run_id=run_id)
+        async for item in items:
             yield item
 
     async def _finish(self, turn: int, result: RunResult) -> None:

@@ -219,9 +219,9 @@ class GroupChatTeam(Team):
         """Settle the pending calls with `decisions` (their results, or the denials' reasons, posted as their tool
         executor's turn), then let the chat go on from there: the manager follows the rest of the plan."""
         await self._start_mcp()
-        timeout, before = self.spec.team.approval_timeout_s, len(self.state.approvals)
+        before = len(self.state.approvals)
         members = sorted({p.agent for p in self.state.pending})
-        messages = [await self._executors[m].decide(decisions, timeout) for m in members]
+        messages = [await self._executors[m].decide() for m in members]
         for record in self.state.approvals[before:]:
             call, why = record.call, f": {record.reason}" if record.reason else ""
             self.ledger.record_decision(
@@ -235,8 +235,8 @@ class GroupChatTeam(Team):
         """Also every edit's arguments against its tool's schema: one invalid edit and nothing runs."""
         super().check_decisions(decisions)
         for call in self.state.pending:
-            decision = decisions[call.id]
-            if decision.action == "edit":
+            decision = decisions.get(call.id)
+            if decision is not None and decision.action == "edit":
                 self.toolsets[call.agent].get(call.tool).validate(decision.args or {})
 
     async def _converse(self, run: Run, turns: AsyncIterator[Event | TaskResult]) -> Outcome:

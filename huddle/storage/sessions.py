@@ -248,13 +248,34 @@ class SessionStore:
             return turn, json.loads(row[1]), json.loads(row[2])
 
     def take_up(self, session_id: str, turn: int, run_id: str) -> None:
-        """A paused turn runs again (its approvals decided) under `run_id`: ``running`` until it ends."""
+        """A paused turn runs again (its approvals decided) under `run_id`: ``running`` until it ends, its run state
+        kept (and `checkpoint`-ed) until then, so a process that dies while it runs leaves the decisions behind."""
         with self._db.connection() as db:
             db.execute(
-                "UPDATE turns SET status = 'running', run_id = ?, run_state = NULL WHERE session_id = ? AND turn = ? "
+                "UPDATE turns SET status = 'running', run_id = ? WHERE session_id = ? AND turn = ? "
                 "AND status = 'awaiting_approval'",
                 (run_id, session_id, turn),
             )
+
+    def checkpoint(self, session_id: str, turn: int, *, state: dict[str, Any], run_state: dict[str, Any]) -> None:
+        """Keep the team's and the run's state of a paused turn being taken up, as it goes (its decisions, which
+        approved calls have run): what `reopen_interrupted` gives back after a crash."""
+        with self._db.connection() as db:
+            db.execute(
+                "UPDATE turns SET state = ?, run_state = ? WHERE session_id = ? AND turn = ? AND status = 'running'",
+                (json.dumps(state), json.dumps(run_state), session_id, turn),
+            )
+
+    def reopen_interrupted(self, session_id: str) -> bool:
+        """A paused turn whose taking up a crash cut short is paused again, with the decisions and results it kept
+        (a running turn with a run state is one); whether there was one."""
+        with self._db.connection() as db:
+            changed = db.execute(
+                "UPDATE turns SET status = 'awaiting_approval' WHERE session_id = ? AND status = 'running' "
+                "AND run_state IS NOT NULL",
+                (session_id,),
+            ).rowcount
+        return bool(changed)
 
     def drop_awaiting(self, session_id: str, reason: str) -> None:
         """A paused turn whose calls will never be decided (a new message came first) ends ``cancelled``."""
