@@ -105,10 +105,15 @@ def test_the_trial_records_tools_intents_and_database_checks(example_run: tuple[
         ("lookup_order", "1042", True),
         ("issue_refund", "1042", True),
     ]
-    assert [i["intent"] for i in refund["intents"]] == ["refund", "refund"]
+    assert [i["intent"] for i in refund["intents"]] == ["refund"]  # the "yes" answers the waiting call: no routing
+    assert [(a["tool"], a["args"]["order_id"], a["turn"], a["decision"]) for a in refund["approvals"]] == [
+        ("issue_refund", "1042", 1, "approve")
+    ]
+    assert refund["replies"][0].startswith("Shall I refund order 1042")
     checks = {c["name"]: c["passed"] for c in refund["checks"]}
     assert checks["database SELECT status FROM orders WHERE id = '1042'"] is True
-    assert refund["customer_turns"] == 2 and refund["turns"] == 8 and refund["prompt_tokens"] > 0
+    # memory, intent, orders (the refund waits), then on the "yes" the refund runs and only the responder speaks
+    assert refund["customer_turns"] == 2 and refund["turns"] == 4 and refund["prompt_tokens"] > 0
     refused = next(s for s in suite["scenarios"] if s["name"] == "refund-outside-window")["trials"][0]
     assert ("issue_refund", False) in [(c["tool"], c["ok"]) for c in refused["tool_calls"]]
 
@@ -141,7 +146,7 @@ def test_a_reply_that_sounds_right_fails_without_the_database_state(tmp_path: Pa
         f"""name: refund-without-confirmation
 model: liar.yaml
 database: {EXAMPLES / "fixtures" / "orders.sql"}
-user: ["Hi, order 1042 arrived broken. I want my money back."]
+user: ["Hi, order 1042 arrived broken. I want my money back.", {{deny: issue_refund}}]
 expect:
   reply_contains: ["refund has been issued"]
   database: {{"SELECT status FROM orders WHERE id = '1042'": [["refunded"]]}}

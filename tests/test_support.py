@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support_shop import EXAMPLES, OrdersAgent, order_id_in
+from support_shop import EXAMPLES, OrdersAgent, SupportRouter, order_id_in
 
 from huddle.agents.intent_router import example_index
 from huddle.config.settings import Settings, load_settings
@@ -200,21 +200,66 @@ async def test_clear_intents_cost_no_model_call_and_unclear_ones_ask_the_model(
     assert team.ledger.by("agent", run_id=clear.run_id).keys() == {"responder"}
 
 
-async def test_refund_waits_for_the_customers_confirmation(
+async def test_a_refund_waits_for_approval_and_the_customers_yes_is_the_approval(
     server: ScriptedServer, settings: Settings, database: Path
 ) -> None:
     server.add_rule(Rule(agent="responder", reply=Reply(content="ok")))
     team = support_team(settings, database)
     try:
         first = await team.run("Hi, order 1042 arrived broken. I want my money back.")
-        assert status(database, "1042") == "delivered"
-        assert "Awaiting confirmation: issue_refund for order 1042" in first.messages[2].content
-        second = await team.run("Yes, please.")
+        assert status(database, "1042") == "delivered"  # asked, not run
+        assert first.stop_reason == "awaiting_approval"
+        assert [(p.tool, p.args["order_id"], p.agent) for p in first.pending] == [("issue_refund", "1042", "orders")]
+        assert "lookup_order(order_id='1042') ->" in first.messages[3].content  # the lookup ran beside it
+        question = SupportRouter.approval_question(first.pending)
+        assert question.startswith("Shall I refund order 1042 in full")
+        decisions = SupportRouter.approval_reply("Yes, please.", first.pending)
+        assert decisions is not None and [d.action for d in decisions.values()] == ["approve"]
+        second = await team.resume(decisions)
     finally:
         await team.close()
-    assert "(by context: it answers the previous question" in second.messages[2].content
-    assert "issue_refund(order_id='1042'" in second.messages[3].content
+    assert second.stop_reason != "awaiting_approval" and second.answer == "ok"
+    assert "issue_refund(order_id='1042'" in second.messages[0].content
     assert status(database, "1042") == "refunded"
+
+
+async def test_the_customers_no_denies_the_cancellation_and_nothing_changes(
+    server: ScriptedServer, settings: Settings, database: Path
+) -> None:
+    server.add_rule(Rule(agent="responder", reply=Reply(content="ok")))
+    team = support_team(settings, database)
+    try:
+        first = await team.run("Please cancel order 1055, I ordered the wrong size.")
+        assert [p.tool for p in first.pending] == ["cancel_order"]
+        decisions = SupportRouter.approval_reply("No, wait. Let me think about it.", first.pending)
+        assert decisions is not None
+        await team.resume(decisions)
+    finally:
+        await team.close()
+    assert status(database, "1055") == "processing"
+    responder = next(r for r in server.chat_requests[::-1] if r.agent == "responder")
+    assert "cancel_order failed: denied: the customer declined: No, wait. Let me think about it." in json.dumps(
+        responder.body
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("yes", "approve"),
+        ("OK, go ahead with order 1042", "approve"),
+        ("nope", "deny"),
+        ("Hold on, not now", "deny"),
+        ("Yes, but for order 1033 instead", None),  # another order: a new message, not an answer
+        ("What is your return policy?", None),
+    ],
+)
+def test_the_router_reads_the_customers_answer_to_a_waiting_call(text: str, expected: str | None) -> None:
+    from huddle.agents.approval import pending_call
+
+    pending = [pending_call("issue_refund", {"order_id": "1042", "reason": "broken"}, "orders", 2)]
+    decisions = SupportRouter.approval_reply(text, pending)
+    assert (None if decisions is None else decisions[pending[0].id].action) == expected
 
 
 def test_a_planner_beside_the_intent_router_is_a_config_error(settings: Settings, tmp_path: Path) -> None:
