@@ -16,6 +16,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from a2a.client import ClientConfig, create_client
+from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_message, new_text_message
+from a2a.types import Role, SendMessageRequest, Task, TaskState
 from ag_ui.core import RunErrorEvent, RunFinishedEvent, ToolCallResultEvent, ToolCallStartEvent
 
 from huddle.serve import app
@@ -169,7 +172,7 @@ def test_agui_interrupts_with_the_call_and_a_resume_runs_it_once(served: Served)
     assert len(results) == 1 and "counter is 1 (hello)" in results[0].content
     last = resumed[-1]
     assert isinstance(last, RunFinishedEvent) and last.outcome is None
-    assert "counter is 1 (hello)" in last.result["answer"]
+    assert last.result is not None and "counter is 1 (hello)" in last.result["answer"]
     again = httpx.post(f"{served.url}/agui/calc", json=run_input("", thread_id, resume=resume))
     assert again.status_code == 422 and count() == 1
 
@@ -181,7 +184,7 @@ def test_agui_a_cancelled_interrupt_is_a_denial(served: Served) -> None:
     resumed = post_run(served.url, run_input("", thread_id, resume=resume))
     last = resumed[-1]
     assert not isinstance(last, RunErrorEvent) and isinstance(last, RunFinishedEvent)
-    assert count() == 0 and "not today" in last.result["answer"]
+    assert count() == 0 and last.result is not None and "not today" in last.result["answer"]
 
 
 def client(served: Served) -> openai.OpenAI:
@@ -231,3 +234,35 @@ def test_any_other_reply_is_a_new_message_and_the_paused_call_never_runs(served:
     assert text.startswith("Waiting for your approval: bump(")  # the new message paused on its own call
     turns = httpx.get(f"{served.url}/api/sessions/{session['X-Huddle-Session']}").json()
     assert [t["status"] for t in turns] == ["cancelled", "awaiting_approval"] and count() == 0
+
+
+async def a2a_task(url: str, request: SendMessageRequest) -> Task:
+    """Send one message with the a2a-sdk client (found from the team's card); the task as it last stood (a message
+    on a task that already exists gets only its status updates back)."""
+    task = Task()
+    async with httpx.AsyncClient(timeout=60) as http:
+        client = await create_client(f"{url}/a2a/calc", ClientConfig(streaming=True, httpx_client=http))
+        async with client:
+            async for event in client.send_message(request):
+                if event.HasField("task"):
+                    task.CopyFrom(event.task)
+                elif event.HasField("status_update"):
+                    task.id, task.context_id = event.status_update.task_id, event.status_update.context_id
+                    task.status.CopyFrom(event.status_update.status)
+    assert task.id
+    return task
+
+
+async def test_a2a_asks_for_input_then_completes_after_a_decisions_message(served: Served) -> None:
+    ask = SendMessageRequest(message=new_text_message("bump the counter", role=Role.ROLE_USER))
+    paused = await a2a_task(served.url, ask)
+    assert paused.status.state == TaskState.TASK_STATE_INPUT_REQUIRED and count() == 0
+    assert get_message_text(paused.status.message).startswith("Waiting for your approval: bump(")
+    [data] = get_data_parts(paused.status.message.parts)
+    [call] = data["pending"]
+    assert (call["tool"], call["args"], call["agent"]) == ("bump", {"note": "hello"}, "tool_executor")
+    decide = new_data_part({"decisions": {call["id"]: {"action": "approve"}}})
+    reply = new_message([decide], context_id=paused.context_id, task_id=paused.id, role=Role.ROLE_USER)
+    done = await a2a_task(served.url, SendMessageRequest(message=reply))
+    assert done.id == paused.id and done.status.state == TaskState.TASK_STATE_COMPLETED
+    assert count() == 1 and "counter is 1 (hello)" in get_message_text(done.status.message)

@@ -16,8 +16,14 @@ What is huddle's is `TeamExecutor`: one message is one turn of the hub on the se
 - the answer streams as the ``answer`` artifact while it is written and is replaced by the whole answer at the end;
 - the task ends ``completed`` with the answer as its status message (and the `RunResult` as a data part), or
   ``failed`` with the reason; ``tasks/cancel`` cancels the running turn, which the hub saves as cancelled;
-- a turn the hub refuses (the session is answering, belongs to another API key, or has no budget left) is a
-  JSON-RPC error with the HTTP status it would have had in ``error.data``.
+- a turn that pauses for approvals leaves its task ``input-required``, its status message the waiting calls as
+  text and as a data part ``{"pending": [...]}``; the next message on that task (or context) decides them with a
+  data part ``{"decisions": {"<call id>": {"action": "approve" | "deny" | "edit", "reason", "args"}}}`` or the text
+  ``approve`` / ``deny <reason>``, and the task goes on to ``completed``; any other message is a new turn, which
+  cancels the paused one (its calls never run). Data parts carry numbers as doubles: edited integer arguments
+  arrive as ``4.0``;
+- a turn the hub refuses (the session is answering, belongs to another API key, or has no budget left, or the
+  decisions do not fit) is a JSON-RPC error with the HTTP status it would have had in ``error.data``.
 
 Cards are built per request, so the endpoint URL in them is the one the client reached the server by.
 """
@@ -30,7 +36,7 @@ from contextlib import aclosing
 from typing import Any
 
 from a2a.extensions.common import HTTP_EXTENSION_HEADER, get_requested_extensions
-from a2a.helpers import new_data_part, new_task, new_text_part
+from a2a.helpers import get_data_parts, new_data_part, new_task, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
@@ -62,7 +68,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 import huddle
+from huddle.agents.approval import AWAITING, ApprovalDecision
 from huddle.errors import HuddleError
+from huddle.serve.approvals import decisions_from, reply_decisions, waiting_text
 from huddle.serve.events import TeamEvent
 from huddle.serve.hub import Hub, OpenAccess, ServedTeam, UnknownTeam
 
@@ -164,7 +172,11 @@ class TeamExecutor(AgentExecutor):
         task_id, context_id = str(context.task_id), str(context.context_id)
         owner = context.call_context.state.get(OWNER)
         try:
-            turn = await self._hub.turn(self._team, context.get_user_input(), session_id=context_id, owner=owner)
+            decisions = self._decisions(context, context_id)
+            if decisions is not None:
+                turn = await self._hub.approve(self._team, context_id, decisions, owner)
+            else:
+                turn = await self._hub.turn(self._team, context.get_user_input(), session_id=context_id, owner=owner)
         except HuddleError as error:
             raise refusal(error) from None  # before any task: the client gets a JSON-RPC error
         # The stream must be iterated (or closed after starting) once admitted, or its session stays busy: nothing
@@ -187,6 +199,15 @@ class TeamExecutor(AgentExecutor):
                 return
         # Announced once the stream has ended, i.e. the turn is saved and its session free for the next message.
         await _finish(updater, result)
+
+    def _decisions(self, context: RequestContext, session_id: str) -> dict[str, ApprovalDecision] | None:
+        """The approval decisions a message makes: its data part's ``decisions``, or a plain yes or no while calls
+        wait on the session; None for a new message."""
+        parts = context.message.parts if context.message is not None else []
+        for data in get_data_parts(parts):
+            if isinstance(data, dict) and "decisions" in data:
+                return decisions_from(data["decisions"])
+        return reply_decisions(context.get_user_input(), self._hub.pending(session_id))
 
     async def _publish(self, updater: TaskUpdater, events: AsyncIterator[TeamEvent]) -> TeamEvent | None:
         """Map the turn's events onto the task as ``working`` updates and answer chunks; return the result."""
@@ -217,10 +238,15 @@ class TeamExecutor(AgentExecutor):
 
 
 async def _finish(updater: TaskUpdater, result: TeamEvent | None) -> None:
-    """The answer as the task's artifact and final message, ``completed``; no answer is ``failed`` with the
-    reason the run stopped."""
+    """The answer as the task's artifact and final message, ``completed``; a pause for approvals is
+    ``input-required`` with the waiting calls; no answer is ``failed`` with the reason the run stopped."""
     if result is None:
         await updater.failed(updater.new_agent_message([new_text_part("the run ended without a result")]))
+        return
+    pending = result.data.get("pending") or []
+    if result.data.get("stop_reason") == AWAITING and pending:
+        data = new_data_part({"pending": pending}, media_type="application/json")
+        await updater.requires_input(updater.new_agent_message([new_text_part(waiting_text(pending)), data]))
         return
     if result.text:
         answer = [new_text_part(result.text)]
