@@ -266,3 +266,17 @@ async def test_a2a_asks_for_input_then_completes_after_a_decisions_message(serve
     done = await a2a_task(served.url, SendMessageRequest(message=reply))
     assert done.id == paused.id and done.status.state == TaskState.TASK_STATE_COMPLETED
     assert count() == 1 and "counter is 1 (hello)" in get_message_text(done.status.message)
+
+
+def test_an_edit_through_the_endpoint_is_validated_then_runs_with_the_new_arguments(served: Served) -> None:
+    thread_id = uuid.uuid4().hex
+    [interrupt] = paused_agui(served, thread_id)
+    approve = f"{served.url}/api/sessions/{thread_id}/approve"
+    bad = httpx.post(
+        approve, json={"decisions": {interrupt["id"]: {"action": "edit", "args": {"nope": 1}}}}, timeout=60
+    )
+    assert bad.status_code == 400 and "note" in bad.json()["error"]["message"] and count() == 0
+    assert httpx.get(f"{served.url}/api/sessions/{thread_id}").json()[-1]["status"] == "awaiting_approval"
+    edit = {interrupt["id"]: {"action": "edit", "args": {"note": "edited"}}}
+    body = httpx.post(approve, json={"decisions": edit}, timeout=60).json()
+    assert count() == 1 and "counter is 1 (edited)" in body["answer"]
