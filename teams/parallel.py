@@ -31,6 +31,7 @@ class ParallelTeam(PatternTeam):
     """A fan-out to every member and a fan-in by an aggregator or a merge function; see the module docstring."""
 
     kind: ClassVar[str] = "parallel"
+    resumable: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,13 +51,20 @@ class ParallelTeam(PatternTeam):
 
     async def flow(self, run: Run) -> Outcome:
         members = list(self.members.values())
-        for member in members:
+        todo = [m for m in members if m.name not in self.progress]  # all of them, unless resumed after a pause
+        for member in todo:
             run.decide(member.name, "fan_out", f"one of {len(members)} members run concurrently on the task")
-        outputs = await asyncio.gather(*(self.attempt(m, run.task, run) for m in members))
-        done = {m.name: out for m, out in zip(members, outputs, strict=True) if out is not None}
+        outputs = await asyncio.gather(*(self.attempt(m, run.task, run) for m in todo))
+        paused = {p.path[0] for p in self.state.pending}
+        self.progress.update({m.name: out for m, out in zip(todo, outputs, strict=True) if m.name not in paused})
+        if (waiting := self.paused(run)) is not None:
+            return waiting
+        done = {m.name: out for m in members if (out := self.progress.get(m.name)) is not None}
         if not done:
             return Outcome("", f"error: every member failed; {failure_note(run.failures)}")
         answer = await self._combine(done, run)
+        if (waiting := self.paused(run)) is not None:  # the aggregator is a nested team that paused
+            return waiting
         if run.failures:
             note = failure_note(run.failures)
             return Outcome(answer, f"partial: {len(done)} of {len(members)} members answered; {note}")
@@ -68,8 +76,8 @@ class ParallelTeam(PatternTeam):
         if self.aggregator is not None:
             run.decide(self.aggregator.name, "aggregate", f"combines {len(outputs)} outputs")
             answer = await self.attempt(self.aggregator, concat(outputs, failed), run)
-            if answer is not None:
-                return answer
+            if answer is not None or self.state.pending:
+                return answer or ""
         elif self._merge is not None:
             try:
                 merged = self._merge(dict(outputs))

@@ -22,13 +22,14 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from autogen_agentchat.base import ChatAgent
 from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core.models import CreateResult, SystemMessage, UserMessage
 
 from huddle import tracing
+from huddle.agents.approval import AWAITING, ApprovalDecision, PendingCall
 from huddle.agents.guard import failure_reason
 from huddle.errors import ConfigError
 from huddle.models.metering import MeteredClient
@@ -50,6 +51,14 @@ def render_input(template: str, *, input: str, task: str, topic: str = "") -> st
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
+class MemberPaused(Exception):
+    """A nested team's run paused for approvals: its pending calls go up to the team that runs it."""
+
+    def __init__(self, member: str, pending: list[PendingCall]) -> None:
+        super().__init__(f"{member} waits for approval of {len(pending)} call(s)")
+        self.member, self.pending = member, pending
+
+
 class Member(ABC):
     """A member as a callable: text in, text out, its messages posted to the run; failures as `MemberError`."""
 
@@ -68,7 +77,7 @@ class Member(ABC):
         """Await `work` within the member's timeout; any failure comes out as a `MemberError` naming the member."""
         try:
             return await asyncio.wait_for(work, self.timeout_s)  # not asyncio.timeout: Python 3.10 is supported
-        except MemberError:
+        except (MemberError, MemberPaused):
             raise
         except asyncio.TimeoutError as exc:  # TimeoutError itself only from Python 3.11
             # Without a timeout of ours the member's own work timed out (an HTTP read, a tool): say what it said.
@@ -139,9 +148,13 @@ class TeamMember(Member):
     """A whole team as a member: its intermediate messages are passed on named ``member/agent``, its answer is the
     member's output. A team keeps a conversation, so it works on one input at a time."""
 
-    def __init__(self, spec: MemberSpec, timeout_s: float | None, team: Team) -> None:
+    def __init__(self, spec: MemberSpec, timeout_s: float | None, team: Team, *, resumable: bool) -> None:
+        """`resumable`: the team it is a member of can take it up where it paused for approvals (else a pause is
+        this member's failure)."""
         super().__init__(spec, timeout_s)
         self.team = team
+        self.resumable = resumable
+        self.resuming: dict[str, ApprovalDecision] | None = None  # set by the outer team: go on with these
         self._lock = asyncio.Lock()
 
     async def run(self, prompt: str, run: Run, topic: str) -> str:
@@ -149,7 +162,12 @@ class TeamMember(Member):
             result: RunResult | None = None
             # aclosing: a timeout or a stop event ends the nested run now, not when the generator is collected.
             # Only whole messages are passed on, so the nested team need not stream its answer.
-            stream = self.team.run_stream(prompt, run_id=run.run_id, cancellation_token=run.token, stream_answer=False)
+            decisions, self.resuming = self.resuming, None
+            stream = (
+                self.team.run_stream(prompt, run_id=run.run_id, cancellation_token=run.token, stream_answer=False)
+                if decisions is None
+                else self.team.resume_stream(decisions, run_id=run.run_id, stream_answer=False)
+            )
             async with aclosing(stream):
                 async for item in stream:
                     if isinstance(item, RunResult):
@@ -159,6 +177,10 @@ class TeamMember(Member):
         if result is None:
             raise RuntimeError("the team ended without a result")
         run.absorb(self.name, result)
+        if result.stop_reason == AWAITING and result.pending:
+            if self.resumable:
+                raise MemberPaused(self.name, list(self.team.state.pending))
+            raise MemberError(self.name, "it paused for approvals, which this kind of team cannot take up in place")
         if not result.answer:  # its stop reason starts "error:" (`Team.settle`)
             budget = self.team.governor.stopped is not None
             raise MemberError(self.name, result.stop_reason[:_REASON_CHARS], budget=budget)
@@ -166,10 +188,14 @@ class TeamMember(Member):
         return result.answer
 
     async def save_state(self) -> Mapping[str, Any]:
-        return await self.team.save_state()
+        """The team's state, and its run's while that waits for approvals (so another process can take it up)."""
+        state = await self.team.save_state()
+        return {**state, "run_state": self.team.state.snapshot()} if self.team.state.pending else state
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
         await self.team.load_state(dict(state))
+        if "run_state" in state:
+            self.team.state.restore(state["run_state"])
 
     async def close(self) -> None:
         await self.team.close()
@@ -204,9 +230,15 @@ class AgentMember(Member):
 
 
 class PatternTeam(Team):
-    """Members built from a `PatternSpec`; each kind implements `flow`, how they work on the task."""
+    """Members built from a `PatternSpec`; each kind implements `flow`, how they work on the task.
+
+    A kind that is `resumable` takes up a nested team that paused for approvals in place: the nested team's pending
+    calls become this team's (their `path` names the member), this run pauses too, and `progress` keeps the
+    members' outputs so far; when every call is decided the flow runs again, the finished members' outputs are
+    reused (not redone) and the paused member goes on from where it stopped."""
 
     spec: PatternSpec
+    resumable: ClassVar[bool] = False
 
     def __init__(self, spec: PatternSpec, *args: Any, **kwargs: Any) -> None:
         """The arguments of `Team`; nested teams get the same ledger, memory, session, client wrapper and governor."""
@@ -215,11 +247,58 @@ class PatternTeam(Team):
         super().__init__(spec, *args, **kwargs)
         if any(needs_memory(m.team) for m in spec.members() if m.team is not None):
             self._memory = self.memory  # opened once, shared by every nested team
+        self.progress: dict[str, str | None] = {}  # this run's member -> output (None: failed), kept while paused
         self.members: dict[str, Member] = {m.name: self.build_member(m) for m in spec.agents}
 
     async def orchestrate(self, run: Run) -> Outcome:
         run.emit(TextMessage(content=run.task, source="user"))
+        self.progress = {}
         return await self.flow(run)
+
+    async def proceed(self, run: Run, decisions: dict[str, ApprovalDecision]) -> Outcome:
+        """Give each paused member its calls' decisions and run the flow again (see the class docstring)."""
+        if not self.resumable:
+            return await super().proceed(run, decisions)
+        run.failures.update(self.state.failures)
+        members = {m.name: m for m in self.all_members()}
+        for name in {p.path[0] for p in self.state.pending}:
+            member = members[name]
+            assert isinstance(member, TeamMember)
+            member.resuming = {p.id: decisions[p.id] for p in self.state.pending if p.path[0] == name}
+        return await self.flow(run)
+
+    def check_decisions(self, decisions: dict[str, ApprovalDecision]) -> None:
+        """Also each nested team's own checks (an edit's arguments against its tool) on its calls."""
+        super().check_decisions(decisions)
+        for member in self.all_members():
+            mine = {
+                p.id: decisions[p.id] for p in self.state.pending if p.path[:1] == [member.name] and p.id in decisions
+            }
+            if mine and isinstance(member, TeamMember):
+                member.team.check_decisions(mine)
+
+    def paused(self, run: Run) -> Outcome | None:
+        """The outcome of a flow some member of which paused for approvals (its failures kept for the resume)."""
+        if not self.state.pending:
+            return None
+        self.state.failures.update(run.failures)
+        return Outcome("", AWAITING)
+
+    async def call(self, member: Member, text: str, run: Run, *, topic: str = "") -> str:
+        """`member`'s output for `text`, keeping this team's pending calls: a nested team that answers (or fails)
+        settles its calls, one that pauses replaces them with the ones it waits for now (`MemberPaused` raised)."""
+        earlier = [p for p in self.state.pending if p.path[:1] != [member.name]]
+        try:
+            output = await member(text, run, topic=topic)
+        except MemberPaused as paused:
+            asked = [p.model_copy(update={"path": [member.name, *p.path]}) for p in paused.pending]
+            self.state.pending = earlier + asked
+            raise
+        except MemberError:
+            self.state.pending = earlier
+            raise
+        self.state.pending = earlier
+        return output
 
     @abstractmethod
     async def flow(self, run: Run) -> Outcome:
@@ -242,7 +321,7 @@ class PatternTeam(Team):
                 wrap_client=self._wrap_client,
                 governor=self.governor,
             )
-            return TeamMember(spec, timeout, team)
+            return TeamMember(spec, timeout, team, resumable=self.resumable)
         if spec.use is not None:
             agent = load_agent(spec.use, spec.config, where=f"team {self.spec.team.name!r}: {spec.name}.use")
             self.bind(agent, spec.name, spec.model)
@@ -255,9 +334,12 @@ class PatternTeam(Team):
         return ModelMember(spec, timeout, self.client(spec.name, spec.model))
 
     async def attempt(self, member: Member, text: str, run: Run, *, topic: str = "") -> str | None:
-        """The member's output, or None after recording its failure."""
+        """The member's output, or None after recording its failure (or, for a member that paused for approvals,
+        its pending calls: see `call`)."""
         try:
-            return await member(text, run, topic=topic)
+            return await self.call(member, text, run, topic=topic)
+        except MemberPaused:
+            return None
         except MemberError as error:
             run.fail(error)
             return None
@@ -269,9 +351,11 @@ class PatternTeam(Team):
     async def save_state(self) -> dict[str, Any]:
         """The members' states (nested teams' conversations, custom agents'), for a durable session."""
         states = {m.name: await m.save_state() for m in self.all_members()}
-        return {"members": {name: dict(state) for name, state in states.items() if state is not None}}
+        members = {name: dict(state) for name, state in states.items() if state is not None}
+        return {"members": members, "progress": dict(self.progress)}
 
     async def load_state(self, state: dict[str, Any]) -> None:
+        self.progress = dict(state.get("progress") or {})
         saved = state.get("members", {})
         for member in self.all_members():
             if member.name in saved:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from huddle.agents.approval import AWAITING
 from huddle.teams.base import MemberError, Outcome, Run
-from huddle.teams.patterns import PatternTeam
+from huddle.teams.patterns import MemberPaused, PatternTeam
 
 
 class SequentialTeam(PatternTeam):
     """A pipeline of members; see the module docstring."""
 
     kind: ClassVar[str] = "sequential"
+    resumable: ClassVar[bool] = True
 
     @property
     def responder(self) -> str:
@@ -29,12 +31,20 @@ class SequentialTeam(PatternTeam):
         steps = list(self.members.values())
         previous = "the task"
         for i, member in enumerate(steps, start=1):
+            if member.name in self.progress:  # done before the run paused for approvals: not redone
+                done = self.progress[member.name]
+                text, produced = (text, produced) if done is None else (done, True)
+                continue
             run.decide(member.name, "sequence", f"step {i} of {len(steps)}, given {previous}")
             try:
-                text, produced = await member(text, run), True
+                text, produced = await self.call(member, text, run), True
+                self.progress[member.name] = text
+            except MemberPaused:
+                return self.paused(run) or Outcome("", AWAITING)
             except MemberError as error:
                 run.fail(error)
                 if member.spec.optional:
+                    self.progress[member.name] = None
                     continue
                 if error.budget:
                     return Outcome(text if produced else "", f"budget: step {i} ({member.name}) {error.reason}")

@@ -1,0 +1,83 @@
+"""Approvals inside nested teams: a group chat that pauses inside a parallel (or sequential) team pauses the outer
+run with its calls (their path naming the member), and a resume takes the group chat up in place: the sibling
+members' outputs are kept, not asked for again (the scripted server's request counts say so)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from huddle.agents.approval import ApprovalDecision
+from huddle.testing import ScriptedServer
+from tests.test_approvals import count, huddle, load, project, team_yaml
+
+__all__ = ["project"]  # the fixture, shared with tests/test_approvals.py
+
+PARALLEL = """team: {name: outer, kind: parallel}
+agents:
+  - {name: sibling, instruction: Say something.}
+  - {name: desk, team: gate.yaml}
+aggregator: {name: responder, instruction: Combine them.}
+"""
+
+SEQUENTIAL = """team: {name: line, kind: sequential}
+agents:
+  - {name: sibling, instruction: Say something.}
+  - {name: desk, team: gate.yaml, input: 'bump the counter'}
+  - {name: responder, instruction: 'Sum up: {input}'}
+"""
+
+
+def asked(server: ScriptedServer, agent: str) -> int:
+    return sum(1 for r in server.chat_requests if r.agent == agent)
+
+
+def test_a_group_chat_inside_a_parallel_team_pauses_and_resumes_in_place(project: ScriptedServer) -> None:
+    Path("gate.yaml").write_text(team_yaml())
+
+    async def main() -> None:
+        async with load(project, PARALLEL) as team:
+            result = await team.run("bump the counter")
+            assert (result.answer, result.stop_reason) == ("", "awaiting_approval"), result.stop_reason
+            [call] = result.pending
+            assert (call.tool, call.path, call.agent) == ("bump", ["desk"], "tool_executor") and count() == 0
+            siblings, planners, responders = (
+                asked(project, "sibling"),
+                asked(project, "planner"),
+                asked(project, "responder"),
+            )
+            assert (siblings, planners) == (1, 1)
+            done = await team.resume({call.id: ApprovalDecision.approve()})
+            assert count() == 1 and done.pending == [] and "counter is 1 (hello)" in done.answer
+            assert "## sibling" in done.answer and "## desk" in done.answer  # the aggregator got both outputs
+            assert (asked(project, "sibling"), asked(project, "planner")) == (1, 1)  # neither asked again
+            assert asked(project, "responder") == responders + 2  # the group chat's answer, then the aggregator's
+
+    asyncio.run(main())
+
+
+def test_a_group_chat_inside_a_sequential_team_resumes_and_the_pipeline_goes_on(project: ScriptedServer) -> None:
+    Path("gate.yaml").write_text(team_yaml())
+
+    async def main() -> None:
+        async with load(project, SEQUENTIAL) as team:
+            result = await team.run("start")
+            [call] = result.pending
+            assert call.path == ["desk"] and asked(project, "sibling") == 1
+            denied = await team.resume({call.id: ApprovalDecision.deny("not now")})
+            assert count() == 0 and "not now" in denied.answer and asked(project, "sibling") == 1
+            assert denied.stop_reason.startswith("finished")
+
+    asyncio.run(main())
+
+
+def test_a_nested_pause_is_approved_from_another_process(project: ScriptedServer) -> None:
+    Path("gate.yaml").write_text(team_yaml())
+    Path("outer.yaml").write_text(PARALLEL)
+    paused = huddle("run", "bump the counter", "--team", "outer.yaml", "--session", "n1")
+    assert paused.returncode == 3, paused.stderr
+    assert "wants bump" in paused.stderr and count() == 0
+    approved = huddle("approve", "n1", "--team", "outer.yaml")
+    assert approved.returncode == 0, approved.stderr
+    assert count() == 1 and "counter is 1 (hello)" in approved.stdout and "## sibling" in approved.stdout
+    assert asked(project, "sibling") == 1
