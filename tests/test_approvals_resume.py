@@ -141,3 +141,17 @@ def _two_steps() -> str:
         for i in (1, 2)
     ]
     return json.dumps({"goal": "do it", "steps": steps, "done": False})
+
+
+def test_a_resume_after_the_run_budget_is_spent_runs_nothing_and_says_so(project: ScriptedServer) -> None:
+    Path("team.yaml").write_text(team_yaml())
+    assert huddle("run", "bump the counter", "--team", "team.yaml", "--session", "b1").returncode == 3
+    planner_calls = len(project.chat_requests)
+    config = Path("huddle.yaml")
+    config.write_text(config.read_text() + "budget: {run: {max_tokens: 5}}\n")  # less than the planner already spent
+    resumed = huddle("approve", "b1", "--team", "team.yaml", "--json")
+    result = json.loads(resumed.stdout)
+    assert resumed.returncode == 0, resumed.stderr  # an answer that says why nothing ran
+    assert count() == 0 and len(project.chat_requests) == planner_calls  # no tool, no model call
+    assert result["stop_reason"].startswith("budget") and "budget was spent" in result["answer"]
+    assert result["usage"]["prompt_tokens"] > 5  # the paused run's spending counted: the resume kept its run id
