@@ -280,3 +280,12 @@ def test_an_edit_through_the_endpoint_is_validated_then_runs_with_the_new_argume
     edit = {interrupt["id"]: {"action": "edit", "args": {"note": "edited"}}}
     body = httpx.post(approve, json={"decisions": edit}, timeout=60).json()
     assert count() == 1 and "counter is 1 (edited)" in body["answer"]
+
+
+async def test_a2a_a_text_denial_on_the_context_completes_without_running_the_tool(served: Served) -> None:
+    paused = await a2a_task(served.url, SendMessageRequest(message=new_text_message("bump it", role=Role.ROLE_USER)))
+    assert paused.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    deny = new_text_message("no, too early", context_id=paused.context_id, task_id=paused.id, role=Role.ROLE_USER)
+    done = await a2a_task(served.url, SendMessageRequest(message=deny))
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED and count() == 0
+    assert "too early" in get_message_text(done.status.message)

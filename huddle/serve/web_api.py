@@ -16,6 +16,7 @@ run_id, session_id, pending}`` (``pending`` non-empty when it paused again): 404
 
 from __future__ import annotations
 
+import logging
 import re
 from contextlib import aclosing
 from typing import Any
@@ -30,6 +31,8 @@ from huddle.serve.approvals import decisions_from
 from huddle.serve.hub import Hub, SessionNotFound
 from huddle.storage.sessions import SessionStore
 from huddle.tracing import read_run
+
+logger = logging.getLogger("huddle.serve")
 
 # Run ids are hex from the hub (and the CLI); anything else cannot name a run file, whatever it holds.
 _RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -98,6 +101,9 @@ def routes(hub: Hub) -> list[BaseRoute]:
         except HuddleError as exc:
             status = int(getattr(exc, "status", 400))
             return error_response(status, redact(str(exc)), _KINDS.get(status, "invalid"))
+        except Exception as exc:  # a bug, not the caller's doing: a clear answer, the log the kind only
+            logger.error("approving on session %s failed: %s", session_id, type(exc).__name__)
+            return error_response(500, "the run failed inside the server", "error")
         data = result[-1].data if result else {}
         return JSONResponse(
             {
