@@ -36,7 +36,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from huddle.config.yamlfile import load_model
 from huddle.errors import ConfigError
@@ -161,6 +171,14 @@ class Simulator(BaseModel):
     max_turns: int = Field(6, ge=1, le=30, description="At most this many customer messages.")
 
 
+def _turn_kind(value: Any) -> str:
+    return "approval" if isinstance(value, dict | ApprovalTurn) else "message"
+
+
+# A message, or (a mapping) an approval turn; told apart by their type, so an error names only the one meant.
+Turn = Annotated[Annotated[Text, Tag("message")] | Annotated[ApprovalTurn, Tag("approval")], Discriminator(_turn_kind)]
+
+
 class Expectations(BaseModel):
     """What must be true when the conversation is over; every one that fails is named in the trial's result."""
 
@@ -195,7 +213,7 @@ class Scenario(BaseModel):
     model: Annotated[str | None, AfterValidator(_model)] = None
     knowledge: list[ExistingFile] = Field(default_factory=list)
     database: ExistingFile | None = Field(None, description="A .sql file loaded into a fresh SQLite file per trial.")
-    user: list[Text | ApprovalTurn] | None = Field(None, min_length=1)
+    user: list[Turn] | None = Field(None, min_length=1)
     simulator: Simulator | None = None
     expect: Expectations = Expectations()
     path: Path | None = Field(None, exclude=True)
