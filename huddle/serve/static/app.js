@@ -24,6 +24,7 @@ const current = {
   messages: new Map(), // AG-UI messageId -> the element its text goes in
   tools: new Map(), // toolCallId -> {card, args}
   running: false,
+  failure: null, // the RUN_ERROR message of the run being streamed, if it ended with one
 };
 
 class ApiError extends Error {}
@@ -267,7 +268,8 @@ const handlers = {
     if (pending.length) showApprovals(pending);
   },
   RUN_ERROR(event) {
-    setStatus((event.code ? event.code + ": " : "") + (event.message || "the run failed"), true);
+    current.failure = (event.code ? event.code + ": " : "") + (event.message || "the run failed");
+    setStatus(current.failure, true);
     addRunFooter(current.runId, "no answer");
   },
 };
@@ -283,6 +285,7 @@ function handle(event) {
 // error) is thrown as an ApiError for the caller to show where it belongs.
 async function stream(threadId, extra) {
   current.running = true;
+  current.failure = null;
   document.getElementById("send").disabled = true;
   setStatus("The team is working...");
   current.messages.clear();
@@ -325,12 +328,17 @@ async function send(text) {
 }
 
 // The pending calls of the run that just paused (or of a reopened session's paused turn) as approval cards; the
-// decisions resume that session's run, which streams on below them.
+// decisions resume that session's run, which streams on below them. A resumed run that failed while its turn
+// still waits (the tool refused the edited arguments) gives the cards back, with the error, to decide again.
 function showApprovals(calls) {
   const sessionId = current.sessionId;
   const group = approvalGroup(calls, async (entries) => {
     if (current.running) throw new ApiError("Wait for the run that is going on to finish, then decide again.");
     await stream(sessionId, { resume: entries });
+    if (!current.failure) return;
+    const turns = await getJson("/api/sessions/" + encodeURIComponent(sessionId));
+    const last = turns[turns.length - 1];
+    if (last && last.status === "awaiting_approval") throw new ApiError(current.failure);
   });
   page.transcript().append(group);
   scrollDown();
