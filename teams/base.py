@@ -381,7 +381,7 @@ class Team(ABC):
         ):
             outcome = await (self.orchestrate(run) if decisions is None else self._take_up(run, decisions))
             outcome = self.settle(outcome)
-            for call in (p for p in self.state.pending if p.id not in asked):
+            for call in (p for p in self.state.pending if p.id not in asked and not p.path):  # a nested one: its own
                 self.ledger.record_decision(0, call.agent, "approval", f"asked: {call.tool} ({call.id}): {call.reason}")
             result = self.result(run, outcome)
             root.set(

@@ -5,11 +5,14 @@ members' outputs are kept, not asked for again (the scripted server's request co
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 from huddle.agents.approval import ApprovalDecision
 from huddle.testing import ScriptedServer
-from tests.test_approvals import count, huddle, load, project, team_yaml
+from tests.test_approvals import PLANNED, count, huddle, load, plan, project, team_yaml
+from tests.test_approvals_resume import SLOW_TOOL, popen, wait_for
 
 __all__ = ["project"]  # the fixture, shared with tests/test_approvals.py
 
@@ -80,4 +83,22 @@ def test_a_nested_pause_is_approved_from_another_process(project: ScriptedServer
     approved = huddle("approve", "n1", "--team", "outer.yaml")
     assert approved.returncode == 0, approved.stderr
     assert count() == 1 and "counter is 1 (hello)" in approved.stdout and "## sibling" in approved.stdout
+    assert asked(project, "sibling") == 1
+
+
+def test_a_nested_approve_killed_while_the_tool_runs_never_runs_it_twice(project: ScriptedServer) -> None:
+    Path("approval_tools.py").write_text(SLOW_TOOL)
+    PLANNED[0] = plan("slow_bump")
+    Path("gate.yaml").write_text(team_yaml("slow_bump"))
+    Path("outer.yaml").write_text(PARALLEL)
+    assert huddle("run", "bump the counter", "--team", "outer.yaml", "--session", "n2").returncode == 3
+    Path("sleep.txt").write_text("60")
+    approving = popen("approve", "n2", "--team", "outer.yaml")
+    wait_for(Path("started.txt"))
+    os.kill(approving.pid, signal.SIGKILL)
+    approving.wait(timeout=30)
+    Path("sleep.txt").write_text("0")
+    again = huddle("approve", "n2", "--team", "outer.yaml")
+    assert again.returncode == 0, again.stderr
+    assert count() == 1 and "interrupted" in again.stdout and "## sibling" in again.stdout
     assert asked(project, "sibling") == 1
