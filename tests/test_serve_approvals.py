@@ -21,7 +21,9 @@ from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_mes
 from a2a.types import Role, SendMessageRequest, Task, TaskState
 from ag_ui.core import RunErrorEvent, RunFinishedEvent, ToolCallResultEvent, ToolCallStartEvent
 
+from huddle.agents.approval import ApprovalDecision
 from huddle.serve import app
+from huddle.serve.hub import DecisionsRefused, Hub, SessionBusy, SessionNotFound
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
 from tests.serving import scripted_settings, serving
 from tests.test_serve_agui import post_run, run_input
@@ -289,3 +291,30 @@ async def test_a2a_a_text_denial_on_the_context_completes_without_running_the_to
     done = await a2a_task(served.url, SendMessageRequest(message=deny))
     assert done.status.state == TaskState.TASK_STATE_COMPLETED and count() == 0
     assert "too early" in get_message_text(done.status.message)
+
+
+async def test_the_hub_admits_decisions_like_a_message_and_pauses_with_an_approval_event(
+    served: Served, tmp_path: Path
+) -> None:
+    hub = Hub(scripted_settings(tmp_path, served.server), ["team.yaml"])
+    try:
+        stream = await hub.turn("calc", "bump the counter")
+        events = [event async for event in stream.events]
+        approval, result = events[-2:]
+        assert approval.kind == "approval" and result.kind == "result"
+        assert approval.data["pending"] == result.data["pending"] and result.data["stop_reason"] == "awaiting_approval"
+        [call] = hub.pending(stream.session_id)
+        approve = {call.id: ApprovalDecision.approve(by="serve")}
+        with pytest.raises(SessionNotFound):
+            await hub.approve("calc", "no-such-session", approve)
+        with pytest.raises(DecisionsRefused, match="call_x"):
+            await hub.approve("calc", stream.session_id, {"call_x": ApprovalDecision.approve()})
+        busy = await hub.turn("calc", "something else", session_id=stream.session_id)  # admitted, not yet run
+        with pytest.raises(SessionBusy):
+            await hub.approve("calc", stream.session_id, approve)
+        await busy.events.aclose()  # never started: the paused turn still waits
+        resumed = await hub.approve("calc", stream.session_id, approve)
+        answer = [event async for event in resumed.events][-1]
+        assert count() == 1 and "counter is 1 (hello)" in answer.text and hub.pending(stream.session_id) == []
+    finally:
+        hub.close()
