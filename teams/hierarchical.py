@@ -7,6 +7,10 @@ sanitised against the roster: unknown workers are dropped, and an unusable reply
 the whole task, so a weak model never stalls the run. Different workers work concurrently (independent sub-tasks are
 what delegation is for); one worker's sub-tasks run in order, because a team keeps one conversation. A failed worker
 is reported to the manager, which answers with the rest (``stop_reason`` starts with ``partial``).
+
+A worker team that pauses for approvals pauses the run (`PatternTeam`): the delegation and the finished sub-tasks'
+outputs are kept, so the resume asks the manager nothing again, takes the paused worker up where it stopped, then
+runs that worker's later sub-tasks and the manager's answer.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class HierarchicalTeam(PatternTeam):
     """A manager delegating to worker members; see the module docstring."""
 
     kind: ClassVar[str] = "hierarchical"
+    resumable: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,6 +70,22 @@ class HierarchicalTeam(PatternTeam):
         manager = self.build_member(self.spec.manager)
         assert isinstance(manager, ModelMember)  # PatternSpec requires a model agent
         self.manager = manager
+        self.delegation: list[Assignment] | None = None  # this run's, kept while it waits for approvals
+
+    async def orchestrate(self, run: Run) -> Outcome:
+        self.delegation = None
+        return await super().orchestrate(run)
+
+    async def save_state(self) -> dict[str, Any]:
+        state = await super().save_state()
+        if self.delegation is not None:
+            state["delegation"] = [a.model_dump() for a in self.delegation]
+        return state
+
+    async def load_state(self, state: dict[str, Any]) -> None:
+        await super().load_state(state)
+        saved = state.get("delegation")
+        self.delegation = None if saved is None else [Assignment.model_validate(a) for a in saved]
 
     @property
     def responder(self) -> str:
@@ -75,17 +96,20 @@ class HierarchicalTeam(PatternTeam):
         return [self.manager, *super().all_members()]
 
     async def flow(self, run: Run) -> Outcome:
-        try:
-            assignments = await self._delegate(run)
-        except MemberError as error:
-            run.fail(error)
-            return Outcome(
-                "", f"{'budget' if error.budget else 'failed'}: the manager could not delegate: {error.reason}"
-            )
-        by_worker: dict[str, list[str]] = {}
-        for assignment in assignments:
-            by_worker.setdefault(assignment.worker, []).append(assignment.task)
+        if self.delegation is None:
+            try:
+                self.delegation = await self._delegate(run)
+            except MemberError as error:
+                run.fail(error)
+                return Outcome(
+                    "", f"{'budget' if error.budget else 'failed'}: the manager could not delegate: {error.reason}"
+                )
+        by_worker: dict[str, list[tuple[int, str]]] = {}
+        for index, assignment in enumerate(self.delegation):
+            by_worker.setdefault(assignment.worker, []).append((index, assignment.task))
         done = await asyncio.gather(*(self._work(worker, tasks, run) for worker, tasks in by_worker.items()))
+        if (waiting := self.paused(run)) is not None:
+            return waiting
         results = [result for worker_results in done for result in worker_results]
         if results and all(output is None for _, _, output in results):
             return Outcome("", f"error: every worker failed; {failure_note(run.failures)}")
@@ -124,9 +148,18 @@ class HierarchicalTeam(PatternTeam):
             run.decide(assignment.worker, "delegate", assignment.task[:200])
         return assignments
 
-    async def _work(self, worker: str, tasks: list[str], run: Run) -> list[WorkResult]:
-        member = self.members[worker]
-        return [(worker, task, await self.attempt(member, task, run)) for task in tasks]
+    async def _work(self, worker: str, tasks: list[tuple[int, str]], run: Run) -> list[WorkResult]:
+        """The worker's sub-tasks in order (those done before a pause reused); it stops at one that pauses."""
+        member, results = self.members[worker], []
+        for index, task in tasks:
+            key = str(index)  # the sub-task's place in the delegation
+            if key not in self.progress:
+                output = await self.attempt(member, task, run)
+                if any(p.path[:1] == [worker] for p in self.state.pending):
+                    break  # its later sub-tasks wait for the resume (they would reset the paused conversation)
+                self.progress[key] = output
+            results.append((worker, task, self.progress[key]))
+        return results
 
     async def _integrate(self, results: list[WorkResult], run: Run) -> str:
         """The manager's answer from the results; the results themselves if that call fails."""

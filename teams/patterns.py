@@ -180,7 +180,7 @@ class TeamMember(Member):
         if result.stop_reason == AWAITING and result.pending:
             if self.resumable:
                 raise MemberPaused(self.name, list(self.team.state.pending))
-            raise MemberError(self.name, "it paused for approvals, which this kind of team cannot take up in place")
+            raise MemberError(self.name, "it paused for approvals, which an event-driven team cannot take up in place")
         if not result.answer:  # its stop reason starts "error:" (`Team.settle`)
             budget = self.team.governor.stopped is not None
             raise MemberError(self.name, result.stop_reason[:_REASON_CHARS], budget=budget)

@@ -5,13 +5,14 @@ members' outputs are kept, not asked for again (the scripted server's request co
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
 
 from huddle.agents.approval import ApprovalDecision
-from huddle.testing import ScriptedServer
-from tests.test_approvals import PLANNED, count, huddle, load, plan, project, team_yaml
+from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
+from tests.test_approvals import PLANNED, count, echo, huddle, load, plan, project, team_yaml
 from tests.test_approvals_resume import SLOW_TOOL, popen, wait_for
 
 __all__ = ["project"]  # the fixture, shared with tests/test_approvals.py
@@ -102,3 +103,35 @@ def test_a_nested_approve_killed_while_the_tool_runs_never_runs_it_twice(project
     assert again.returncode == 0, again.stderr
     assert count() == 1 and "interrupted" in again.stdout and "## sibling" in again.stdout
     assert asked(project, "sibling") == 1
+
+
+HIERARCHICAL = """team: {name: office, kind: hierarchical}
+manager: {name: boss, instruction: You run the office.}
+agents:
+  - {name: sibling, instruction: Say something., description: says things}
+  - {name: desk, team: gate.yaml, description: bumps counters}
+"""
+DELEGATION = json.dumps(
+    {"assignments": [{"worker": "sibling", "task": "say hi"}, {"worker": "desk", "task": "bump the counter"}]}
+)
+
+
+def boss(request: RecordedRequest) -> Reply:
+    """The manager delegates, then answers from its workers' results."""
+    return echo(request) if "workers' results" in request.last_text else Reply(content=DELEGATION)
+
+
+def test_a_worker_team_of_a_hierarchical_team_pauses_and_resumes_in_place(project: ScriptedServer) -> None:
+    Path("gate.yaml").write_text(team_yaml())
+    project.add_rule(Rule(agent="boss", reply=boss))
+
+    async def main() -> None:
+        async with load(project, HIERARCHICAL) as team:
+            result = await team.run("bump it and say hi")
+            [call] = result.pending
+            assert call.path == ["desk"] and (asked(project, "boss"), asked(project, "sibling")) == (1, 1)
+            done = await team.resume({call.id: ApprovalDecision.approve()})
+            assert count() == 1 and "counter is 1 (hello)" in done.answer and "## sibling" in done.answer
+            assert (asked(project, "boss"), asked(project, "sibling")) == (2, 1)  # no second delegation
+
+    asyncio.run(main())
