@@ -56,7 +56,7 @@ class SessionNotFound(HuddleError):
 
 class DecisionsRefused(HuddleError):
     """Approval decisions that do not fit the session: nothing waits for approval, or they name a call that is not
-    pending, or leave one undecided."""
+    pending."""
 
     status = 422
 
@@ -192,11 +192,12 @@ class Hub:
     async def approve(
         self, team: str, session_id: str, decisions: dict[str, ApprovalDecision], owner: str | None = None
     ) -> TurnStream:
-        """Take up the session's turn that paused for approvals with `decisions` (every pending call's id to approve,
-        deny or edit); its stream is the rest of that turn, to its answer (or its next pause).
+        """Take up the session's turn that paused for approvals with `decisions` (pending calls' ids to approve, deny
+        or edit; with some left undecided it pauses again on those); its stream is the rest of that turn, to its
+        answer (or its next pause).
 
         Admitted like `turn` (`SessionNotFound` for an unknown session or another key's, `SessionBusy`), and
-        `DecisionsRefused` before anything runs when nothing waits or the decisions do not cover the pending calls;
+        `DecisionsRefused` before anything runs when nothing waits or the decisions name a call that is not pending;
         edited arguments the tool refuses end the stream with that error, the call still pending."""
         served = self.team(team)
         with SessionStore(self.settings.sessions_path) as store:

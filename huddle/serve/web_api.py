@@ -11,7 +11,7 @@ SQLite reads never hold up the event loop that streams answers.
 ``POST /api/sessions/{id}/approve`` with ``{"decisions": {"<call id>": {"action": "approve" | "deny" | "edit",
 "reason", "args"}}}`` takes up the session's paused turn and answers, once it has run, ``{answer, stop_reason,
 run_id, session_id, pending}`` (``pending`` non-empty when it paused again): 404 for a session not the caller's,
-409 while it answers, 422 for decisions that do not fit (nothing waits, an unknown call, one left undecided).
+409 while it answers, 422 for decisions that do not fit (nothing waits, an unknown call).
 """
 
 from __future__ import annotations
