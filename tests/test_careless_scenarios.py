@@ -68,7 +68,7 @@ def test_a_value_pyyaml_cannot_convert_is_an_error_at_its_line(scenario: Path, v
 
     line = check_error(scenario)
 
-    assert "s.yaml:18:14: invalid YAML: cannot read this value: " in line and problem in line
+    assert "s.yaml:19:14: invalid YAML: cannot read this value: " in line and problem in line
     assert "set_int_max_str_digits" not in line
 
 
@@ -77,7 +77,7 @@ def test_a_key_given_twice_is_refused_not_silently_overridden(scenario: Path) ->
 
     line = check_error(scenario)
 
-    assert line.endswith("s.yaml:20:1: invalid YAML: 'team' is given twice (first on line 3)")
+    assert line.endswith("s.yaml:21:1: invalid YAML: 'team' is given twice (first on line 3)")
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,8 @@ def test_a_recorded_suite_replays_offline_in_another_process(tmp_path: Path) -> 
     recorded = scenario("run", *(str(EXAMPLES / name) for name in PICKED), "--json", "--record", str(cassette))
     assert recorded.exit_code == 0, recorded.output
     saved = json.loads(cassette.read_text())
-    assert {e["agent"] for e in saved["entries"]} == {"responder"} and len(saved["entries"]) == 4
+    # the refund's responder speaks once (on the approval), the remembered order's twice
+    assert {e["agent"] for e in saved["entries"]} == {"responder"} and len(saved["entries"]) == 3
     assert saved["profiles"]["rules:scripted"]["base_url"].startswith("http://127.0.0.1:")
 
     replayed = offline("run", *(str(EXAMPLES / name) for name in PICKED), "--json", "--replay", str(cassette))
@@ -66,15 +67,16 @@ def test_a_request_missing_from_the_cassette_fails_loudly(tmp_path: Path) -> Non
     cassette = tmp_path / "c.json"
     assert scenario("run", str(folder / "refund-damaged-item.yaml"), "--record", str(cassette)).exit_code == 0
     changed = folder / "refund-damaged-item.yaml"
-    changed.write_text(changed.read_text().replace("Yes, please refund it.", "Yes, refund it right now."))
+    # the customer's "yes" is the approval, not a message the responder reads: change what they asked for instead
+    changed.write_text(changed.read_text().replace("I want my money back.", "I want my money back, please."))
 
     result = scenario("run", str(changed), "--replay", str(cassette))
 
     assert result.exit_code == 1
     error = result.stdout[result.stdout.index("refund-damaged-item #1 error:") :]
     assert f"cassette {cassette}: agent 'responder' (refund-damaged-item#1): request not in the cassette" in error
-    # the second turn: its request repeats the first exchange (#1, #2) unchanged, so #3 is the first that differs
-    assert "first differing message: #3 (UserMessage)" in error and "re-record" in error
+    # the responder's one request (after the approval): its findings, #1 after the system prompt, differ
+    assert "first differing message: #1 (UserMessage)" in error and "re-record" in error
     assert "0 passed, 0 failed, 1 errors" in result.stdout
 
 

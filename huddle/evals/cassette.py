@@ -6,7 +6,7 @@ it. Recording passes each call on and keeps the request and the response; replay
 never calls the model, so a suite recorded once against a real model runs offline, deterministically and for free.
 
 A request is identified by the agent that makes it and the whole request (messages, tools, tool choice, output
-schema, extra arguments). A request the recording does not have is not guessed at: it raises `CassetteMiss`, which
+schema, extra arguments), except the ids of calls that waited for approval, which every run draws afresh. A request the recording does not have is not guessed at: it raises `CassetteMiss`, which
 names the agent and the first message that differs from the closest recorded request, and the cassette keeps every
 miss so that a runner can fail the trial loudly even when the team itself survives a failing member.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -112,10 +113,15 @@ def request_record(
     }
 
 
+_APPROVAL_CALL_ID = re.compile(r"\bcall_[0-9a-f]{10}\b")
+"""A pending call's id (`huddle.agents.approval.pending_call`): fresh in every run, so not part of a request's key."""
+
+
 def request_key(agent: str, request: Mapping[str, Any]) -> str:
-    """A stable digest of the agent and the whole request."""
+    """A stable digest of the agent and the whole request, approval call ids aside (a paused call's "waiting" line
+    names its id, which differs between the recording and the replay)."""
     canonical = json.dumps({"agent": agent, "request": request}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_APPROVAL_CALL_ID.sub("call_*", canonical).encode()).hexdigest()
 
 
 class Cassette:
