@@ -6,6 +6,7 @@ does nothing, or sends the wrong decision, fails the test; so does a tool that r
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +24,22 @@ __all__ = ["browser", "shots"]  # the fixtures the tests below take, shared with
 
 
 @pytest.fixture
-def base_url(tmp_path: Path) -> Iterator[str]:
+def planned() -> list[str]:
+    """What the scripted planner plans: one bump, unless a test puts another plan here before it asks."""
+    return [plan()]
+
+
+@pytest.fixture
+def base_url(tmp_path: Path, planned: list[str]) -> Iterator[str]:
     """A served team ``gate``: planner → tool executor with ``bump`` under ``approval: always`` → responder (who
     echoes what it was sent, so the page shows whether the tool's result or the denial reached it)."""
     (tmp_path / "approval_tools.py").write_text(TOOLS)
     (tmp_path / "gate.yaml").write_text(team_yaml())
     sys.path.insert(0, str(tmp_path))
-    rules = [Rule(agent="planner", reply=Reply(content=plan())), Rule(agent="responder", reply=echo)]
+    rules = [
+        Rule(agent="planner", reply=lambda _: Reply(content=planned[0])),
+        Rule(agent="responder", reply=echo),
+    ]
     try:
         with (
             ScriptedServer(rules=rules) as model,
@@ -58,6 +68,7 @@ def paused_card(page: Page) -> Locator:
     expect(card.locator(".approval-agent")).to_have_text("tool_executor")
     expect(card.locator(".approval-args")).to_contain_text('"note": "hello"')
     expect(card.locator(".approval-why")).not_to_be_empty()
+    expect(page.locator("#transcript .tool-call")).to_have_count(0)  # the card stands for the waiting call
     expect(page.locator("#transcript .run-footer")).to_contain_text("awaiting_approval")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     assert count() == 0
@@ -131,3 +142,37 @@ def test_a_reopened_session_shows_its_paused_call_and_approves_it(page: Page) ->
     expect(answer(page)).to_contain_text("counter is 1 (hello)")
     assert count() == 1
     expect(page.locator("#sessions .session-meta")).to_contain_text("1 turn")
+
+
+def test_two_waiting_calls_are_decided_one_by_one_and_resumed_once(page: Page, planned: list[str]) -> None:
+    steps = [
+        {
+            "id": n,
+            "assignee": "tool_executor",
+            "instruction": "bump",
+            "tool": "bump",
+            "args": json.dumps({"note": note}),
+        }
+        for n, note in ((1, "first"), (2, "second"))
+    ]
+    planned[0] = json.dumps({"goal": "bump twice", "steps": steps, "done": False})
+    resumes: list[str] = []
+    page.on(
+        "request", lambda r: resumes.append(r.url) if r.method == "POST" and '"resume"' in (r.post_data or "") else None
+    )
+    ask(page, "Bump it twice")
+    cards = page.locator("#transcript .approval-card")
+    expect(cards).to_have_count(2)
+    expect(cards.locator(".approval-args")).to_contain_text(['"note": "first"', '"note": "second"'])
+
+    cards.first.get_by_role("button", name="Approve").click()
+    expect(cards.first.locator(".approval-outcome")).to_have_text("Approved")
+    expect(cards.nth(1).get_by_role("button", name="Deny")).to_be_visible()  # nothing sent until both are decided
+    assert resumes == [] and count() == 0
+
+    cards.nth(1).get_by_role("button", name="Deny").click()
+    cards.nth(1).get_by_label("Reason for denying bump").fill("once is enough")
+    cards.nth(1).get_by_label("Reason for denying bump").press("Enter")
+    expect(answer(page)).to_contain_text("counter is 1 (first)")
+    expect(answer(page)).to_contain_text("once is enough")
+    assert len(resumes) == 1 and count() == 1

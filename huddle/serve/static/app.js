@@ -264,8 +264,8 @@ const handlers = {
     if (!result.answer && stop.startsWith("error")) setStatus(stop, true);
     else if (result.answer && lastMessageText() !== result.answer) addMessage("answer", result.answer, "answer");
     current.sessionId = result.session_id || event.threadId || current.sessionId;
-    addRunFooter(result.run_id || current.runId, stop);
     if (pending.length) showApprovals(pending);
+    addRunFooter(result.run_id || current.runId, stop);
   },
   RUN_ERROR(event) {
     current.failure = (event.code ? event.code + ": " : "") + (event.message || "the run failed");
@@ -332,6 +332,12 @@ async function send(text) {
 // still waits (the tool refused the edited arguments) gives the cards back, with the error, to decide again.
 function showApprovals(calls) {
   const sessionId = current.sessionId;
+  for (const call of calls) {
+    // The stream showed the waiting call as a tool call with no result: its approval card takes its place.
+    const tool = current.tools.get(call.toolCallId);
+    if (tool && !tool.resultNode.textContent) tool.card.remove();
+    current.tools.delete(call.toolCallId);
+  }
   const group = approvalGroup(calls, async (entries) => {
     if (current.running) throw new ApiError("Wait for the run that is going on to finish, then decide again.");
     await stream(sessionId, { resume: entries });
@@ -386,9 +392,9 @@ function turnMessages(turn) {
   for (const message of said) addMessage(message.source, asText(message.content));
   if (turn.answer && lastMessageText() !== turn.answer) addMessage("answer", turn.answer, "answer");
   if (turn.error) addMessage("error", turn.error, "failed");
-  addRunFooter(turn.run_id, turn.status);
   const pending = turnCalls(turn);
   if (pending.length) showApprovals(pending);
+  addRunFooter(turn.run_id, turn.status);
 }
 
 async function openSession(session) {
