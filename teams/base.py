@@ -2,8 +2,9 @@
 
 A group chat and the pattern kinds (sequential, parallel, hierarchical, event-driven, nested) differ only in
 `Team.orchestrate`: how members are put to work on one task. Everything around it lives here once: the model client
-factory (every client metered into the team's ledger and budgeted by its governor), the run loop, the `RunResult`,
-the decisions and failures a run records, `async with`, and loading a team of any kind (`Team.load`).
+factory (every client metered into the team's ledger and budgeted by its governor), the run loop, the `RunResult`
+(its models in `huddle.teams.results`), the decisions and failures a run records, `async with`, and loading a team
+of any kind (`Team.load`).
 
 The run loop runs `orchestrate` in a task of its own behind a queue, and that task is where the run's usage scope
 and trace are entered and left. So a caller that stops listening early (``async for e in team.run_stream(t): break``)
@@ -31,7 +32,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
-from pydantic import BaseModel, Field
 
 from huddle import tracing
 from huddle.agents.approval import (
@@ -40,7 +40,6 @@ from huddle.agents.approval import (
     ApprovalDecision,
     ApprovalHook,
     Checkpoint,
-    PendingCall,
     check_decisions,
     checkpoint,
     checkpointing,
@@ -53,7 +52,9 @@ from huddle.models.factory import ClientWrapper, build_client
 from huddle.models.metering import MeteredClient
 from huddle.teams.managed_chat import Event
 from huddle.teams.manager import Decision, Policy
-from huddle.usage import Totals, UsageLedger, usage_scope
+from huddle.teams.results import RunResult as RunResult  # re-exported: where callers have always found it
+from huddle.teams.results import UsageSummary, record_of
+from huddle.usage import UsageLedger, usage_scope
 from huddle.usage.budget import Governor
 
 if TYPE_CHECKING:
@@ -66,38 +67,6 @@ if TYPE_CHECKING:
 
 class TeamBusyError(HuddleError):
     """A task was started on a team that is already running one; wait for it, or use another team."""
-
-
-class MessageRecord(BaseModel):
-    source: str
-    type: str
-    content: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class UsageSummary(Totals):
-    by_agent: dict[str, Totals] = Field(default_factory=dict)
-    by_model: dict[str, Totals] = Field(default_factory=dict)
-
-
-class RunResult(BaseModel):
-    """Everything a caller (or ``huddle run --json``) needs to know about one task, whatever the team's kind."""
-
-    run_id: str
-    session_id: str | None
-    team: str
-    kind: str = "group_chat"
-    answer: str
-    stop_reason: str
-    messages: list[MessageRecord]
-    usage: UsageSummary
-    decisions: list[Decision]
-    failures: dict[str, str] = Field(default_factory=dict, description="Members that failed: name -> reason.")
-    budget: dict[str, Any] | None = None
-    pending: list[PendingCall] = Field(
-        default_factory=list, description="Tool calls waiting for approval (stop_reason awaiting_approval)."
-    )
 
 
 class MemberError(Exception):
@@ -445,7 +414,7 @@ class Team(ABC):
             kind=self.kind,
             answer=outcome.answer,
             stop_reason=outcome.stop_reason,
-            messages=[_record(m) for m in run.messages],
+            messages=[record_of(m) for m in run.messages],
             usage=UsageSummary(
                 **self.ledger.totals(run_id=run.run_id).model_dump(),
                 by_agent=self.ledger.by("agent", run_id=run.run_id),
@@ -524,14 +493,3 @@ async def _stop(worker: asyncio.Task[None]) -> None:
         worker.cancel()
         with suppress(asyncio.CancelledError):
             await worker
-
-
-def _record(message: BaseChatMessage) -> MessageRecord:
-    usage = message.models_usage
-    return MessageRecord(
-        source=message.source,
-        type=type(message).__name__,
-        content=message.to_text(),
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-    )
