@@ -13,8 +13,7 @@ import huddle.evals.scenarios
 from huddle.agents.approval import pending_call
 from huddle.evals.approvals import waiting_text
 from huddle.evals.results import TrialResult
-
-from .test_scenarios import root
+from tests.test_scenarios import root
 
 SHOP = Path(__file__).resolve().parent.parent / "examples" / "support"
 REFUND = "Hi, order 1042 arrived broken. I want my money back."

@@ -6,9 +6,10 @@ it. Recording passes each call on and keeps the request and the response; replay
 never calls the model, so a suite recorded once against a real model runs offline, deterministically and for free.
 
 A request is identified by the agent that makes it and the whole request (messages, tools, tool choice, output
-schema, extra arguments), except the ids of calls that waited for approval, which every run draws afresh. A request the recording does not have is not guessed at: it raises `CassetteMiss`, which
-names the agent and the first message that differs from the closest recorded request, and the cassette keeps every
-miss so that a runner can fail the trial loudly even when the team itself survives a failing member.
+schema, extra arguments), except the ids of calls that waited for approval, which every run draws afresh. A request
+the recording does not have is not guessed at: it raises `CassetteMiss`, which names the agent and the first message
+that differs from the closest recorded request, and the cassette keeps every miss so that a runner can fail the
+trial loudly even when the team itself survives a failing member.
 
 Identical requests (the same scenario, trial after trial) are served in the order they were recorded, within the
 `cassette_scope` that was active while recording (the scenario runner opens one per trial), so that a model's

@@ -1,8 +1,9 @@
 """Scenarios: a scripted (or simulated) customer, a team, and outcomes that can be checked, run like a test suite.
 
 A scenario file (`huddle.evals.spec`) says which team serves the customer, what the customer says and what must be
-true afterwards; `huddle.evals.runner` runs its trials, `huddle.evals.checks` checks them and `huddle.evals.results`
-holds the verdicts, pass^k and the JUnit report. This module is the API over them, and re-exports their public names.
+true afterwards (a user turn may approve or deny the calls a paused turn left waiting: `huddle.evals.approvals`);
+`huddle.evals.runner` runs its trials, `huddle.evals.checks` checks them and `huddle.evals.results` holds the
+verdicts, pass^k and the JUnit report. This module is the API over them, and re-exports their public names.
 
 As in tau-bench, a trial passes only if the database ends in the expected state and the customer was told what they
 had to be told: a reply that sounds right does not pass a trial whose refund never happened. Every trial runs on a
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from huddle.errors import ConfigError
 from huddle.evals.checks import Trace, evaluate, intent_in, tool_calls_in
 from huddle.evals.results import (
+    ApprovalAsked,
     Check,
     IntentRecord,
     ScenarioResult,
@@ -35,6 +37,8 @@ from huddle.evals.results import (
 )
 from huddle.evals.runner import ScenarioRunner
 from huddle.evals.spec import (
+    ApprovalTurn,
+    CallExpectation,
     Expectations,
     Scenario,
     ScriptedModel,
@@ -50,6 +54,9 @@ if TYPE_CHECKING:
     from huddle.usage import UsageLedger
 
 __all__ = [
+    "ApprovalAsked",
+    "ApprovalTurn",
+    "CallExpectation",
     "Check",
     "Expectations",
     "IntentRecord",
