@@ -176,3 +176,15 @@ def test_two_waiting_calls_are_decided_one_by_one_and_resumed_once(page: Page, p
     expect(answer(page)).to_contain_text("counter is 1 (first)")
     expect(answer(page)).to_contain_text("once is enough")
     assert len(resumes) == 1 and count() == 1
+
+
+def test_a_new_message_instead_of_a_decision_retires_the_card(page: Page) -> None:
+    first = paused_card(page)
+    ask(page, "Bump the counter after all")
+    expect(first.locator(".approval-outcome")).to_have_text("Not run: a new message was sent instead")
+    expect(first.get_by_role("button", name="Approve")).to_be_hidden()
+    cards = page.locator("#transcript .approval-card")
+    expect(cards).to_have_count(2)
+    cards.last.get_by_role("button", name="Approve").click()
+    expect(answer(page)).to_contain_text("counter is 1 (hello)")
+    assert count() == 1

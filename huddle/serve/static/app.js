@@ -4,7 +4,7 @@
 // Everything a model, tool or memory wrote is data: it is put on the page with textContent, never as markup.
 
 import { applyPatch, readEvents } from "./agui.js";
-import { approvalGroup, interruptCalls, turnCalls } from "./approvals.js";
+import { approvalGroup, interruptCalls, retireApprovals, turnCalls } from "./approvals.js";
 import { element, money } from "./dom.js";
 import { traceTree } from "./trace.js";
 
@@ -283,7 +283,7 @@ function handle(event) {
 
 // One AG-UI run: POST the RunAgentInput, stream its events onto the page. A refusal before the stream (an HTTP
 // error) is thrown as an ApiError for the caller to show where it belongs.
-async function stream(threadId, extra) {
+async function stream(team, threadId, extra) {
   current.running = true;
   current.failure = null;
   document.getElementById("send").disabled = true;
@@ -297,7 +297,7 @@ async function stream(threadId, extra) {
     extra,
   );
   try {
-    const response = await request("/agui/" + encodeURIComponent(page.team().value), {
+    const response = await request("/agui/" + encodeURIComponent(team), {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
       body: JSON.stringify(body),
@@ -319,9 +319,11 @@ async function stream(threadId, extra) {
 async function send(text) {
   if (current.running || !text.trim()) return;
   current.tools.clear();
+  retireApprovals(page.transcript());
   addMessage("you", text, "user");
   try {
-    await stream(current.sessionId || randomId(), { messages: [{ id: randomId(), role: "user", content: text }] });
+    const message = { id: randomId(), role: "user", content: text };
+    await stream(page.team().value, current.sessionId || randomId(), { messages: [message] });
   } catch (error) {
     setStatus(error.message, true);
   }
@@ -332,6 +334,7 @@ async function send(text) {
 // still waits (the tool refused the edited arguments) gives the cards back, with the error, to decide again.
 function showApprovals(calls) {
   const sessionId = current.sessionId;
+  const team = page.team().value;
   for (const call of calls) {
     // The stream showed the waiting call as a tool call with no result: its approval card takes its place.
     const tool = current.tools.get(call.toolCallId);
@@ -340,7 +343,7 @@ function showApprovals(calls) {
   }
   const group = approvalGroup(calls, async (entries) => {
     if (current.running) throw new ApiError("Wait for the run that is going on to finish, then decide again.");
-    await stream(sessionId, { resume: entries });
+    await stream(team, sessionId, { resume: entries });
     if (!current.failure) return;
     const turns = await getJson("/api/sessions/" + encodeURIComponent(sessionId));
     const last = turns[turns.length - 1];

@@ -172,3 +172,14 @@ export function approvalGroup(calls, resume) {
   }
   return group;
 }
+
+// A new message on a paused session cancels its paused turn: the cards whose decisions were not sent say so and
+// can no longer be decided (the server would refuse the decision: nothing waits any more).
+export function retireApprovals(root) {
+  for (const card of root.querySelectorAll(".approvals:not(.sent) .approval-card:not(.retired)")) {
+    card.classList.add("decided", "retired");
+    for (const part of card.querySelectorAll(".approval-actions, .approval-form")) part.hidden = true;
+    card.querySelector(".approval-error").textContent = "";
+    card.querySelector(".approval-outcome").textContent = "Not run: a new message was sent instead";
+  }
+}
