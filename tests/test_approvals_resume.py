@@ -14,7 +14,7 @@ from pathlib import Path
 
 from huddle.agents.approval import ApprovalDecision
 from huddle.testing import RecordedRequest, Reply, ScriptedServer
-from tests.test_approvals import PLANNED, count, echo, huddle, load, paused, plan, project, team_yaml
+from tests.test_approvals import PLANNED, count, echo, huddle, load, paused, pending_ids, plan, project, team_yaml
 
 __all__ = ["project"]  # the fixture, shared with tests/test_approvals.py
 
@@ -155,3 +155,15 @@ def test_a_resume_after_the_run_budget_is_spent_runs_nothing_and_says_so(project
     assert count() == 0 and len(project.chat_requests) == planner_calls  # no tool, no model call
     assert result["stop_reason"].startswith("budget") and "budget was spent" in result["answer"]
     assert result["usage"]["prompt_tokens"] > 5  # the paused run's spending counted: the resume kept its run id
+
+
+def test_approve_one_of_two_calls_keeps_the_session_paused_until_the_other_is_decided(project: ScriptedServer) -> None:
+    PLANNED[0] = _two_steps()
+    Path("team.yaml").write_text(team_yaml())
+    paused_run = huddle("run", "bump twice", "--team", "team.yaml", "--session", "p1")
+    first, second = pending_ids(paused_run.stderr)
+    half = huddle("approve", "p1", first, "--team", "team.yaml")
+    assert half.returncode == 3 and pending_ids(half.stderr) == [second] and count() == 0
+    done = huddle("approve", "p1", second, "--deny", "once is enough", "--team", "team.yaml")
+    assert done.returncode == 0, done.stderr
+    assert count() == 1 and "once is enough" in done.stdout and "counter is 1" in done.stdout
