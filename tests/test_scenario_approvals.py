@@ -134,3 +134,20 @@ def test_check_refuses_an_unknown_field_in_an_approval_expectation(tmp_path: Pat
     result = CliRunner().invoke(root(), ["scenario", "check", str(path)])
     assert result.exit_code == 2
     assert "scenario.yaml:5: expect.asked_approval.0.ok: unknown field" in result.stderr
+
+
+def test_an_approval_turn_covers_every_waiting_call_or_says_all() -> None:
+    from huddle.errors import HuddleError
+    from huddle.evals.approvals import decisions_for
+    from huddle.evals.spec import ApprovalTurn
+
+    pending = [
+        pending_call("issue_refund", {"order_id": "1042", "reason": "broken"}, "orders", 2),
+        pending_call("cancel_order", {"order_id": "1055"}, "orders", 3),
+    ]
+    with pytest.raises(HuddleError, match=r"user turn 3 \(approve: issue_refund\): decide every waiting call, or"):
+        decisions_for(ApprovalTurn(approve="issue_refund"), pending, 2)
+    approved = decisions_for(ApprovalTurn(approve="all"), pending, 2)
+    assert [(call_id, d.action) for call_id, d in approved.items()] == [(p.id, "approve") for p in pending]
+    denied = decisions_for(ApprovalTurn.model_validate({"deny": "all"}), pending, 2)
+    assert {d.reason for d in denied.values()} == {"denied by the user"}
