@@ -16,6 +16,11 @@ The run ends when:
 * ``team.max_events`` events have been published (a guard against members that keep triggering each other).
 
 The answer is also posted as a message from the team itself (its name is the ``responder``).
+
+A member that is a nested team and pauses for approvals pauses the run once every other handler is done
+(`PatternTeam`): events for it meanwhile wait in a backlog (its conversation is paused), and the resume takes it up
+where it stopped, then hands it the waiting events. A stop event that arrives first ends the run: the paused calls
+never run.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from autogen_agentchat.messages import TextMessage
 
 from huddle.teams.base import MemberError, Outcome, Run
 from huddle.teams.kinds import FAILED_TOPIC
-from huddle.teams.patterns import Member, PatternTeam, failure_note
+from huddle.teams.patterns import Member, MemberPaused, PatternTeam, TeamMember, failure_note
 
 _ROUTE = re.compile(r"\A\s*topic:\s*(\S+)[ \t]*(?:\n|\Z)", re.IGNORECASE)
 
@@ -44,6 +49,18 @@ class EventDrivenTeam(PatternTeam):
         for member in self.members.values():
             for topic in member.spec.subscribe:
                 self.subscribers.setdefault(topic, []).append(member)
+        self.backlog: dict[str, Any] = {}  # a paused run's bus: the handlers to take up, events waiting, counts
+
+    async def orchestrate(self, run: Run) -> Outcome:
+        self.backlog = {}
+        return await super().orchestrate(run)
+
+    async def save_state(self) -> dict[str, Any]:
+        return {**await super().save_state(), "backlog": self.backlog}
+
+    async def load_state(self, state: dict[str, Any]) -> None:
+        await super().load_state(state)
+        self.backlog = dict(state.get("backlog") or {})
 
     @property
     def responder(self) -> str:
@@ -51,11 +68,28 @@ class EventDrivenTeam(PatternTeam):
 
     async def flow(self, run: Run) -> Outcome:
         bus = _Bus(self, run)
+        backlog, self.backlog = self.backlog, {}
         try:
-            bus.publish(self.spec.team.start_topic, run.task, source="user")
+            if backlog:  # resumed: the paused handlers first, then the events that waited for them
+                bus.events, bus.last_output = backlog["events"], backlog["last_output"]
+                for name, topic, payload in [*backlog["paused"], *backlog["waiting"]]:
+                    bus.start(self.members[name], topic, payload)
+                if not bus.pending:
+                    bus.idle.set()
+            else:
+                bus.publish(self.spec.team.start_topic, run.task, source="user")
             await bus.idle.wait()
         finally:  # ended, stopped or cancelled: no handler outlives the run
             await bus.drain()
+        if bus.stopped_by is None and (waiting := self.paused(run)) is not None:
+            self.backlog = {
+                "events": bus.events,
+                "last_output": bus.last_output,
+                "paused": bus.paused,
+                "waiting": bus.waiting,
+            }
+            return waiting
+        self.state.pending = []  # a stop event came first: the paused calls never run
         if bus.stopped_by is not None:
             topic, source, answer = bus.stopped_by
             reason = f"stop event: {topic} from {source}"
@@ -88,6 +122,9 @@ class _Bus:
         self.events = 0
         self.stopped_by: tuple[str, str, str] | None = None  # topic, source, payload
         self.last_output = ""
+        self.paused: list[tuple[str, str, str]] = []  # member, topic, payload of handlers that paused
+        self.waiting: list[tuple[str, str, str]] = []  # events for a paused member, handed to it on resume
+        self._turns: dict[str, asyncio.Lock] = {}  # a nested team's handlers, one at a time
 
     def publish(self, topic: str, payload: str, *, source: str) -> None:
         if self.idle.is_set():
@@ -105,15 +142,32 @@ class _Bus:
             return
         for member in self.team.subscribers.get(topic, []):
             self.run.decide(member.name, "event", f"{topic} from {source}")
-            task = asyncio.create_task(self._handle(member, topic, payload))
-            self.pending.add(task)
-            task.add_done_callback(self._finished)
+            self.start(member, topic, payload)
         if not self.pending:
             self.idle.set()
 
+    def start(self, member: Member, topic: str, payload: str) -> None:
+        """A handler of `member` for one event, in a task of its own."""
+        task = asyncio.create_task(self._handle(member, topic, payload))
+        self.pending.add(task)
+        task.add_done_callback(self._finished)
+
     async def _handle(self, member: Member, topic: str, payload: str) -> None:
+        if not isinstance(member, TeamMember):
+            await self._react(member, topic, payload)
+            return
+        async with self._turns.setdefault(member.name, asyncio.Lock()):
+            if any(p.path[:1] == [member.name] for p in self.team.state.pending) and member.resuming is None:
+                self.waiting.append((member.name, topic, payload))  # its conversation waits for approvals
+                return
+            await self._react(member, topic, payload)
+
+    async def _react(self, member: Member, topic: str, payload: str) -> None:
         try:
-            output = await member(payload, self.run, topic=topic)
+            output = await self.team.call(member, payload, self.run, topic=topic)
+        except MemberPaused:
+            self.paused.append((member.name, topic, payload))
+            return
         except MemberError as error:
             self.run.fail(error)
             self.publish(FAILED_TOPIC, f"{member.name} failed on {topic}: {error.reason}", source=member.name)

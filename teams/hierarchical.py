@@ -62,7 +62,6 @@ class HierarchicalTeam(PatternTeam):
     """A manager delegating to worker members; see the module docstring."""
 
     kind: ClassVar[str] = "hierarchical"
-    resumable: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -31,7 +31,6 @@ class ParallelTeam(PatternTeam):
     """A fan-out to every member and a fan-in by an aggregator or a merge function; see the module docstring."""
 
     kind: ClassVar[str] = "parallel"
-    resumable: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

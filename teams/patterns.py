@@ -22,7 +22,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping
 from contextlib import aclosing
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from autogen_agentchat.base import ChatAgent
 from autogen_agentchat.messages import BaseChatMessage, TextMessage
@@ -148,12 +148,9 @@ class TeamMember(Member):
     """A whole team as a member: its intermediate messages are passed on named ``member/agent``, its answer is the
     member's output. A team keeps a conversation, so it works on one input at a time."""
 
-    def __init__(self, spec: MemberSpec, timeout_s: float | None, team: Team, *, resumable: bool) -> None:
-        """`resumable`: the team it is a member of can take it up where it paused for approvals (else a pause is
-        this member's failure)."""
+    def __init__(self, spec: MemberSpec, timeout_s: float | None, team: Team) -> None:
         super().__init__(spec, timeout_s)
         self.team = team
-        self.resumable = resumable
         self.resuming: dict[str, ApprovalDecision] | None = None  # set by the outer team: go on with these
         self._lock = asyncio.Lock()
 
@@ -178,9 +175,7 @@ class TeamMember(Member):
             raise RuntimeError("the team ended without a result")
         run.absorb(self.name, result)
         if result.stop_reason == AWAITING and result.pending:
-            if self.resumable:
-                raise MemberPaused(self.name, list(self.team.state.pending))
-            raise MemberError(self.name, "it paused for approvals, which an event-driven team cannot take up in place")
+            raise MemberPaused(self.name, list(self.team.state.pending))
         if not result.answer:  # its stop reason starts "error:" (`Team.settle`)
             budget = self.team.governor.stopped is not None
             raise MemberError(self.name, result.stop_reason[:_REASON_CHARS], budget=budget)
@@ -232,13 +227,12 @@ class AgentMember(Member):
 class PatternTeam(Team):
     """Members built from a `PatternSpec`; each kind implements `flow`, how they work on the task.
 
-    A kind that is `resumable` takes up a nested team that paused for approvals in place: the nested team's pending
-    calls become this team's (their `path` names the member), this run pauses too, and `progress` keeps the
-    members' outputs so far; when every call is decided the flow runs again, the finished members' outputs are
-    reused (not redone) and the paused member goes on from where it stopped."""
+    Every kind takes up a nested team that paused for approvals in place: the nested team's pending calls become this
+    team's (their `path` names the member), this run pauses too, and `progress` keeps the members' outputs so far
+    (a kind may keep more: the delegation, the event backlog); when every call is decided the flow runs again, the
+    finished members' outputs are reused (not redone) and the paused member goes on from where it stopped."""
 
     spec: PatternSpec
-    resumable: ClassVar[bool] = False
 
     def __init__(self, spec: PatternSpec, *args: Any, **kwargs: Any) -> None:
         """The arguments of `Team`; nested teams get the same ledger, memory, session, client wrapper and governor."""
@@ -257,8 +251,6 @@ class PatternTeam(Team):
 
     async def proceed(self, run: Run, decisions: dict[str, ApprovalDecision]) -> Outcome:
         """Give each paused member its calls' decisions and run the flow again (see the class docstring)."""
-        if not self.resumable:
-            return await super().proceed(run, decisions)
         run.failures.update(self.state.failures)
         members = {m.name: m for m in self.all_members()}
         for name in {p.path[0] for p in self.state.pending}:
@@ -287,18 +279,21 @@ class PatternTeam(Team):
     async def call(self, member: Member, text: str, run: Run, *, topic: str = "") -> str:
         """`member`'s output for `text`, keeping this team's pending calls: a nested team that answers (or fails)
         settles its calls, one that pauses replaces them with the ones it waits for now (`MemberPaused` raised)."""
-        earlier = [p for p in self.state.pending if p.path[:1] != [member.name]]
         try:
             output = await member(text, run, topic=topic)
         except MemberPaused as paused:
             asked = [p.model_copy(update={"path": [member.name, *p.path]}) for p in paused.pending]
-            self.state.pending = earlier + asked
+            self.state.pending = self._others(member) + asked
             raise
         except MemberError:
-            self.state.pending = earlier
+            self.state.pending = self._others(member)
             raise
-        self.state.pending = earlier
+        self.state.pending = self._others(member)
         return output
+
+    def _others(self, member: Member) -> list[PendingCall]:
+        """The pending calls of every member but `member`, read when it ends (other members run concurrently)."""
+        return [p for p in self.state.pending if p.path[:1] != [member.name]]
 
     @abstractmethod
     async def flow(self, run: Run) -> Outcome:
@@ -321,7 +316,7 @@ class PatternTeam(Team):
                 wrap_client=self._wrap_client,
                 governor=self.governor,
             )
-            return TeamMember(spec, timeout, team, resumable=self.resumable)
+            return TeamMember(spec, timeout, team)
         if spec.use is not None:
             agent = load_agent(spec.use, spec.config, where=f"team {self.spec.team.name!r}: {spec.name}.use")
             self.bind(agent, spec.name, spec.model)

@@ -20,7 +20,6 @@ class SequentialTeam(PatternTeam):
     """A pipeline of members; see the module docstring."""
 
     kind: ClassVar[str] = "sequential"
-    resumable: ClassVar[bool] = True
 
     @property
     def responder(self) -> str:

@@ -135,3 +135,52 @@ def test_a_worker_team_of_a_hierarchical_team_pauses_and_resumes_in_place(projec
             assert (asked(project, "boss"), asked(project, "sibling")) == (2, 1)  # no second delegation
 
     asyncio.run(main())
+
+
+EVENTS = """team: {name: board, kind: event_driven}
+agents:
+  - {name: sibling, instruction: Say something., subscribe: [task]}
+  - {name: desk, team: gate.yaml, subscribe: [task], publish: [bumped]}
+  - {name: responder, instruction: Report it., subscribe: [bumped]}
+"""
+
+
+def test_a_nested_team_of_an_event_driven_team_pauses_and_resumes_in_place(project: ScriptedServer) -> None:
+    Path("gate.yaml").write_text(team_yaml())
+
+    async def main() -> None:
+        async with load(project, EVENTS) as team:
+            result = await team.run("bump the counter")
+            [call] = result.pending
+            assert call.path == ["desk"] and asked(project, "sibling") == 1 and count() == 0
+            responders = asked(project, "responder")
+            done = await team.resume({call.id: ApprovalDecision.approve()})
+            assert count() == 1 and "counter is 1 (hello)" in done.answer and done.pending == []
+            assert asked(project, "sibling") == 1  # not handed the task again
+            assert asked(project, "responder") == responders + 2  # the chat's answer, then the reporter on bumped
+
+    asyncio.run(main())
+
+
+def test_an_event_for_a_paused_member_waits_for_its_resume(project: ScriptedServer) -> None:
+    """desk gets a second event (sibling's output) while its conversation waits for approval: the event waits, and
+    after the resume desk handles it (which asks for approval again: a second pause, a second bump)."""
+    Path("gate.yaml").write_text(team_yaml())
+    yaml = EVENTS.replace(
+        "{name: sibling, instruction: Say something., subscribe: [task]}",
+        "{name: sibling, instruction: Say something., subscribe: [task], publish: [again]}",
+    )
+    yaml = yaml.replace("subscribe: [task], publish: [bumped]", "subscribe: [task, again], publish: [bumped]")
+
+    async def main() -> None:
+        async with load(project, yaml) as team:
+            first = await team.run("bump the counter")
+            [call] = first.pending
+            second = await team.resume({call.id: ApprovalDecision.approve()})
+            [again] = second.pending
+            assert again.id != call.id and again.path == ["desk"] and count() == 1
+            done = await team.resume({again.id: ApprovalDecision.approve()})
+            assert count() == 2 and done.pending == [] and "counter is 2" in done.answer
+            assert asked(project, "sibling") == 1
+
+    asyncio.run(main())
