@@ -336,7 +336,7 @@ class Team(ABC):
         With `decisions` it is the paused run taken up again."""
         if save is not None:  # in this task's own context: seen by the nested teams' runs it starts, no one else
             checkpointing(save)
-        asked = {p.id for p in self.state.pending}
+        asked, paused_run = {p.id for p in self.state.pending}, self.state.run_id
         if decisions is None:
             self.state.start(run.task, run.run_id, stream_answer=stream_answer)
         else:
@@ -348,7 +348,7 @@ class Team(ABC):
             usage_scope(run_id=run.run_id, session_id=self.session_id),
             tracing.trace_run(self.settings.runs_dir, run.run_id, task=run.task[:300], **info) as root,
         ):
-            outcome = await (self.orchestrate(run) if decisions is None else self._take_up(run, decisions))
+            outcome = await (self.orchestrate(run) if decisions is None else self._take_up(run, decisions, paused_run))
             outcome = self.settle(outcome)
             for call in (p for p in self.state.pending if p.id not in asked and not p.path):  # a nested one: its own
                 self.ledger.record_decision(0, call.agent, "approval", f"asked: {call.tool} ({call.id}): {call.reason}")
@@ -364,9 +364,10 @@ class Team(ABC):
             )
         run.queue.put_nowait(result)
 
-    async def _take_up(self, run: Run, decisions: dict[str, ApprovalDecision]) -> Outcome:
+    async def _take_up(self, run: Run, decisions: dict[str, ApprovalDecision], paused_run: str | None) -> Outcome:
         """Keep the new decisions (an expired call is denied) before anything runs; go on once every pending call is
-        decided, unless the run's budget is spent by now: then none of the approved calls runs."""
+        decided, unless the run's budget is spent by now (counting `paused_run`'s spending when the resume has a run
+        id of its own): then none of the approved calls runs."""
         timeout = getattr(self.spec.team, "approval_timeout_s", DEFAULT_TIMEOUT_S)
         now = time.time()
         for call in self.state.waiting:
@@ -375,7 +376,8 @@ class Team(ABC):
         await checkpoint()
         if self.state.waiting:
             return Outcome("", AWAITING)
-        if self.governor.level() == "hard":
+        before = self.ledger.totals(run_id=paused_run) if paused_run not in (None, run.run_id) else None
+        if self.governor.level() == "hard" or (before is not None and self.governor.budget.run.fraction(before) >= 1):
             calls = ", ".join(f"{p.tool} ({p.id})" for p in self.state.pending)
             self.state.pending = []
             reason = "budget: the run's budget was spent before the approved calls could run"

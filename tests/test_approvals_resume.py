@@ -14,6 +14,7 @@ from pathlib import Path
 
 from huddle.agents.approval import ApprovalDecision
 from huddle.testing import RecordedRequest, Reply, ScriptedServer
+from huddle.usage.budget import Budget, Limit
 from tests.test_approvals import PLANNED, count, echo, huddle, load, paused, pending_ids, plan, project, team_yaml
 
 __all__ = ["project"]  # the fixture, shared with tests/test_approvals.py
@@ -167,3 +168,16 @@ def test_approve_one_of_two_calls_keeps_the_session_paused_until_the_other_is_de
     done = huddle("approve", "p1", second, "--deny", "once is enough", "--team", "team.yaml")
     assert done.returncode == 0, done.stderr
     assert count() == 1 and "once is enough" in done.stdout and "counter is 1" in done.stdout
+
+
+def test_a_resume_under_a_run_id_of_its_own_still_counts_the_paused_runs_spending(project: ScriptedServer) -> None:
+    """A server resumes under its response's id: the budget check still sees what the run spent before it paused."""
+
+    async def main() -> None:
+        async with load(project, team_yaml()) as team:
+            [call] = await paused(team)
+            team.governor.budget = Budget(run=Limit(max_tokens=5))  # less than the planner already spent
+            result = await team.resume({call.id: ApprovalDecision.approve()}, run_id="response-2")
+            assert count() == 0 and result.stop_reason.startswith("budget") and "did not run" in result.answer
+
+    asyncio.run(main())
