@@ -71,13 +71,17 @@ class ResponderAgent(BaseChatAgent):
     async def on_messages_stream(
         self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
     ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
-        self._findings.extend(
-            m.metadata.get("findings") or f"{m.source}: {m.to_model_text()}"
-            for m in messages
-            if m.source not in ("user", self.name)
-            and m.metadata.get("kind") not in _ROUTING_KINDS
-            and m.metadata.get("internal") != "true"  # notes for the trace ("nothing relevant recalled") are not facts
-        )
+        for m in messages:
+            if (
+                m.source in ("user", self.name)
+                or m.metadata.get("kind") in _ROUTING_KINDS
+                or m.metadata.get("internal") == "true"  # trace notes ("nothing relevant recalled") are not facts
+            ):
+                continue
+            # A tool report's findings may be empty: its calls all wait for approval, which is not a fact yet.
+            finding = m.metadata.get("findings", f"{m.source}: {m.to_model_text()}")
+            if finding:
+                self._findings.append(finding)
         asked = self._request_text()
         request: list[LLMMessage] = [SystemMessage(content=prompts.render(self._prompt, name=self.name))]
         for question, reply in self._history:

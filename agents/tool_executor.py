@@ -47,6 +47,8 @@ MAX_ARG_CHARS = 200
 """An argument's value as posted to the conversation (the tool itself gets all of it)."""
 MAX_RESULT_CHARS = 8000
 """A step's result or error as posted: tools bound their own output in tokens; this bounds everything else too."""
+WAITING = "waiting for a person's approval"
+"""How the result of a call that waits for approval begins (it did not run)."""
 
 
 class ToolExecutorAgent(BaseChatAgent):
@@ -112,7 +114,8 @@ class ToolExecutorAgent(BaseChatAgent):
                 ),
                 # What the responder reads: one plain sentence per result (a small model copies a sentence
                 # correctly and misreads a JSON object, e.g. the clock's weekday).
-                "findings": "\n".join(plain_result(r) for r, _ in outcomes),
+                # A call waiting for approval has no result yet: once decided, its real one is reported.
+                "findings": "\n".join(plain_result(r) for r, _ in outcomes if not waiting(r)),
             },
         )
 
@@ -201,7 +204,7 @@ class ToolExecutorAgent(BaseChatAgent):
             reason=why,
         )
         logger.info("%s: %s waits for approval (%s): %s", self.name, name, pending.id, why)
-        message = f"waiting for a person's approval (call {pending.id}: {why})"
+        message = f"{WAITING} (call {pending.id}: {why})"
         return ToolResult(
             tool=name,
             ok=False,
@@ -280,6 +283,11 @@ class ToolExecutorAgent(BaseChatAgent):
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         """Stateless between turns: everything it needs is in the run state."""
+
+
+def waiting(result: ToolResult) -> bool:
+    """Whether `result` stands for a call that waits for a person's approval (it did not run)."""
+    return not result.ok and (result.error or "").startswith(WAITING)
 
 
 def plain_result(result: ToolResult) -> str:

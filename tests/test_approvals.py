@@ -124,6 +124,7 @@ def test_a_call_under_approval_always_pauses_and_runs_once_when_approved(project
             result = await team.resume({call.id: ApprovalDecision.approve()})
             assert count() == 1
             assert "counter is 1 (hello)" in result.answer and result.pending == []
+            assert "waiting for a person's approval" not in result.answer  # the real result replaced the wait
             assert [a.action for a in team.state.approvals] == ["approve"]
 
     asyncio.run(main())
