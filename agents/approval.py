@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -26,7 +26,7 @@ from huddle.tools.definition import SideEffects
 
 ApprovalLevel = Literal["never", "writes", "always"]
 Action = Literal["approve", "deny", "edit"]
-DecidedBy = Literal["cli", "python", "serve", "expired", "hook"]
+DecidedBy = Literal["cli", "python", "serve", "customer", "expired", "hook"]
 AWAITING = "awaiting_approval"
 """The stop reason of a run that paused for approvals (not a failure: it has no answer yet)."""
 DEFAULT_TIMEOUT_S = 86400.0
@@ -171,3 +171,29 @@ async def checkpoint() -> None:
     save = _checkpoint.get()
     if save is not None:
         await save()
+
+
+@runtime_checkable
+class ReplyDecider(Protocol):
+    """A member that reads a customer's answer to a paused turn as the decision: in a support chat the customer, not
+    an operator, decides, so their "yes" or "no" is it (the support shop's router, `examples/support`)."""
+
+    def approval_reply(self, text: str, pending: Sequence[PendingCall]) -> Mapping[str, ApprovalDecision] | None:
+        """The decisions `text` gives the `pending` calls; None when it is no answer to them (a new message)."""
+        ...
+
+    def approval_question(self, pending: Sequence[PendingCall]) -> str:
+        """What the customer is asked while the calls wait."""
+        ...
+
+
+def reply_decider(uses: Iterable[str]) -> ReplyDecider | None:
+    """The first custom member class among `uses` (members' ``use:`` targets) that answers paused turns for the
+    customer, if any."""
+    from huddle.tools.plugins import AGENTS_GROUP, resolve
+
+    for use in uses:
+        target = resolve(use, AGENTS_GROUP, where=f"agent {use!r}")
+        if isinstance(target, ReplyDecider):
+            return target
+    return None

