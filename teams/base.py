@@ -341,14 +341,14 @@ class Team(ABC):
             self.state.start(run.task, run.run_id, stream_answer=stream_answer)
         else:
             self.state.run_id, self.state.stream_answer = run.run_id, stream_answer
-        if self._owns_governor:
-            self.governor.start_run()
+        if self._owns_governor:  # a resumed run's budget counts what the paused run spent, under whichever id
+            self.governor.start_run(continues=paused_run if decisions is not None else None)
         info = {"team": self.spec.team.name, "team_kind": self.kind, "session_id": self.session_id}
         with (
             usage_scope(run_id=run.run_id, session_id=self.session_id),
             tracing.trace_run(self.settings.runs_dir, run.run_id, task=run.task[:300], **info) as root,
         ):
-            outcome = await (self.orchestrate(run) if decisions is None else self._take_up(run, decisions, paused_run))
+            outcome = await (self.orchestrate(run) if decisions is None else self._take_up(run, decisions))
             outcome = self.settle(outcome)
             for call in (p for p in self.state.pending if p.id not in asked and not p.path):  # a nested one: its own
                 self.ledger.record_decision(0, call.agent, "approval", f"asked: {call.tool} ({call.id}): {call.reason}")
@@ -364,10 +364,10 @@ class Team(ABC):
             )
         run.queue.put_nowait(result)
 
-    async def _take_up(self, run: Run, decisions: dict[str, ApprovalDecision], paused_run: str | None) -> Outcome:
+    async def _take_up(self, run: Run, decisions: dict[str, ApprovalDecision]) -> Outcome:
         """Keep the new decisions (an expired call is denied) before anything runs; go on once every pending call is
-        decided, unless the run's budget is spent by now (counting `paused_run`'s spending when the resume has a run
-        id of its own): then none of the approved calls runs."""
+        decided, unless the run's budget is spent by now (the governor counts the paused run's spending too): then
+        none of the approved calls runs."""
         timeout = getattr(self.spec.team, "approval_timeout_s", DEFAULT_TIMEOUT_S)
         now = time.time()
         for call in self.state.waiting:
@@ -376,8 +376,7 @@ class Team(ABC):
         await checkpoint()
         if self.state.waiting:
             return Outcome("", AWAITING)
-        before = self.ledger.totals(run_id=paused_run) if paused_run not in (None, run.run_id) else None
-        if self.governor.level() == "hard" or (before is not None and self.governor.budget.run.fraction(before) >= 1):
+        if self.governor.level() == "hard":
             calls = ", ".join(f"{p.tool} ({p.id})" for p in self.state.pending)
             self.state.pending = []
             reason = "budget: the run's budget was spent before the approved calls could run"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from huddle.agents.approval import ApprovalDecision
 from huddle.testing import RecordedRequest, Reply, ScriptedServer
+from huddle.usage import usage_scope
 from huddle.usage.budget import Budget, Limit
 from tests.test_approvals import PLANNED, count, echo, huddle, load, paused, pending_ids, plan, project, team_yaml
 
@@ -179,5 +180,25 @@ def test_a_resume_under_a_run_id_of_its_own_still_counts_the_paused_runs_spendin
             team.governor.budget = Budget(run=Limit(max_tokens=5))  # less than the planner already spent
             result = await team.resume({call.id: ApprovalDecision.approve()}, run_id="response-2")
             assert count() == 0 and result.stop_reason.startswith("budget") and "did not run" in result.answer
+
+    asyncio.run(main())
+
+
+def test_a_run_resumed_under_its_own_id_counts_the_paused_runs_spending_for_every_later_call(
+    project: ScriptedServer,
+) -> None:
+    """Not only the check as it resumes: every call the resumed run makes is admitted against the whole run's
+    spending, the planner's tokens before the pause included, though the ledger files them under two run ids."""
+
+    async def main() -> None:
+        async with load(project, team_yaml()) as team:
+            [call] = await paused(team)
+            before = team.ledger.totals(run_id=team.state.run_id).total_tokens
+            result = await team.resume({call.id: ApprovalDecision.approve()}, run_id="response-2")
+            after = team.ledger.totals(run_id="response-2").total_tokens
+            assert count() == 1 and result.answer and before and after
+            team.governor.budget = Budget(run=Limit(max_tokens=before + after))
+            with usage_scope(run_id="response-2"):
+                assert team.governor.level() == "hard"  # both runs' tokens: the whole budget
 
     asyncio.run(main())

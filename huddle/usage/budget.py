@@ -106,16 +106,30 @@ class Governor:
         self._lock = threading.Lock()
         # Estimates of calls admitted but not yet in the ledger, so concurrent calls cannot all pass one check.
         self._in_flight = Estimate(prompt_tokens=0, completion_tokens=0, usd=0.0)
+        self._continues: str | None = None
 
-    def start_run(self) -> None:
+    def start_run(self, continues: str | None = None) -> None:
+        """A new run; `continues` names an earlier run this one goes on with (a paused run taken up again under an
+        id of its own, e.g. a server's response id), whose spending counts against the run budget too."""
         self.decisions.clear()
         self.stopped = None
+        self._continues = continues
 
     def _limits(self, agent: str | None) -> list[tuple[str, Limit, Totals]]:
         scope = current_scope()
         found = []
         if scope.run_id is not None:
-            found.append(("run", self.budget.run, self.ledger.totals(run_id=scope.run_id)))
+            spent = self.ledger.totals(run_id=scope.run_id)
+            if self._continues not in (None, scope.run_id):
+                earlier = self.ledger.totals(run_id=self._continues)
+                spent = spent.model_copy(
+                    update={
+                        "prompt_tokens": spent.prompt_tokens + earlier.prompt_tokens,
+                        "completion_tokens": spent.completion_tokens + earlier.completion_tokens,
+                        "cost_usd": spent.cost_usd + earlier.cost_usd,
+                    }
+                )
+            found.append(("run", self.budget.run, spent))
         if scope.session_id is not None:
             found.append(("session", self.budget.session, self.ledger.totals(session_id=scope.session_id)))
         if agent is not None and agent in self.budget.agents:
