@@ -26,22 +26,9 @@ from huddle.serve import app
 from huddle.serve.hub import DecisionsRefused, Hub, SessionBusy, SessionNotFound
 from huddle.testing import RecordedRequest, Reply, Rule, ScriptedServer
 from tests.serving import scripted_settings, serving
+from tests.test_approvals import TOOLS
 from tests.test_serve_agui import post_run, run_input
 
-TOOLS = '''
-from pathlib import Path
-
-from huddle.tools import tool
-
-
-@tool(side_effects="write")
-def bump(note: str) -> str:
-    """Add one to the counter in count.txt (a side effect the tests count)."""
-    path = Path("count.txt")
-    count = int(path.read_text()) + 1 if path.exists() else 1
-    path.write_text(str(count))
-    return f"counter is {count} ({note})"
-'''
 TEAM = """
 team: {name: calc, plan: always}
 agents:

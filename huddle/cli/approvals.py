@@ -45,6 +45,20 @@ def show_pending(console: Console, result: RunResult, session_id: str | None) ->
         console.print("this run cannot be resumed: run it with --session ID to approve its calls later")
 
 
+def report_run(result: RunResult, *, as_json: bool, level: Verbosity, session_id: str | None) -> None:
+    """What `huddle run` and `huddle approve` print once the run ends: the JSON (or the meter line), then the
+    pending calls and exit 3 when it paused, or one ``error:`` line (exit 1) when it gave no answer."""
+    from huddle.cli.console import failure, meter
+
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    elif level != "quiet":
+        err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
+    exit_awaiting(err, result, session_id)
+    if (reason := failure(result)) is not None:
+        raise HuddleError(reason)
+
+
 def exit_awaiting(console: Console, result: RunResult, session_id: str | None) -> None:
     """Print the pending calls and exit 3, when the run paused for approvals."""
     if result.pending:
@@ -95,7 +109,7 @@ def approve_command(
     Prints the answer (exit 0), or exits 3 again if the run asks for more approvals."""
     import asyncio
 
-    from huddle.cli.console import Interrupted, exit_interrupted, failure, meter
+    from huddle.cli.console import Interrupted, exit_interrupted
     from huddle.teams.kinds import load_any_team
 
     level = verbosity(quiet, verbose)
@@ -115,14 +129,7 @@ def approve_command(
         except Interrupted:
             exit_interrupted(err)
 
-    result = asyncio.run(resume())
-    if as_json:
-        print(result.model_dump_json(indent=2))
-    elif level != "quiet":
-        err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
-    exit_awaiting(err, result, session)
-    if (reason := failure(result)) is not None:
-        raise HuddleError(reason)
+    report_run(asyncio.run(resume()), as_json=as_json, level=level, session_id=session)
 
 
 async def _resume(

@@ -27,7 +27,6 @@ from huddle.cli.options import (
     team_settings,
     verbosity,
 )
-from huddle.errors import HuddleError
 
 if TYPE_CHECKING:
     from huddle.teams.base import RunResult
@@ -89,8 +88,8 @@ def run_command(
     calls wait for approval prints them and exits 3 (``huddle approve`` goes on); Ctrl-C cancels it and exits 130."""
     import asyncio
 
-    from huddle.cli.approvals import exit_awaiting
-    from huddle.cli.console import Interrupted, exit_interrupted, failure, meter, run_once
+    from huddle.cli.approvals import report_run
+    from huddle.cli.console import Interrupted, exit_interrupted, run_once
     from huddle.teams.kinds import load_any_team
 
     if resume and not session:
@@ -117,14 +116,7 @@ def run_command(
         except Interrupted:
             exit_interrupted(err)
 
-    result = asyncio.run(run_or_exit())
-    if as_json:
-        print(result.model_dump_json(indent=2))
-    elif level != "quiet":
-        err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
-    exit_awaiting(err, result, session)
-    if (reason := failure(result)) is not None:
-        raise HuddleError(reason)
+    report_run(asyncio.run(run_or_exit()), as_json=as_json, level=level, session_id=session)
 
 
 def chat_command(
