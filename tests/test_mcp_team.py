@@ -34,7 +34,11 @@ def step(step_id: int, tool: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_mcp_team(folder: Path, mcp: str) -> Path:
-    """A planner / tool executor / responder team file with `mcp` (a YAML flow list), our test server beside it."""
+    """A planner / tool executor / responder team file with `mcp` (a YAML flow list), our test server beside it.
+
+    The executor runs its calls without asking (`approval: never`): an MCP tool that does not say it only reads is
+    `external`, which asks by default, and these tests are about what MCP calls return (tests/test_approvals.py
+    covers the policy)."""
     folder.mkdir(exist_ok=True)
     (folder / "demo_server.py").write_text(SERVER)
     team_file = folder / "team.yaml"
@@ -45,7 +49,7 @@ team:
   mcp: {mcp}
 agents:
   - {{role: planner}}
-  - {{role: tool_executor, tools: [calculator]}}
+  - {{role: tool_executor, tools: [calculator], approval: never}}
   - {{role: responder}}
 """
     )
