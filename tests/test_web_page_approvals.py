@@ -72,7 +72,7 @@ def paused_card(page: Page) -> Locator:
     expect(page.locator("#transcript .run-footer")).to_contain_text("awaiting_approval")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     assert count() == 0
-    return card
+    return card.first  # this card, even once a later pause adds another below it
 
 
 def answer(page: Page) -> Locator:
