@@ -53,7 +53,9 @@ def price_call(profile: ModelProfile, prompt: int, completion: int, cached: int 
     if table is None:
         return Priced(0.0, 0.0, source)
     table_cost = _table_cost(table, prompt, completion, cached)
-    return Priced(float(table_cost), float(_table_cost(table, prompt, completion, 0) - table_cost), source)
+    # What the cached tokens saved: the same call at the full input rate, priced only when some were cached.
+    saved = _table_cost(table, prompt, completion, 0) - table_cost if cached else Decimal(0)
+    return Priced(float(table_cost), float(saved), source)
 
 
 def price_source(profile: ModelProfile) -> PriceSource:
