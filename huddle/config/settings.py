@@ -156,6 +156,16 @@ class MemorySettings(BaseModel):
     collection: str = Field("huddle", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 
 
+class TemporalSettings(BaseModel):
+    """Where ``engine: temporal`` finds its Temporal service (``temporal:`` in huddle.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend.")
+    namespace: str = "default"
+    task_queue: str = Field("huddle", min_length=1, description="Workers and clients of one deployment share it.")
+
+
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/huddle``, i.e. ``~/.local/share/huddle`` by default."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -191,6 +201,15 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     budget: Budget = Budget()
     cache: bool = Field(False, description="Answer identical model requests from a disk cache under data_dir/cache.")
+    engine: Literal["local", "temporal"] = Field(
+        "local", description="local: teams run in this process; temporal: on `huddle worker`s through Temporal."
+    )
+    temporal: TemporalSettings = TemporalSettings()
+    database_url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description="postgresql://...: the usage ledger and the session store on PostgreSQL instead of SQLite files.",
+    )
     config_file: Path | None = Field(None, exclude=True)
 
     @classmethod
