@@ -12,8 +12,6 @@ asks, ``write`` (inside the workspace) and ``read`` do not.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from huddle import effects
 from huddle.errors import HuddleError
 from huddle.tools.definition import SideEffects
 
@@ -41,7 +40,7 @@ class PendingCall(BaseModel):
     agent: str
     step_id: int = Field(description="The plan step it belongs to; 0 for a call the plan did not make.")
     reason: str
-    requested: float = Field(default_factory=time.time, description="When it was asked (epoch seconds).")
+    requested: float = Field(default_factory=effects.now, description="When it was asked (epoch seconds).")
     path: list[str] = Field(
         default_factory=list,
         description="The nested team members, outermost first, whose team asked ([] for the team's own member).",
@@ -133,7 +132,7 @@ class ApprovalPolicy:
 def pending_call(tool: str, args: Mapping[str, Any], agent: str, step_id: int, reason: str = "") -> PendingCall:
     """A new pending call with a fresh id."""
     return PendingCall(
-        id=f"call_{uuid.uuid4().hex[:10]}", tool=tool, args=dict(args), agent=agent, step_id=step_id, reason=reason
+        id=f"call_{effects.new_id()[:10]}", tool=tool, args=dict(args), agent=agent, step_id=step_id, reason=reason
     )
 
 

@@ -25,7 +25,6 @@ it for the plan of every new message; a team cannot have both a planner and a ro
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import threading
@@ -40,7 +39,7 @@ from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, RequestUsage, SystemMessage, UserMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from huddle import prompts
+from huddle import effects, prompts
 from huddle.agents.plan import Plan, PlanStep
 from huddle.agents.state import RunState
 from huddle.errors import ConfigError
@@ -282,7 +281,7 @@ class IntentRouter(BaseChatAgent):
 
     async def decide(self, text: str, cancellation_token: CancellationToken) -> Decision:
         """The conversation's context first (`from_context`), then the nearest examples, then the model."""
-        guess = await asyncio.to_thread(self.index().classify, text)
+        guess = await effects.offload(self.index().classify, text)
         clear = guess.score >= self.min_score and guess.margin >= self.min_margin
         from_context = self.from_context(text, guess, clear)
         if from_context is not None:

@@ -11,7 +11,6 @@ responder, who reads failures, tells the user rather than letting them believe i
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 
-from huddle import prompts
+from huddle import effects, prompts
 from huddle.agents.state import RunState
 from huddle.memory.embedders import QUERY_CHARS
 from huddle.memory.store import MemoryUnavailable
@@ -80,12 +79,12 @@ class MemoryAgent(BaseChatAgent):
             # Embedding and the store are blocking CPU/disk work: keep them off the event loop.
             for fact in facts:
                 stored.append(
-                    await asyncio.to_thread(
+                    await effects.offload(
                         memory.add, fact, scope=self._scopes[0], kind="fact", agent=self.name, run_id=self._state.run_id
                     )
                 )
             scopes = self._scopes + ([self._state.session_scope] if self._state.session_scope else [])
-            recalled = await asyncio.to_thread(
+            recalled = await effects.offload(
                 memory.recall,
                 task[:QUERY_CHARS],
                 scopes=scopes,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, LLMMessage, RequestUsage, SystemMessage, UserMessage
 
-from huddle import prompts, tracing
+from huddle import effects, prompts, tracing
 from huddle.agents.approval import (
     ApprovalContext,
     ApprovalDecision,
@@ -258,7 +257,7 @@ class ToolExecutorAgent(BaseChatAgent):
         ran[call.id] = result
         if not any(a.call.id == call.id for a in self._state.approvals):
             record = ApprovalRecord(
-                call=call, action=decision.action, by=decision.by, decided=time.time(), reason=decision.reason
+                call=call, action=decision.action, by=decision.by, decided=effects.now(), reason=decision.reason
             )
             self._state.approvals.append(record)
             tracing.event(

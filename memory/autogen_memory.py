@@ -16,7 +16,6 @@ the item silently.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from autogen_core.memory import Memory, MemoryContent, MemoryMimeType, MemoryQue
 from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
 
-from huddle import prompts
+from huddle import effects, prompts
 from huddle.memory.items import KINDS, RecalledItem, check_scope
 from huddle.memory.store import MemoryUnavailable, VectorMemory
 
@@ -96,7 +95,7 @@ class SharedMemory(Memory):
         options: dict[str, Any] = {"k": self.k, "token_budget": self.token_budget, "min_score": self.min_score}
         options |= {name: value for name, value in overrides.items() if name in options}
         try:
-            return await asyncio.to_thread(self.store.recall, text, scopes=self.scopes, **options)
+            return await effects.offload(self.store.recall, text, scopes=self.scopes, **options)
         except MemoryUnavailable as exc:
             logger.warning("warning: answering without shared memory: %s", exc)
             return []
@@ -133,7 +132,7 @@ class SharedMemory(Memory):
         kind = metadata.get("kind", "fact")
         if kind not in KINDS:
             raise ValueError(f"memory kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        await asyncio.to_thread(
+        await effects.offload(
             self.store.add,
             content.content,
             scope=self.scopes[0],
@@ -146,7 +145,7 @@ class SharedMemory(Memory):
 
     async def clear(self) -> None:
         """Forget the first (written) scope; the other scopes are only read, and may be shared with others."""
-        await asyncio.to_thread(self.store.forget_scope, self.scopes[0])
+        await effects.offload(self.store.forget_scope, self.scopes[0])
 
     async def close(self) -> None:
         """Nothing to release: the store belongs to whoever created it and may serve other agents."""

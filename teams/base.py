@@ -20,7 +20,6 @@ concurrent tasks on separate teams; they are cheap to build and can share one le
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 import weakref
 from abc import ABC, abstractmethod
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
-from huddle import tracing
+from huddle import effects, tracing
 from huddle.agents.approval import (
     AWAITING,
     DEFAULT_TIMEOUT_S,
@@ -369,7 +368,7 @@ class Team(ABC):
         decided, unless the run's budget is spent by now (the governor counts the paused run's spending too): then
         none of the approved calls runs."""
         timeout = getattr(self.spec.team, "approval_timeout_s", DEFAULT_TIMEOUT_S)
-        now = time.time()
+        now = effects.now()
         for call in self.state.waiting:
             if call.id in decisions:
                 self.state.decided[call.id] = settled(call, decisions[call.id], timeout, now)

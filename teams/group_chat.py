@@ -8,7 +8,6 @@ base's (`huddle.teams.base`); this module builds the members and the manager and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -24,6 +23,7 @@ from autogen_agentchat.conditions import (
     TextMentionTermination,
 )
 
+from huddle import effects
 from huddle.agents.approval import AWAITING, ApprovalDecision, ApprovalHook, ApprovalPolicy
 from huddle.agents.guard import GuardedAgent, failure_reason
 from huddle.agents.memory_agent import MemoryAgent
@@ -280,7 +280,7 @@ class GroupChatTeam(Team):
         if self.state.session_scope is None or member is None or not answer:
             return
         try:
-            await asyncio.to_thread(
+            await effects.offload(
                 self.memory.add,
                 f"Q: {run.task}\nA: {answer}",
                 scope=self.state.session_scope,

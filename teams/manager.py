@@ -23,7 +23,6 @@ Every decision is recorded with its policy and reason; the manager's model calls
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +33,7 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, HandoffM
 from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 from pydantic import BaseModel
 
-from huddle import prompts, tracing
+from huddle import effects, prompts, tracing
 from huddle.agents.state import RunState
 from huddle.secrets import redact
 from huddle.usage.budget import Governor
@@ -250,7 +249,7 @@ class Manager:
             return responder, "rule", f"{planner} is unavailable: the responder answers without a plan"
         if self.tool_need is None:
             return planner, "rule", "new task: the planner drafts a plan"
-        need = await asyncio.to_thread(self.tool_need, self.state.task)  # may embed the task: off the event loop
+        need = await effects.offload(self.tool_need, self.state.task)  # may embed the task: off the event loop
         if need is None:
             return responder, "direct", "the task needs no tool: the responder answers without a plan"
         return planner, "rule", f"new task: the planner drafts a plan ({need})"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args, overload
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
-from huddle import tracing
+from huddle import effects, tracing
 from huddle.resilience import MAX_RETRIES, RetryPolicy, retrying
 from huddle.secrets import redact
 from huddle.tools.results import (
@@ -284,7 +284,7 @@ class Tool:
         if self._is_async:
             return self.func(**kwargs)  # type: ignore[no-any-return]
         # Copies contextvars into the thread, so usage scopes and tracing still apply inside sync tools.
-        return asyncio.to_thread(self.func, **kwargs)
+        return effects.offload(self.func, **kwargs)
 
     def _success(self, value: Any, attempts: int, started: float, args: dict[str, Any]) -> ToolResult:
         # Redact before truncating: a cut through a key could leave a prefix too short to be recognised.

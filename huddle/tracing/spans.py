@@ -22,6 +22,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from huddle import effects
 from huddle.secrets import redact
 from huddle.tracing.conventions import KIND, OPERATIONS, RUN_ID, attributes
 from huddle.tracing.export import tracing
@@ -95,7 +96,7 @@ def event(name: str, kind: str, *, start: float | None = None, error: str | None
 
 def _start(name: str, kind: str, values: dict[str, Any], start: float | None = None) -> trace.Span | None:
     run_id = _run_id.get()
-    if run_id is None:
+    if run_id is None or effects.replaying():  # a replayed workflow's spans were exported the first time
         return None
     named = _clean(kind, values) | {KIND: kind, RUN_ID: run_id}
     if kind in OPERATIONS:
