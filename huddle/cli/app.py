@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from huddle import __version__
-from huddle.cli import approvals, inspection, runs
+from huddle.cli import approvals, inspection, runs, worker
 from huddle.cli.memory import memory_app
 from huddle.cli.options import CliState, err, out
 from huddle.cli.scenario import scenario_app
@@ -50,6 +50,8 @@ app.command("usage")(inspection.usage_command)
 app.command("tools")(inspection.tools_command)
 app.command("prompts")(inspection.prompts_command)
 app.add_typer(serve_app, name="serve")
+app.command("worker")(worker.worker_command)
+app.command("dev-server")(worker.dev_server_command)
 
 
 def _version(value: bool) -> None:

@@ -7,6 +7,7 @@ importing the root app, which imports them. Only typer and rich are imported her
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -103,6 +104,17 @@ def team_settings(
     return settings
 
 
+class Engine(StrEnum):
+    """``--engine``: overrides ``engine:`` in huddle.yaml."""
+
+    local = "local"
+    temporal = "temporal"
+
+
+EngineOption = Annotated[
+    Engine | None,
+    typer.Option("--engine", help="Where the team runs: local (this process) or temporal (on huddle workers)."),
+]
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print the answer only: no other speakers, no meter, no spinner.")
 ]

@@ -14,6 +14,7 @@ import typer
 
 from huddle.cli.options import (
     CacheOption,
+    EngineOption,
     MaxTokensOption,
     MaxUsdOption,
     ModelOption,
@@ -29,6 +30,7 @@ from huddle.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from huddle.config.settings import Settings
     from huddle.teams.base import RunResult
 
 
@@ -74,6 +76,7 @@ def run_command(
     max_usd: MaxUsdOption = None,
     max_tokens: MaxTokensOption = None,
     cache: CacheOption = None,
+    engine: EngineOption = None,
     session: Annotated[
         str | None, typer.Option("--session", help="Continue (or start) a durable session with this id.")
     ] = None,
@@ -98,6 +101,13 @@ def run_command(
         raise typer.BadParameter("give a TASK (or --session ID --resume)")
     level = verbosity(quiet, verbose)
     settings = team_settings(ctx, model, max_usd, max_tokens, cache)
+    if (engine or settings.engine) == "temporal":
+        if resume or task is None:
+            raise typer.BadParameter("--resume is for the local engine: a Temporal session resumes by itself")
+        report_run(
+            asyncio.run(_on_temporal(settings, team, task, session)), as_json=as_json, level=level, session_id=session
+        )
+        return
     spec = load_any_team(team)
 
     async def run_or_exit() -> RunResult:
@@ -117,6 +127,17 @@ def run_command(
             exit_interrupted(err)
 
     report_run(asyncio.run(run_or_exit()), as_json=as_json, level=level, session_id=session)
+
+
+async def _on_temporal(settings: Settings, team: str, task: str, session_id: str | None) -> RunResult:
+    """One turn of a session on the Temporal engine (a new session unless `session_id` names one)."""
+    from huddle.engines.temporal.sessions import TemporalSession
+
+    session = await TemporalSession.open(settings, team, session_id)
+    result = await session.turn(task)
+    if session_id is None and not result.pending:  # a one-off run: nothing will come back to it
+        await session.end()
+    return result
 
 
 def chat_command(

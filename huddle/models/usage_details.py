@@ -41,11 +41,23 @@ _box: ContextVar[Details | None] = ContextVar("huddle_usage_details", default=No
 @contextmanager
 def collecting(details: Details) -> Iterator[Details]:
     """Let the requests started inside this block (and the streams they open) report their details to `details`."""
-    token = _box.set(details)
+    outer, token = _box.get(), _box.set(details)
     try:
         yield details
     finally:
         _box.reset(token)
+        if outer is not None:  # an enclosing collector (a remote worker's activity) hears them too
+            outer.cached_tokens = outer.cached_tokens if details.cached_tokens is None else details.cached_tokens
+            outer.reasoning_tokens = (
+                outer.reasoning_tokens if details.reasoning_tokens is None else details.reasoning_tokens
+            )
+
+
+def report(cached_tokens: int | None, reasoning_tokens: int | None) -> None:
+    """Details that reached us another way than an SDK response (a Temporal activity's reply), for the collector."""
+    details = _box.get()
+    if details is not None:
+        details.cached_tokens, details.reasoning_tokens = cached_tokens, reasoning_tokens
 
 
 class DetailedStream:

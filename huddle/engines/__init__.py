@@ -1,0 +1,1 @@
+"""Engines that run teams somewhere other than this process (``engine:`` in huddle.yaml); `temporal` is the one."""

@@ -1,0 +1,51 @@
+"""What crosses between a workflow and the workers' activities: plain, JSON-able models (Temporal's pydantic
+converter carries them), never live objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ModelCall(BaseModel):
+    """One model call a workflow's team makes, for any worker to send."""
+
+    profile: dict[str, Any] = Field(description="The ModelProfile as JSON (it names its key's variable, never a key).")
+    agent: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: str = "auto"
+    json_output: bool | str | None = Field(None, description="True, or a pydantic model as 'module:QualName'.")
+    extra_create_args: dict[str, Any] = Field(default_factory=dict)
+    run_id: str | None = None
+    session_id: str | None = None
+
+
+class ModelReply(BaseModel):
+    """The call's `CreateResult` as JSON, and the usage details autogen's result does not carry."""
+
+    result: dict[str, Any]
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class SessionStart(BaseModel):
+    """A session workflow's input: the team (a preset name or a team file the workers can read), the session, and,
+    after a continue-as-new, where the team was."""
+
+    team: str
+    session_id: str
+    state: dict[str, Any] | None = None
+    run_state: dict[str, Any] | None = None
+    spent: list[dict[str, Any]] = Field(default_factory=list, description="Earlier runs' ledger rows (the budget).")
+
+
+class TurnRequest(BaseModel):
+    task: str
+    run_id: str
+
+
+class ApproveRequest(BaseModel):
+    decisions: dict[str, dict[str, Any]] = Field(description="Pending call id -> ApprovalDecision as JSON.")
+    run_id: str | None = None

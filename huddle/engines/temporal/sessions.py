@@ -1,0 +1,55 @@
+"""A session on the Temporal engine, from the caller's side: start (or join) its workflow, send turns and approvals.
+
+The workflow id is the session's (`workflow_id`), so every process that names the session reaches the same workflow,
+on whichever worker runs it. A call waits while no worker is running: Temporal keeps the Update until one starts.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+
+from huddle.agents.approval import ApprovalDecision
+from huddle.config.settings import Settings
+from huddle.engines.temporal.calls import ApproveRequest, SessionStart, TurnRequest
+from huddle.engines.temporal.connection import connect
+from huddle.teams.results import RunResult
+
+
+def workflow_id(session_id: str) -> str:
+    return f"huddle-session-{session_id}"
+
+
+class TemporalSession:
+    """One session's workflow handle."""
+
+    def __init__(self, client: Client, handle: WorkflowHandle[object, None], session_id: str) -> None:
+        self.client, self.handle, self.session_id = client, handle, session_id
+
+    @classmethod
+    async def open(cls, settings: Settings, team: str, session_id: str | None = None) -> TemporalSession:
+        """Join the session's workflow, or start it for `team` (a preset name or a team file the workers can read)."""
+        client = await connect(settings)
+        session_id = session_id or uuid.uuid4().hex[:12]
+        handle = await client.start_workflow(
+            "huddle.session",
+            SessionStart(team=team, session_id=session_id),
+            id=workflow_id(session_id),
+            task_queue=settings.temporal.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        return cls(client, handle, session_id)
+
+    async def turn(self, task: str, run_id: str | None = None) -> RunResult:
+        request = TurnRequest(task=task, run_id=run_id or uuid.uuid4().hex[:12])
+        return RunResult.model_validate(await self.handle.execute_update("turn", request, result_type=dict))
+
+    async def approve(self, decisions: dict[str, ApprovalDecision], run_id: str | None = None) -> RunResult:
+        request = ApproveRequest(decisions={k: d.model_dump(mode="json") for k, d in decisions.items()}, run_id=run_id)
+        return RunResult.model_validate(await self.handle.execute_update("approve", request, result_type=dict))
+
+    async def end(self) -> None:
+        """The session is over: its workflow completes (its history stays in Temporal for inspection)."""
+        await self.handle.signal("end")

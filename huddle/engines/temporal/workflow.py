@@ -1,0 +1,137 @@
+"""The session workflow: one chat session, its team living inside it, a turn per Update.
+
+The team is built inside the workflow from the worker's deployment (`Deployment`: its settings and team files, the
+same on every worker), with three changes from in-process: its model clients are `RemoteModelClient`s (calls are
+activities), its ledger is in memory (rebuilt by replay, so the budget governor decides the same way on any worker;
+the shared ledger gets each attempt's row from the activity), and the profiles' own retries are off (Temporal's
+retry policy takes them, `RemoteModelClient`). Blocking steps of the team's code are local activities
+(`huddle.engines.temporal.recorded`).
+
+Turns run one at a time (a lock), each the team's `run` under the caller's run id; `approve` takes up a run that
+paused for approvals. Between turns, once Temporal suggests it, the workflow continues as new with the team's saved
+state and the session's spending, so its history stays small however long the session lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from autogen_core.models import ChatCompletionClient
+
+    from huddle.agents.approval import ApprovalDecision
+    from huddle.config.settings import ModelProfile, Settings
+    from huddle.engines.temporal import recorded  # noqa: F401 - installs the workflow's effects
+    from huddle.engines.temporal.calls import ApproveRequest, SessionStart, TurnRequest
+    from huddle.engines.temporal.remote_client import RemoteModelClient
+    from huddle.teams.base import Team, build_team
+    from huddle.teams.kinds import load_any_team
+    from huddle.usage import UsageLedger, UsageRecord
+
+MAX_TURNS_PER_RUN = 100
+
+
+@dataclass
+class Deployment:
+    """What every worker of a task queue must hold alike: the settings and the team files a session names."""
+
+    settings: Settings
+    teams: dict[str, Any] = field(default_factory=dict)
+
+    def spec(self, name: str) -> Any:
+        if name not in self.teams:
+            self.teams[name] = load_any_team(name)
+        return self.teams[name]
+
+    def workflow_settings(self) -> Settings:
+        """The settings a workflow's team runs with: no disk cache, no client-side retries (Temporal's instead)."""
+        profiles = {name: p.model_copy(update={"max_retries": 0}) for name, p in self.settings.profiles.items()}
+        return self.settings.model_copy(update={"models": profiles, "cache": False})
+
+
+deployment: Deployment | None = None
+"""Set by `huddle worker` before its worker starts."""
+
+
+@workflow.defn(name="huddle.session", sandboxed=False)
+class SessionWorkflow:
+    @workflow.init
+    def __init__(self, start: SessionStart) -> None:
+        """The team is built here, before any Update is handled (an Update may arrive with the workflow's start)."""
+        self._lock = asyncio.Lock()
+        self._ended = False
+        self._turns = 0
+        assert deployment is not None, "huddle worker sets the deployment before it starts"
+        settings = deployment.workflow_settings()
+        retries = {name: p.max_retries for name, p in deployment.settings.profiles.items()}
+
+        def remote(raw: ChatCompletionClient, profile: ModelProfile, agent: str) -> ChatCompletionClient:
+            return RemoteModelClient(raw, profile, agent, retries.get(profile.name, 2))
+
+        ledger = UsageLedger()
+        for row in start.spent:
+            ledger.record(UsageRecord.model_validate(row))
+        self._team: Team = build_team(
+            deployment.spec(start.team), settings, ledger=ledger, session_id=start.session_id, wrap_client=remote
+        )
+
+    @workflow.run
+    async def run(self, start: SessionStart) -> None:
+        team = self._require()
+        async with self._lock:
+            if start.state is not None:
+                await team.load_state(start.state)
+            if start.run_state is not None:
+                team.state.restore(start.run_state)
+        await workflow.wait_condition(
+            lambda: self._ended or (self._turns >= MAX_TURNS_PER_RUN or workflow.info().is_continue_as_new_suggested())
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._ended:
+            await team.close()
+            return
+        async with self._lock:
+            state = await team.save_state()
+            spent = [r.model_dump(mode="json") for r in team.ledger.records()]
+            workflow.continue_as_new(
+                start.model_copy(update={"state": state, "run_state": team.state.snapshot(), "spent": spent})
+            )
+
+    @workflow.update(name="turn")
+    async def turn(self, request: TurnRequest) -> dict[str, Any]:
+        """One user message: the team's run, its `RunResult` as JSON."""
+        team = self._require()
+        async with self._lock:
+            result = await team.run(request.task, run_id=request.run_id)
+            self._turns += 1
+        return result.model_dump(mode="json")
+
+    @workflow.update(name="approve")
+    async def approve(self, request: ApproveRequest) -> dict[str, Any]:
+        """Decisions for the calls the last run paused on; the run goes on (or stays paused for the rest)."""
+        team = self._require()
+        decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
+        async with self._lock:
+            result = await team.resume(decisions, run_id=request.run_id)
+        return result.model_dump(mode="json")
+
+    @approve.validator
+    def _check(self, request: ApproveRequest) -> None:
+        """Decisions that do not fit the pending calls are refused before they enter the history."""
+        decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
+        self._require().check_decisions(decisions)
+
+    @workflow.signal(name="end")
+    def end(self) -> None:
+        self._ended = True
+
+    @workflow.query(name="pending")
+    def pending(self) -> list[dict[str, Any]]:
+        return [p.model_dump(mode="json") for p in self._require().state.waiting]
+
+    def _require(self) -> Team:
+        return self._team
