@@ -1,0 +1,138 @@
+"""The Temporal engine on the real things: a Temporal dev server, `huddle worker` processes, a scripted model server
+counting every request it gets, and the CLI.
+
+These fail if a killed worker loses a turn or repeats a finished call, or if the shared ledger does not show what the
+model server counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from huddle.config.settings import load_settings
+from huddle.engines.temporal.sessions import TemporalSession
+from huddle.testing import ScriptedServer
+from huddle.testing.replies import Reply
+from huddle.testing.rules import Rule
+from tests.temporal import DevServer, Workers, dev_server
+
+SLOW_S = 8.0
+
+
+@pytest.fixture
+def temporal(tmp_path: Path) -> Iterator[DevServer]:
+    with dev_server(tmp_path) as server:
+        yield server
+
+
+def _config(folder: Path, model: ScriptedServer, temporal: DevServer, extra: str = "") -> Path:
+    config = folder / "huddle.yaml"
+    config.write_text(
+        f"models:\n  default: {{model: scripted, base_url: '{model.base_url}', max_retries: 0}}\n"
+        f"data_dir: {folder / 'data'}\ntemporal: {{address: '{temporal.address}', task_queue: q-{folder.name}}}\n"
+        f"{extra}"
+    )
+    return config
+
+
+def _huddle(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "huddle", "--config", str(config), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _agents(model: ScriptedServer) -> list[str]:
+    return [request.agent for request in model.requests]
+
+
+def _wait_for(condition: object, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_huddle_run_on_temporal_answers_and_the_shared_ledger_shows_the_servers_count(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    with ScriptedServer(fallback=Reply(content="391", usage=(40, 3))) as model:
+        config = _config(tmp_path, model, temporal)
+        workers = Workers(config, tmp_path)
+        workers.start()
+        try:
+            ran = _huddle(config, "run", "--engine", "temporal", "What is 17*23?", "--json")
+        finally:
+            workers.close()
+        assert ran.returncode == 0, ran.stderr
+        result = json.loads(ran.stdout)
+        assert result["answer"] == "391"
+        usage = _huddle(config, "usage", "--run", result["run_id"], "--json")  # another process, the worker's ledger
+        total = json.loads(usage.stdout)["total"]
+        assert total["calls"] == len(model.requests) == result["usage"]["calls"] == 2
+        assert total["prompt_tokens"] == 80 and total["completion_tokens"] == 6
+
+
+def test_a_worker_killed_mid_call_loses_nothing_and_repeats_no_finished_call(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    rules = [Rule(agent="responder", reply=[Reply(content="391", delay_s=SLOW_S), Reply(content="391")])]
+    with ScriptedServer(rules, fallback=Reply(content="plan")) as model:
+        config = _config(tmp_path, model, temporal)
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        first = workers.start()
+        try:
+
+            async def scenario() -> str:
+                session = await TemporalSession.open(settings, "assistant")
+                turn = asyncio.create_task(session.turn("What is 17*23?"))
+                await asyncio.to_thread(_wait_for, lambda: "responder" in _agents(model))
+                workers.start()  # the survivor, polling the same task queue
+                await asyncio.sleep(3)  # until it polls
+                workers.kill(first)  # mid-call: the responder's request is still being answered
+                result = await asyncio.wait_for(turn, 90)
+                return result.answer
+
+            answer = asyncio.run(scenario())
+        finally:
+            workers.close()
+    assert answer == "391"
+    agents = _agents(model)
+    assert agents.count("planner") == 1  # finished before the kill: not made again
+    assert agents.count("responder") == 2  # the interrupted call, made again once on the survivor
+
+
+def test_a_session_goes_on_after_the_temporal_server_restarts_on_its_db_file(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    with ScriptedServer(fallback=Reply(content="noted")) as model:
+        config = _config(tmp_path, model, temporal)
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        workers.start()
+        try:
+
+            async def scenario() -> tuple[str, str]:
+                session = await TemporalSession.open(settings, "assistant")
+                first = await session.turn("My order number is 1042.")
+                temporal.kill()
+                temporal.start()  # same port, same db file
+                again = await TemporalSession.open(settings, "assistant", session.session_id)
+                second = await asyncio.wait_for(again.turn("What is my order number?"), 90)
+                await again.end()
+                return first.answer, second.answer
+
+            first, second = asyncio.run(scenario())
+        finally:
+            workers.close()
+    assert first == second == "noted"
+    last = model.requests[-1]
+    assert "1042" in json.dumps(last.messages)  # the conversation survived: the earlier turn is in the prompt
