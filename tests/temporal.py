@@ -84,7 +84,8 @@ class Workers:
             [sys.executable, "-m", "huddle", "--config", str(self.config), "worker", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"},
+            cwd=self.config.parent,  # the project's folder: its tool modules import, its files are written there
+            env=os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.config.parent)},
         )
         self.processes.append(process)
         return process

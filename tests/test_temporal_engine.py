@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from huddle.agents.approval import ApprovalDecision
 from huddle.config.settings import load_settings
 from huddle.engines.temporal.sessions import TemporalSession
 from huddle.testing import ScriptedServer
 from huddle.testing.replies import Reply
 from huddle.testing.rules import Rule
 from tests.temporal import DevServer, Workers, dev_server
+from tests.test_approvals import TOOLS, echo, plan, team_yaml
 
 SLOW_S = 8.0
 
@@ -136,3 +138,39 @@ def test_a_session_goes_on_after_the_temporal_server_restarts_on_its_db_file(
     assert first == second == "noted"
     last = model.requests[-1]
     assert "1042" in json.dumps(last.messages)  # the conversation survived: the earlier turn is in the prompt
+
+
+def test_a_session_waiting_on_an_approval_with_no_worker_resumes_when_one_starts(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    (tmp_path / "approval_tools.py").write_text(TOOLS)
+    team = tmp_path / "team.yaml"
+    team.write_text(team_yaml())
+    counter = tmp_path / "count.txt"
+    rules = [Rule(agent="planner", reply=Reply(content=plan())), Rule(agent="responder", reply=echo)]
+    with ScriptedServer(rules) as model:
+        config = _config(tmp_path, model, temporal)
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        first = workers.start(str(team))
+        try:
+
+            async def scenario() -> str:
+                session = await TemporalSession.open(settings, str(team))
+                paused = await session.turn("bump the counter")
+                assert paused.stop_reason == "awaiting_approval" and not counter.exists()
+                workers.kill(first)  # nobody is running when the person decides
+                [call] = paused.pending
+                decided = asyncio.create_task(session.approve({call.id: ApprovalDecision.approve()}))
+                await asyncio.sleep(3)
+                assert not decided.done() and not counter.exists()  # kept by Temporal, not lost, not run
+                workers.start(str(team))
+                result = await asyncio.wait_for(decided, 90)
+                await session.end()
+                return result.answer
+
+            answer = asyncio.run(scenario())
+        finally:
+            workers.close()
+    assert "counter is 1 (hello)" in answer
+    assert counter.read_text() == "1"  # the approved call ran once
