@@ -41,7 +41,7 @@ def help_text() -> str:
 
 @pytest.mark.parametrize("doc", [README, CLI_DOC], ids=lambda p: p.name)
 def test_documented_cli_commands_exist(doc: Path, help_text: str) -> None:
-    documented = set(re.findall(r"`huddle ([a-z]+)", doc.read_text(encoding="utf-8")))
+    documented = set(re.findall(r"`huddle ([a-z][a-z-]*)", doc.read_text(encoding="utf-8")))
     assert documented, f"{doc.name} documents no commands"
     for command in documented:
         assert re.search(rf"│ {command}\b", help_text), f"{doc.name} documents `huddle {command}`, the CLI lacks it"
@@ -76,7 +76,7 @@ def long_options(command: Any) -> set[str]:
 def cli_doc_sections() -> dict[str, str]:
     """docs/cli.md's per-command sections, ``### `huddle memory add` `` → the section's text."""
     text = CLI_DOC.read_text(encoding="utf-8")
-    parts = re.split(r"^### `huddle ([a-z ]+)`\n", text, flags=re.M)
+    parts = re.split(r"^### `huddle ([a-z][a-z -]*)`\n", text, flags=re.M)
     return {name: body.split("\n## ", 1)[0] for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
