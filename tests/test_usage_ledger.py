@@ -87,8 +87,8 @@ def test_a_ledger_file_from_before_schema_versions_opens_and_is_upgraded(tmp_pat
     ledger.record(UsageRecord(agent="a", profile="p", model="m", prompt_tokens=9, cached_tokens=4, saved_usd=0.5))
     assert (ledger.totals().cached_tokens, ledger.totals().saved_usd) == (4, 0.5)
     ledger.close()
-    # the schema before versions, then the call state, then cached/reasoning tokens, saved_usd and price_source
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (3,)
+    # the schema before versions, the call state, cached/reasoning tokens and prices, then call keys and hosts
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (4,)
 
 
 def test_a_ledger_from_a_newer_huddle_is_refused_with_one_error_line(isolated_env: Path) -> None:

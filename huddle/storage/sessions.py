@@ -1,7 +1,8 @@
 """Durable sessions: a chat survives its process, even a SIGKILL in the middle of a turn.
 
 A session is a sequence of turns (one user message and the team's reply each) in SQLite (`huddle.storage.sqlite`, WAL
-mode) under the data directory. A turn is written twice, each time in one transaction: when it starts (the user's
+mode) under the data directory, or in PostgreSQL (`huddle.storage.postgres`, a ``postgresql://`` URL) shared by
+many hosts. A turn is written twice, each time in one transaction: when it starts (the user's
 message is acknowledged, status ``running``) and when it ends: ``done`` with the team's saved state, the plan, the
 manager's decisions and the turn's messages; ``failed`` when the run raised or ended with no answer, or ``cancelled``
 when the user interrupted it, each with the reason in ``error`` and no state (the conversation goes on from the last
@@ -18,23 +19,27 @@ lists them by number. Usage rows are in the
 ledger (``usage.sqlite``), written per call, keyed by the same run id.
 
 A process leases the sessions it opens (`lease`, `huddle.storage.lease`) until it closes the store, so one session
-is never run by two processes at once; a second one gets `SessionBusyError` naming the first.
+is never run by two processes at once; a second one gets `SessionBusyError` naming the first. On PostgreSQL the
+lease is an advisory lock of the server, so it holds across hosts.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel
 
 from huddle.errors import HuddleError
 from huddle.secrets import redact
+from huddle.storage import is_url, open_database
 from huddle.storage.lease import SessionLease
-from huddle.storage.sqlite import Database, Migration
+from huddle.storage.sqlite import Connection, Migration, columns
+
+if TYPE_CHECKING:
+    from huddle.storage.postgres import PostgresDatabase, PostgresLease
 
 TurnStatus = Literal["running", "done", "failed", "cancelled", "awaiting_approval"]
 EndStatus = Literal["done", "failed", "cancelled", "awaiting_approval"]
@@ -53,18 +58,17 @@ CREATE TABLE IF NOT EXISTS turns (
 """
 
 
-def _add_turn_error(db: sqlite3.Connection) -> None:
+def _add_turn_error(db: Connection) -> None:
     """Turns that fail or are cancelled keep why in ``error``. A file from before versions may already have the column
     (it was added ad hoc then), so it is added only when missing."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(turns)")}
-    if "error" not in columns:
+    if "error" not in columns(db, "turns"):
         db.execute("ALTER TABLE turns ADD COLUMN error TEXT")
 
 
-def _add_run_state(db: sqlite3.Connection) -> None:
+def _add_run_state(db: Connection) -> None:
     """A turn that paused for approvals keeps its run (task, plan, step results, pending calls) beside the team's
     state. Added only when missing, as ``error`` is: a file the tests (or an ad-hoc upgrade) set back may have it."""
-    if "run_state" not in {row[1] for row in db.execute("PRAGMA table_info(turns)")}:
+    if "run_state" not in columns(db, "turns"):
         db.execute("ALTER TABLE turns ADD COLUMN run_state TEXT")
 
 
@@ -99,18 +103,24 @@ class SessionSummary(BaseModel):
 
 
 class SessionStore:
-    """Sessions and their turns in one SQLite file; safe to share between threads of one process."""
+    """Sessions and their turns in one SQLite file or PostgreSQL database; safe to share between threads of one
+    process."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = Database(path, _MIGRATIONS, what="sessions store")
-        self._leases: dict[str, SessionLease] = {}
+    def __init__(self, location: Path | str) -> None:
+        """A store in `location`: a file, or a ``postgresql://`` URL."""
+        self.path = None if is_url(location) else Path(location)
+        self._db = open_database(location, _MIGRATIONS, what="sessions store")
+        self._leases: dict[str, SessionLease | PostgresLease] = {}
 
     def lease(self, session_id: str) -> None:
         """Hold `session_id` for this process until `close` (see `huddle.storage.lease`); raise `SessionBusyError`
         when another process has it."""
         if session_id not in self._leases:
-            lease = SessionLease(self.path.with_name(f"{self.path.stem}.locks"), session_id)
+            lease = (
+                SessionLease(self.path.with_name(f"{self.path.stem}.locks"), session_id)
+                if self.path is not None
+                else cast("PostgresDatabase", self._db).lease(session_id)  # no file: the server's lock
+            )
             lease.acquire()
             self._leases[session_id] = lease
 
@@ -290,7 +300,8 @@ class SessionStore:
         with self._db.connection() as db:
             rows = db.execute(
                 "SELECT s.id, s.team, s.created, s.updated, COUNT(t.turn), "
-                "COALESCE(SUM(t.status = 'running'), 0) FROM sessions s LEFT JOIN turns t ON t.session_id = s.id "
+                "COALESCE(SUM(CASE WHEN t.status = 'running' THEN 1 ELSE 0 END), 0) "
+                "FROM sessions s LEFT JOIN turns t ON t.session_id = s.id "
                 "GROUP BY s.id ORDER BY s.updated DESC"
             ).fetchall()
         with self._db.parsing("the list of sessions"):

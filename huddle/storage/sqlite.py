@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any, Protocol
 
 from huddle.errors import HuddleError
 
@@ -30,9 +32,31 @@ BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another process's transaction (Python's default, 5 s, is short for ten processes
 sharing one ledger on a slow disk); past it the user gets one "held it locked too long" line."""
 
-Migration = str | Callable[[sqlite3.Connection], None]
+
+class Connection(Protocol):
+    """What a store's SQL runs on, whichever the backend: ``sqlite3.Connection``, or the PostgreSQL adapter
+    (`huddle.storage.postgres`) that takes the same portable SQL (``?`` placeholders, ``RETURNING id``)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+
+Migration = str | Callable[[Connection], None]
 """One schema step: SQL statements, or a function for a step that must look before it changes (e.g. add a column
-that a file may already have)."""
+that a file may already have). Written once for both backends: `columns` tells what a table has on either."""
+
+
+def columns(db: Connection, table: str) -> set[str]:
+    """The column names of `table` (``PRAGMA table_info`` on SQLite, ``information_schema`` on PostgreSQL)."""
+    if isinstance(db, sqlite3.Connection):
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    return {
+        row[0]
+        for row in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ?",
+            (table,),
+        ).fetchall()
+    }
 
 
 class SchemaTooNewError(HuddleError):
@@ -72,7 +96,25 @@ def _environmental(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
-class Database:
+class Rows(ABC):
+    """What both backends share for rows that the database reads but that do not hold what the store wrote."""
+
+    @abstractmethod
+    def damaged(self, problem: str) -> StorageError:
+        """The error naming the store for rows that do not hold what it wrote."""
+
+    @contextmanager
+    def parsing(self, what: str) -> Iterator[None]:
+        """Around turning rows into objects: rows that the database reads but that do not hold what the store wrote
+        (bytes damaged inside a JSON cell, a status that is no status) make the store a damaged one, like SQLite's
+        own corruption errors."""
+        try:
+            yield
+        except (ValueError, TypeError):  # json's and pydantic's errors are ValueErrors
+            raise self.damaged(f"{what} do not parse") from None
+
+
+class Database(Rows):
     """One SQLite file (or an in-memory database) with its schema brought up to date, shared between threads."""
 
     def __init__(self, path: Path | None, migrations: Sequence[Migration], *, what: str) -> None:
@@ -125,16 +167,6 @@ class Database:
         return _storage_error(problem, "SQLITE_CORRUPT", self.path, self._what)
 
     @contextmanager
-    def parsing(self, what: str) -> Iterator[None]:
-        """Around turning rows into objects: rows that SQLite reads but that do not hold what the store wrote (bytes
-        damaged inside a JSON cell, a status that is no status) make the file a damaged one, like SQLite's own
-        corruption errors."""
-        try:
-            yield
-        except (ValueError, TypeError):  # json's and pydantic's errors are ValueErrors
-            raise self.damaged(f"{what} do not parse") from None
-
-    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """The connection inside ``BEGIN IMMEDIATE``: committed if the block ends, rolled back if it raises.
 
@@ -185,7 +217,7 @@ class Database:
                 if version < known:
                     step = migrations[version]
                     if isinstance(step, str):
-                        for statement in _statements(step):
+                        for statement in statements(step):
                             self._db.execute(statement)
                     else:
                         step(self._db)
@@ -198,7 +230,7 @@ class Database:
                 return
 
 
-def _statements(script: str) -> Iterator[str]:
+def statements(script: str) -> Iterator[str]:
     """The statements of an SQL script one by one (``execute`` takes one; ``executescript`` would commit midway)."""
     buffer = ""
     for char in script:

@@ -6,12 +6,14 @@ when it reported one (``token_source="server"``) and a tokenizer estimate otherw
 cost nothing (``"cache"``). Prompt tokens the provider read from its prompt cache (``cached_tokens``, part of
 ``prompt_tokens``) are priced at its cached rate, and ``saved_usd`` is what that saved; ``reasoning_tokens`` are part
 of ``completion_tokens``; ``price_source`` says where the price came from (`huddle.models.pricing`). The ledger is
-SQLite (`huddle.storage.sqlite`): in memory by default, or a file that survives the process.
+SQLite (`huddle.storage.sqlite`): in memory by default, or a file that survives the process; or PostgreSQL
+(`huddle.storage.postgres`, a ``postgresql://`` URL) shared by the processes of many hosts.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +24,8 @@ from typing import Literal, cast
 
 from pydantic import BaseModel, Field
 
-from huddle.storage.sqlite import Database, Migration
+from huddle.storage import is_url, open_database
+from huddle.storage.sqlite import Migration
 
 TokenSource = Literal["server", "estimate", "cache", "none"]
 # A call is written before it is sent (``in_flight``) and settled when it returns (``done``): one in flight when its
@@ -146,62 +149,87 @@ ALTER TABLE usage ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE usage ADD COLUMN saved_usd REAL NOT NULL DEFAULT 0;
 ALTER TABLE usage ADD COLUMN price_source TEXT;
 """
-_MIGRATIONS: list[Migration] = [_SCHEMA, _CALL_STATE, _PRICE_DETAILS]
+# Step 4: a caller's key for a call (a durable engine's activity attempt), written once however often it is
+# delivered; and the host of an in-flight call's process, since a pid means nothing on another host's ledger.
+_CALL_KEY = """
+ALTER TABLE usage ADD COLUMN call_key TEXT;
+ALTER TABLE usage ADD COLUMN host TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS usage_call_key ON usage(call_key);
+"""
+_MIGRATIONS: list[Migration] = [_SCHEMA, _CALL_STATE, _PRICE_DETAILS, _CALL_KEY]
 _IN_CHUNK = 500  # ids per ``IN (...)``: far below SQLite's limit on bound parameters
 _TOTALS_SQL = (
     "COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cached_tokens),0), "
     "COALESCE(SUM(reasoning_tokens),0), COALESCE(SUM(cost_usd),0), COALESCE(SUM(saved_usd),0), "
     "COALESCE(SUM(latency_s),0), COALESCE(SUM(cached),0), COUNT(error), "
-    "COALESCE(SUM(price_source = 'unknown'),0)"
+    "COALESCE(SUM(CASE WHEN price_source = 'unknown' THEN 1 ELSE 0 END),0)"
 )
 
 
 class UsageLedger:
     """Thread-safe store of `UsageRecord` rows with totals per run, session, agent, profile or model."""
 
-    def __init__(self, path: Path | str | None = None) -> None:
-        self.path = Path(path) if path is not None else None
-        self._db = Database(self.path, _MIGRATIONS, what="usage ledger")
+    def __init__(self, location: Path | str | None = None) -> None:
+        """A ledger in `location`: a ``postgresql://`` URL, a file, or None for one in memory."""
+        self.path = Path(location) if location is not None and not is_url(location) else None
+        self._db = open_database(location, _MIGRATIONS, what="usage ledger")
+        self._host = socket.gethostname()
         self._settle_the_dead()
 
-    def record(self, record: UsageRecord) -> UsageRecord:
-        """Append one call; returns it with its id."""
-        values = [getattr(record, c) for c in _COLUMNS]
-        with self._db.connection() as db:
-            cursor = db.execute(
-                f"INSERT INTO usage ({', '.join(_COLUMNS)}, pid) VALUES ({', '.join('?' * len(_COLUMNS))}, ?)",
-                [*values, os.getpid() if record.state == "in_flight" else None],
-            )
-        return record.model_copy(update={"id": cursor.lastrowid})
+    def record(self, record: UsageRecord, key: str | None = None) -> UsageRecord:
+        """Append one call; returns it with its id. With a `key` already written, nothing is written and the row
+        of that key is returned (a durable engine redelivering one attempt of a call)."""
+        in_flight = record.state == "in_flight"
+        values = [
+            *(getattr(record, c) for c in _COLUMNS),
+            os.getpid() if in_flight else None,
+            self._host if in_flight else None,
+            key,
+        ]
+        with self._db.connection() as db:  # no transaction: a key's row, once written, stays
+            row = db.execute(
+                f"INSERT INTO usage ({', '.join(_COLUMNS)}, pid, host, call_key) "
+                f"VALUES ({', '.join('?' * len(values))}) ON CONFLICT DO NOTHING RETURNING id",
+                values,
+            ).fetchone()
+            if row is None:  # only a key already written conflicts
+                row = db.execute("SELECT id FROM usage WHERE call_key = ?", (key,)).fetchone()
+        return record.model_copy(update={"id": int(row[0])})
 
-    def begin(self, record: UsageRecord) -> int:
-        """Write a call about to be sent, in flight, and return its row for `settle`.
+    def begin(self, record: UsageRecord, key: str | None = None) -> int:
+        """Write a call about to be sent, in flight, and return its row for `settle`; a `key` written before
+        returns that row and writes nothing (see `record`).
 
         Written before the call, not after: 20 of 97 calls in flight when a process was killed never reached the
         ledger although the server had them.
         """
-        return cast(int, self.record(record.model_copy(update={"state": "in_flight"})).id)  # an INSERT's id is set
+        written = self.record(record.model_copy(update={"state": "in_flight"}), key)
+        return cast(int, written.id)  # a written row's id is set
 
     def settle(self, row: int, record: UsageRecord) -> UsageRecord:
         """Replace the in-flight row `row` with how the call ended; returns `record` with that id."""
         done = record.model_copy(update={"id": row, "state": "done"})
         with self._db.connection() as db:
             db.execute(
-                f"UPDATE usage SET {', '.join(f'{c} = ?' for c in _COLUMNS)}, pid = NULL WHERE id = ?",
+                f"UPDATE usage SET {', '.join(f'{c} = ?' for c in _COLUMNS)}, pid = NULL, host = NULL WHERE id = ?",
                 [*(getattr(done, c) for c in _COLUMNS), row],
             )
         return done
 
     def _settle_the_dead(self) -> None:
-        """Mark calls left in flight by processes that no longer run as interrupted (their error says so)."""
+        """Mark calls left in flight by processes of this host that no longer run as interrupted (their error says
+        so). A call in flight on another host is left to that host (its pid means nothing here); a row without a
+        host is from before hosts were kept, when the ledger was one host's file."""
+        mine = "state = 'in_flight' AND (host = ? OR host IS NULL)"
+        settle = (
+            f"UPDATE usage SET state = 'interrupted', pid = NULL, host = NULL, error = COALESCE(error, ?) WHERE {mine}"
+        )
         with self._db.connection() as db:
-            pids = [pid for (pid,) in db.execute("SELECT DISTINCT pid FROM usage WHERE state = 'in_flight'")]
+            pids = [pid for (pid,) in db.execute(f"SELECT DISTINCT pid FROM usage WHERE {mine}", (self._host,))]
             dead = [pid for pid in pids if not _alive(pid)]
-            db.executemany(
-                "UPDATE usage SET state = 'interrupted', pid = NULL, error = COALESCE(error, ?) "
-                "WHERE state = 'in_flight' AND pid IS ?",
-                [(INTERRUPTED, pid) for pid in dead],
-            )
+            if None in dead:
+                db.execute(f"{settle} AND pid IS NULL", (INTERRUPTED, self._host))
+            db.executemany(f"{settle} AND pid = ?", [(INTERRUPTED, self._host, pid) for pid in dead if pid is not None])
 
     def records(self, **filters: str | None) -> list[UsageRecord]:
         """Rows in call order, filtered by any of run_id, session_id, agent, profile, model."""
