@@ -104,9 +104,10 @@ def run_command(
     if (engine or settings.engine) == "temporal":
         if resume or task is None:
             raise typer.BadParameter("--resume is for the local engine: a Temporal session resumes by itself")
-        report_run(
-            asyncio.run(_on_temporal(settings, team, task, session)), as_json=as_json, level=level, session_id=session
-        )
+        result = asyncio.run(_on_temporal(settings, team, task, session))
+        if not as_json and result.answer:  # nothing streamed it: an activity's reply arrives whole
+            out.print(result.answer, markup=False, highlight=False)
+        report_run(result, as_json=as_json, level=level, session_id=result.session_id)
         return
     spec = load_any_team(team)
 

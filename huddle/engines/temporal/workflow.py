@@ -48,9 +48,12 @@ class Deployment:
         return self.teams[name]
 
     def workflow_settings(self) -> Settings:
-        """The settings a workflow's team runs with: no disk cache, no client-side retries (Temporal's instead)."""
+        """The settings a workflow's team runs with: no disk cache, no client-side retries (Temporal's instead), and
+        the active profile pinned to the one these settings choose (with every profile now configured, the choice
+        "the built-in default when its key is set, else local" would always take the default)."""
         profiles = {name: p.model_copy(update={"max_retries": 0}) for name, p in self.settings.profiles.items()}
-        return self.settings.model_copy(update={"models": profiles, "cache": False})
+        active = self.settings.model or self.settings.profile().name
+        return self.settings.model_copy(update={"models": profiles, "cache": False, "model": active})
 
 
 deployment: Deployment | None = None
