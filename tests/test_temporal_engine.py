@@ -8,6 +8,7 @@ model server counted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -174,3 +175,38 @@ def test_a_session_waiting_on_an_approval_with_no_worker_resumes_when_one_starts
             workers.close()
     assert "counter is 1 (hello)" in answer
     assert counter.read_text() == "1"  # the approved call ran once
+
+
+def test_the_model_activity_writes_one_ledger_row_per_attempt_even_when_an_attempt_is_delivered_twice(
+    tmp_path: Path,
+) -> None:
+    from temporalio.testing import ActivityEnvironment
+
+    from huddle.engines.temporal.activities import ModelActivities
+    from huddle.engines.temporal.calls import ModelCall
+    from huddle.usage import UsageLedger
+    from tests.serving import scripted_settings
+
+    with ScriptedServer(fallback=Reply(content="391", usage=(10, 2))) as model:
+        settings = scripted_settings(tmp_path, model)
+        ledger = UsageLedger(settings.ledger_location)
+        models = ModelActivities(settings, ledger)
+        call = ModelCall(
+            profile=settings.profile().model_dump(mode="json"),
+            agent="responder",
+            messages=[{"type": "UserMessage", "content": "What is 17*23?", "source": "user"}],
+            run_id="r1",
+        )
+
+        async def attempts() -> None:
+            environment = ActivityEnvironment()
+            for _ in range(2):  # the same attempt twice (a redelivery): the server is called, the ledger written once
+                reply = await environment.run(models.model_call, call)
+                assert reply.result["content"] == "391"
+            environment.info = dataclasses.replace(environment.info, attempt=2)
+            await environment.run(models.model_call, call)  # a new attempt: a row of its own
+            await models.close()
+
+        asyncio.run(attempts())
+        assert len(model.requests) == 3
+        assert ledger.totals(run_id="r1").calls == 2

@@ -148,8 +148,8 @@ async def _resume(
     from huddle.teams.durable import DurableTeam
     from huddle.usage import UsageLedger
 
-    ledger = UsageLedger(settings.ledger_path)
-    store = SessionStore(settings.sessions_path)
+    ledger = UsageLedger(settings.ledger_location)
+    store = SessionStore(settings.sessions_location)
     team = build_team(spec, settings, ledger=ledger, session_id=session)
     try:
         owner = store.team_of(session)

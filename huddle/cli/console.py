@@ -302,12 +302,12 @@ async def run_once(
 
     Without a session the team is fresh; with one, it continues the session's conversation and is saved per turn.
     """
-    ledger = UsageLedger(settings.ledger_path)
+    ledger = UsageLedger(settings.ledger_location)
     team = build_team(spec, settings, ledger=ledger, session_id=session_id)
     transcript = (
         Transcript(show, team.responder, verbosity=verbosity, status=status, team=spec.team.name) if show else None
     )
-    store = SessionStore(settings.sessions_path) if session_id else None
+    store = SessionStore(settings.sessions_location) if session_id else None
     result: RunResult | None = None
     try:
         durable = DurableTeam(team, store, session_id) if store and session_id else None

@@ -185,7 +185,7 @@ def usage_command(
     from huddle.usage import UsageLedger
 
     settings = ctx.obj.settings()
-    ledger = UsageLedger(settings.ledger_path)
+    ledger = UsageLedger(settings.ledger_location)
     try:
         filters = {"run_id": run_id, "session_id": session_id}
         report = {

@@ -255,9 +255,9 @@ async def chat(
     interactive = sys.stdin.isatty()
     session_id = session_id or uuid.uuid4().hex[:12]
     team_flag = "" if team_option == "assistant" else f" --team {shlex.quote(team_option)}"
-    ledger = UsageLedger(settings.ledger_path)
+    ledger = UsageLedger(settings.ledger_location)
     team = build_team(spec, settings, ledger=ledger, session_id=session_id)
-    store = SessionStore(settings.sessions_path)
+    store = SessionStore(settings.sessions_location)
     session = Chat(
         team,
         DurableTeam(team, store, session_id),

@@ -55,7 +55,7 @@ def ask_command(
         out.print(chunk, end="", markup=False, highlight=False, soft_wrap=True)
 
     answer, record = asyncio.run(
-        ask(prompt, profile, settings.ledger_path, system=system, run_id=run_id, on_chunk=show if live else None)
+        ask(prompt, profile, settings.ledger_location, system=system, run_id=run_id, on_chunk=show if live else None)
     )
     if as_json:
         print(json.dumps({"answer": answer, "run_id": run_id, "usage": record.model_dump()}, indent=2))

@@ -23,7 +23,7 @@ def sessions_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Sessions, most recent first, with their turn counts and unfinished turns."""
     from huddle.storage.sessions import SessionStore
 
-    with SessionStore(ctx.obj.settings().sessions_path) as store:
+    with SessionStore(ctx.obj.settings().sessions_location) as store:
         rows = [s.model_dump() for s in store.sessions()]
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -38,7 +38,7 @@ def sessions_show(ctx: typer.Context, session_id: SessionArgument, as_json: Json
     """A session's turns: each user message, the answer, and (with --json) every message and decision."""
     from huddle.storage.sessions import SessionStore
 
-    with SessionStore(ctx.obj.settings().sessions_path) as store:
+    with SessionStore(ctx.obj.settings().sessions_location) as store:
         turns = store.turns(session_id)
     if not turns:
         raise HuddleError(f"no session {session_id!r} (see `huddle sessions list`)")
@@ -56,7 +56,7 @@ def sessions_delete(ctx: typer.Context, session_id: SessionArgument) -> None:
     """Delete a session and its turns (its usage stays in the ledger)."""
     from huddle.storage.sessions import SessionStore
 
-    with SessionStore(ctx.obj.settings().sessions_path) as store:
+    with SessionStore(ctx.obj.settings().sessions_location) as store:
         deleted = store.delete(session_id)
     if not deleted:
         raise HuddleError(f"no session {session_id!r}")

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from huddle.config.yamlfile import Loc, describe_validation_error, read_yaml
 from huddle.errors import ConfigError
+from huddle.storage import location
 from huddle.usage.budget import Budget
 
 Provider = Literal["openai", "local", "scripted"]
@@ -240,6 +241,16 @@ class Settings(BaseSettings):
     def sessions_path(self) -> Path:
         """Durable chat sessions, SQLite."""
         return self.data_dir / "sessions.sqlite"
+
+    @property
+    def ledger_location(self) -> Path | str:
+        """Where the usage ledger is: ``database_url`` when set (shared by every host), else `ledger_path`."""
+        return location(self.database_url, self.ledger_path)
+
+    @property
+    def sessions_location(self) -> Path | str:
+        """Where the session store is: ``database_url`` when set, else `sessions_path`."""
+        return location(self.database_url, self.sessions_path)
 
     @property
     def history_path(self) -> Path:

@@ -17,7 +17,7 @@ from huddle.usage import UsageLedger, UsageRecord, usage_scope
 async def ask(
     prompt: str,
     profile: ModelProfile,
-    ledger_path: Path,
+    ledger_path: Path | str,
     *,
     system: str | None = None,
     run_id: str | None = None,

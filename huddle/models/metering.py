@@ -398,7 +398,7 @@ class MeteredClient(DelegatingClient):
     def _begin(self, *, streamed: bool) -> int:
         """The ledger row of an attempt about to be sent, written in flight (`UsageLedger.begin`): a process killed
         during the call leaves it there, shown as interrupted, instead of no trace of a call the server had."""
-        return self.ledger.begin(self._usage(streamed=streamed, token_source="none"))
+        return self.ledger.begin(self._usage(streamed=streamed, token_source="none"), key=current_scope().call_key)
 
     def _usage(self, **fields: Any) -> UsageRecord:
         scope = current_scope()

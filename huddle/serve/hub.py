@@ -166,7 +166,7 @@ class Hub:
         self.settings = settings
         self.access: Access = access or OpenAccess()
         self.teams = served_teams(teams)
-        self.ledger = UsageLedger(settings.ledger_path)
+        self.ledger = UsageLedger(settings.ledger_location)
         self._running: set[str] = set()
         self.observers: list[Callable[[TurnEnd], None]] = []
         """Told of every turn that ran a new message, once it has ended (`huddle.serve.ops` meters them)."""
@@ -200,7 +200,7 @@ class Hub:
         `DecisionsRefused` before anything runs when nothing waits or the decisions name a call that is not pending;
         edited arguments the tool refuses end the stream with that error, the call still pending."""
         served = self.team(team)
-        with SessionStore(self.settings.sessions_path) as store:
+        with SessionStore(self.settings.sessions_location) as store:
             known = store.team_of(session_id) if session_id.isprintable() else None
         if known is None or not self.access.owns(session_id, owner):
             raise SessionNotFound(f"no session {session_id!r}")
@@ -210,7 +210,7 @@ class Hub:
 
     def pending(self, session_id: str) -> list[PendingCall]:
         """The calls the session's paused turn waits on (none when it is not paused)."""
-        with SessionStore(self.settings.sessions_path) as store:
+        with SessionStore(self.settings.sessions_location) as store:
             paused = store.awaiting(session_id)
         return [] if paused is None else [PendingCall.model_validate(p) for p in paused[2].get("pending", [])]
 
@@ -228,7 +228,7 @@ class Hub:
         self.access.claim(session_id, owner)
         if session_id in self._running:
             raise SessionBusy(f"session {session_id!r} is answering a message; send the next one when it has answered")
-        store = SessionStore(self.settings.sessions_path)
+        store = SessionStore(self.settings.sessions_location)
         known = store.team_of(session_id)
         if known is not None and known != served.name:
             store.close()
@@ -365,7 +365,7 @@ class Hub:
 
     def sessions(self, owner: str | None, *, everyone: bool = False) -> list[SessionSummary]:
         """The sessions `owner` may reopen, newest first, of teams served here."""
-        with SessionStore(self.settings.sessions_path) as store:
+        with SessionStore(self.settings.sessions_location) as store:
             summaries = store.sessions()
         mine = [s for s in summaries if s.team in self.teams and (everyone or self.access.owns(s.id, owner))]
         return sorted(mine, key=lambda s: s.updated, reverse=True)
@@ -374,7 +374,7 @@ class Hub:
         """A session's turns, for reopening it; `SessionNotFound` if it is not `owner`'s or does not exist."""
         if not self.access.owns(session_id, owner):
             raise SessionNotFound(f"no session {session_id!r}")
-        with SessionStore(self.settings.sessions_path) as store:
+        with SessionStore(self.settings.sessions_location) as store:
             if store.team_of(session_id) is None:
                 raise SessionNotFound(f"no session {session_id!r}")
             return store.turns(session_id)

@@ -210,14 +210,14 @@ class KeyAccess:
     the budget of the key that owns it. `sessions_path` is the session store, so that a session made before keys
     were on is not taken over by the first key that names it."""
 
-    def __init__(self, store: KeyStore, ledger: UsageLedger, sessions_path: Path | None = None) -> None:
+    def __init__(self, store: KeyStore, ledger: UsageLedger, sessions_path: Path | str | None = None) -> None:
         self.store = store
         self.ledger = ledger
         self.sessions_path = sessions_path
 
     @classmethod
     def of(cls, settings: Settings) -> KeyAccess:
-        return cls(KeyStore.of(settings), UsageLedger(settings.ledger_path), settings.sessions_path)
+        return cls(KeyStore.of(settings), UsageLedger(settings.ledger_location), settings.sessions_location)
 
     def claim(self, session_id: str, owner: str | None) -> None:
         if owner is None:

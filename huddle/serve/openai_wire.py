@@ -164,7 +164,7 @@ def session_for(hub: Hub, team: str, conversation: Conversation, owner: str | No
     turn is the exchange its history ends with; None (a new session) when there is none (a first message)."""
     if conversation.previous is None:
         return None
-    with SessionStore(hub.settings.sessions_path) as store:
+    with SessionStore(hub.settings.sessions_location) as store:
         candidates = store.continued_by(team, *conversation.previous)
     found = next((sid for sid in candidates if hub.access.owns(sid, owner)), None)
     if found is None and conversation.previous[1].startswith(WAITING):
@@ -185,7 +185,7 @@ def _paused_session(hub: Hub, team: str, waiting: str, owner: str | None) -> str
 def turn_of_response(hub: Hub, response_id: str, owner: str | None, param: str | None) -> tuple[Turn, str]:
     """The turn of a response id (``resp_<run id>``) and its session's team; 404 when there is none the caller may
     see."""
-    with SessionStore(hub.settings.sessions_path) as store:
+    with SessionStore(hub.settings.sessions_location) as store:
         turn = store.turn_of_run(response_id.removeprefix("resp_")) if response_id.startswith("resp_") else None
         team = store.team_of(turn.session_id) if turn is not None else None
     if turn is None or team is None or not hub.access.owns(turn.session_id, owner):

@@ -124,7 +124,7 @@ def _stores_problem(hub: Hub) -> str | None:
         log.warning("readyz: the usage ledger does not answer: %s", exc)
         return "the usage ledger does not answer"
     try:
-        with SessionStore(hub.settings.sessions_path) as store:
+        with SessionStore(hub.settings.sessions_location) as store:
             store.team_of("readyz")
     except HuddleError as exc:
         log.warning("readyz: the session store does not answer: %s", exc)

@@ -136,7 +136,7 @@ _KINDS = {402: "budget", 404: "not_found", 409: "busy", 422: "invalid", 429: "bu
 
 def _team_of(hub: Hub, session_id: str) -> str:
     """The served team a session belongs to (`SessionNotFound` when it has none served here)."""
-    with SessionStore(hub.settings.sessions_path) as store:
+    with SessionStore(hub.settings.sessions_location) as store:
         team = store.team_of(session_id) if session_id.isprintable() else None
     if team is None or team not in hub.teams:
         raise SessionNotFound(f"no session {session_id!r}")

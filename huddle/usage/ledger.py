@@ -96,15 +96,18 @@ class UsageScope:
 
     run_id: str | None = None
     session_id: str | None = None
+    call_key: str | None = None  # one call attempt's own key (a Temporal activity attempt): its row is written once
 
 
 _scope: ContextVar[UsageScope] = ContextVar("huddle_usage_scope", default=UsageScope())  # noqa: B039
 
 
 @contextmanager
-def usage_scope(run_id: str | None = None, session_id: str | None = None) -> Iterator[UsageScope]:
+def usage_scope(
+    run_id: str | None = None, session_id: str | None = None, call_key: str | None = None
+) -> Iterator[UsageScope]:
     """Attribute every metered call made in this context (and tasks started from it) to a run and session."""
-    token = _scope.set(UsageScope(run_id=run_id, session_id=session_id))
+    token = _scope.set(UsageScope(run_id=run_id, session_id=session_id, call_key=call_key))
     try:
         yield _scope.get()
     finally:

@@ -1,6 +1,7 @@
 """The model-call activity: the one place a workflow's model calls reach a model server.
 
-Each attempt is one activity attempt, metered on the worker into the shared ledger (the profile's own retries are
+Each attempt is one activity attempt, metered on the worker into the shared ledger under the attempt's own key (a
+redelivered attempt settles the same row) (the profile's own retries are
 off: Temporal retries, so every attempt is in the workflow's history and in the ledger once). The call heartbeats
 while it waits, so a worker that dies mid-call is noticed within `HEARTBEAT_TIMEOUT` and the call is sent again from
 another worker.
@@ -49,7 +50,10 @@ class ModelActivities:
         beating = asyncio.create_task(_heartbeat())
         details = usage_details.Details()
         try:
-            with usage_scope(run_id=call.run_id, session_id=call.session_id), usage_details.collecting(details):
+            info = activity.info()
+            key = f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/{info.attempt}"
+            scope = usage_scope(run_id=call.run_id, session_id=call.session_id, call_key=key)
+            with scope, usage_details.collecting(details):
                 result = await client.create(
                     MESSAGES.validate_python(call.messages),
                     tools=call.tools,  # type: ignore[arg-type]  # ToolSchema dicts

@@ -30,7 +30,7 @@ async def run_worker(settings: Settings, teams: Sequence[str], stop: asyncio.Eve
     client = await connect(settings)
     session.deployment = session.Deployment(settings, {name: load_any_team(name) for name in teams or ["assistant"]})
     await _warm_up(session.deployment)
-    ledger = UsageLedger(settings.ledger_path)
+    ledger = UsageLedger(settings.ledger_location)
     models = ModelActivities(settings, ledger)
     worker = Worker(
         client,
