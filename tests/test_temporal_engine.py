@@ -24,10 +24,12 @@ from huddle.engines.temporal.sessions import TemporalSession
 from huddle.testing import ScriptedServer
 from huddle.testing.replies import Reply
 from huddle.testing.rules import Rule
+from tests.postgres import fresh_database, postgres_url
 from tests.temporal import DevServer, Workers, dev_server
 from tests.test_approvals import TOOLS, echo, plan, team_yaml
 
 SLOW_S = 8.0
+__all__ = ["postgres_url"]  # the fixture, imported for pytest
 
 
 @pytest.fixture
@@ -63,11 +65,15 @@ def _wait_for(condition: object, timeout_s: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_huddle_run_on_temporal_answers_and_the_shared_ledger_shows_the_servers_count(
-    tmp_path: Path, temporal: DevServer
+    tmp_path: Path, temporal: DevServer, store: str, request: pytest.FixtureRequest
 ) -> None:
+    shared = ""
+    if store == "postgresql":  # the worker and the reader share the ledger through the server, not a file
+        shared = f"database_url: '{fresh_database(request.getfixturevalue('postgres_url'))}'\n"
     with ScriptedServer(fallback=Reply(content="391", usage=(40, 3))) as model:
-        config = _config(tmp_path, model, temporal)
+        config = _config(tmp_path, model, temporal, shared)
         workers = Workers(config, tmp_path)
         workers.start()
         try:
@@ -77,6 +83,8 @@ def test_huddle_run_on_temporal_answers_and_the_shared_ledger_shows_the_servers_
         assert ran.returncode == 0, ran.stderr
         result = json.loads(ran.stdout)
         assert result["answer"] == "391"
+        if store == "postgresql":  # nothing on this host's disk: the rows can only have come through the server
+            assert not (tmp_path / "data" / "usage.sqlite").exists()
         usage = _huddle(config, "usage", "--run", result["run_id"], "--json")  # another process, the worker's ledger
         total = json.loads(usage.stdout)["total"]
         assert total["calls"] == len(model.requests) == result["usage"]["calls"] == 2
