@@ -24,8 +24,8 @@ from huddle.engines.temporal.sessions import TemporalSession
 from huddle.testing import ScriptedServer
 from huddle.testing.replies import Reply
 from huddle.testing.rules import Rule
+from huddle.testing.temporal import DevServer, Workers, dev_server
 from tests.postgres import fresh_database, postgres_url
-from tests.temporal import DevServer, Workers, dev_server
 from tests.test_approvals import TOOLS, echo, plan, team_yaml
 
 SLOW_S = 8.0

@@ -1,4 +1,4 @@
-"""A real Temporal dev server and real `huddle worker` processes for the engine's tests.
+"""A real Temporal dev server and real `huddle worker` processes, for tests and benchmarks of the Temporal engine.
 
 The server runs on its own db file so a test can kill it and start it again on the same state; workers are separate
 processes (``python -m huddle worker``) so a test can SIGKILL one mid-call.
