@@ -218,3 +218,38 @@ def test_the_model_activity_writes_one_ledger_row_per_attempt_even_when_an_attem
         asyncio.run(attempts())
         assert len(model.requests) == 3
         assert ledger.totals(run_id="r1").calls == 2
+
+
+def test_a_run_budget_holds_across_a_worker_takeover(tmp_path: Path, temporal: DevServer) -> None:
+    members = "".join(f"  - {{name: {name}, instruction: Add a line.}}\n" for name in "abcdef")
+    team = tmp_path / "chain.yaml"
+    team.write_text(f"team: {{name: chain, kind: sequential}}\nagents:\n{members}")
+    call = Reply(content="a line", usage=(100, 10))
+    slow = [Reply(content="a line", usage=(100, 10), delay_s=SLOW_S), call]
+    with ScriptedServer([Rule(agent="b", reply=slow)], fallback=call) as model:
+        config = _config(
+            tmp_path, model, temporal, "budget: {run: {max_tokens: 400}, expected_completion_tokens: 10}\n"
+        )
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        first = workers.start(str(team))
+        try:
+
+            async def scenario() -> int:
+                session = await TemporalSession.open(settings, str(team))
+                turn = asyncio.create_task(session.turn("write"))
+                await asyncio.to_thread(_wait_for, lambda: "b" in _agents(model))
+                workers.start(str(team))
+                await asyncio.sleep(3)
+                workers.kill(first)  # a's call is spent on the dead worker; the survivor must count it
+                result = await asyncio.wait_for(turn, 90)
+                await session.end()
+                return result.usage.total_tokens
+
+            spent = asyncio.run(scenario())
+        finally:
+            workers.close()
+    answered = len(model.requests) - 1  # the call cut by the kill was never answered, so never billed
+    assert answered * 110 <= 400 + 110  # at most one call past the limit, by the model server's count
+    assert spent == answered * 110  # and the run's own meter agrees with the server
+    assert "f" not in _agents(model)  # the chain was stopped, not run to its end
