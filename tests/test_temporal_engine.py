@@ -183,6 +183,8 @@ def test_a_session_waiting_on_an_approval_with_no_worker_resumes_when_one_starts
             workers.close()
     assert "counter is 1 (hello)" in answer
     assert counter.read_text() == "1"  # the approved call ran once
+    sessions = _huddle(config, "sessions", "list")  # the shared session store, from another process
+    assert sessions.returncode == 0 and "gate" in sessions.stdout, sessions.stdout + sessions.stderr
 
 
 def test_the_model_activity_writes_one_ledger_row_per_attempt_even_when_an_attempt_is_delivered_twice(

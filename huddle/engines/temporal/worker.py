@@ -18,6 +18,8 @@ from huddle.engines.temporal import workflow as session
 from huddle.engines.temporal.activities import ModelActivities
 from huddle.engines.temporal.connection import connect
 from huddle.engines.temporal.recorded import run_parked
+from huddle.engines.temporal.records import TurnRecords
+from huddle.storage.sessions import SessionStore
 from huddle.teams.base import build_team
 from huddle.teams.kinds import load_any_team
 from huddle.usage import UsageLedger
@@ -32,11 +34,12 @@ async def run_worker(settings: Settings, teams: Sequence[str], stop: asyncio.Eve
     await _warm_up(session.deployment)
     ledger = UsageLedger(settings.ledger_location)
     models = ModelActivities(settings, ledger)
+    records = TurnRecords(SessionStore(settings.sessions_location))
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[session.SessionWorkflow],
-        activities=[models.model_call, run_parked],
+        activities=[models.model_call, records.record_turn, run_parked],
         workflow_runner=UnsandboxedWorkflowRunner(),
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
     )
@@ -46,6 +49,7 @@ async def run_worker(settings: Settings, teams: Sequence[str], stop: asyncio.Eve
     finally:
         await models.close()
         ledger.close()
+        records.store.close()
 
 
 async def _warm_up(deployment: session.Deployment) -> None:

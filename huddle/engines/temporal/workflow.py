@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -27,12 +28,15 @@ with workflow.unsafe.imports_passed_through():
     from huddle.config.settings import ModelProfile, Settings
     from huddle.engines.temporal import recorded  # noqa: F401 - installs the workflow's effects
     from huddle.engines.temporal.calls import ApproveRequest, SessionStart, TurnRequest
+    from huddle.engines.temporal.records import TurnRecord
     from huddle.engines.temporal.remote_client import RemoteModelClient
     from huddle.teams.base import Team, build_team
     from huddle.teams.kinds import load_any_team
+    from huddle.teams.results import RunResult
     from huddle.usage import UsageLedger, UsageRecord
 
 MAX_TURNS_PER_RUN = 100
+RECORD_TIMEOUT = timedelta(seconds=30)
 
 
 @dataclass
@@ -66,6 +70,8 @@ class SessionWorkflow:
     def __init__(self, start: SessionStart) -> None:
         """The team is built here, before any Update is handled (an Update may arrive with the workflow's start)."""
         self._lock = asyncio.Lock()
+        self._session_id = start.session_id
+        self._tasks: dict[str, str] = {}  # run id -> the message that started it (an approval resumes a run)
         self._ended = False
         self._turns = 0
         assert deployment is not None, "huddle worker sets the deployment before it starts"
@@ -111,6 +117,8 @@ class SessionWorkflow:
         async with self._lock:
             result = await team.run(request.task, run_id=request.run_id)
             self._turns += 1
+            self._tasks[result.run_id] = request.task
+            await self._record(result)
         return result.model_dump(mode="json")
 
     @workflow.update(name="approve")
@@ -120,7 +128,27 @@ class SessionWorkflow:
         decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
         async with self._lock:
             result = await team.resume(decisions, run_id=request.run_id)
+            await self._record(result)
         return result.model_dump(mode="json")
+
+    async def _record(self, result: RunResult) -> None:
+        """The turn into the shared session store (an activity: any worker, idempotent by run id)."""
+        team = self._team
+        awaiting = bool(result.pending)
+        record = TurnRecord(
+            session_id=self._session_id,
+            team=team.spec.team.name,
+            task=self._tasks.get(result.run_id, team.state.task),
+            run_id=result.run_id,
+            answer=result.answer,
+            stop_reason=result.stop_reason,
+            awaiting=awaiting,
+            state=await team.save_state() if result.answer or awaiting else None,
+            run_state=team.state.snapshot() if awaiting else None,
+            decisions=[d.model_dump(mode="json") for d in result.decisions],
+            messages=[m.model_dump(mode="json") for m in result.messages],
+        )
+        await workflow.execute_activity("huddle.record_turn", record, start_to_close_timeout=RECORD_TIMEOUT)
 
     @approve.validator
     def _check(self, request: ApproveRequest) -> None:
