@@ -255,3 +255,28 @@ def test_a_run_budget_holds_across_a_worker_takeover(tmp_path: Path, temporal: D
     assert answered * 110 <= 400 + 110  # at most one call past the limit, by the model server's count
     assert spent == answered * 110  # and the run's own meter agrees with the server
     assert "f" not in _agents(model)  # the chain was stopped, not run to its end
+
+
+def test_huddle_approve_decides_a_temporal_sessions_pending_call_from_another_process(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    (tmp_path / "approval_tools.py").write_text(TOOLS)
+    team = tmp_path / "team.yaml"
+    team.write_text(team_yaml())
+    rules = [Rule(agent="planner", reply=Reply(content=plan())), Rule(agent="responder", reply=echo)]
+    with ScriptedServer(rules) as model:
+        config = _config(tmp_path, model, temporal)
+        workers = Workers(config, tmp_path)
+        workers.start(str(team))
+        try:
+            paused = _huddle(config, "run", "--engine", "temporal", "--team", str(team), "bump the counter", "--json")
+            assert paused.returncode == 3, paused.stderr  # waiting for approval
+            session = json.loads(paused.stdout)["session_id"]
+            denied = _huddle(config, "approve", session, "--deny", "not today", "--engine", "temporal")
+            nothing = _huddle(config, "approve", "no-such-session", "--engine", "temporal")
+        finally:
+            workers.close()
+    assert denied.returncode == 0, denied.stderr
+    assert "not today" in denied.stdout and not (tmp_path / "count.txt").exists()
+    assert nothing.returncode != 0 and "no session 'no-such-session'" in nothing.stderr
+    assert "Traceback" not in nothing.stderr

@@ -15,7 +15,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from huddle.cli.options import QuietOption, TeamOption, VerboseOption, err, out, team_settings, verbosity
+from huddle.cli.options import (
+    EngineOption,
+    QuietOption,
+    TeamOption,
+    VerboseOption,
+    err,
+    out,
+    team_settings,
+    verbosity,
+)
 from huddle.errors import ExitCode, HuddleError, UsageError
 
 if TYPE_CHECKING:
@@ -100,6 +109,7 @@ def approve_command(
     ] = None,
     args: Annotated[str | None, typer.Option("--args", help="Run the call with these arguments (JSON).")] = None,
     team: TeamOption = "assistant",
+    engine: EngineOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: answer, usage, ...")] = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
@@ -114,6 +124,13 @@ def approve_command(
 
     level = verbosity(quiet, verbose)
     settings = team_settings(ctx, None, None, None, None)
+    if (engine or settings.engine) == "temporal":
+        decide = lambda pending: decisions_for(pending, call_id, deny, args)  # noqa: E731
+        result = asyncio.run(_approve_on_temporal(settings, session, decide))
+        if not as_json and result.answer:
+            out.print(result.answer, markup=False, highlight=False)
+        report_run(result, as_json=as_json, level=level, session_id=session)
+        return
     spec = load_any_team(team)
 
     async def resume() -> RunResult:
@@ -130,6 +147,19 @@ def approve_command(
             exit_interrupted(err)
 
     report_run(asyncio.run(resume()), as_json=as_json, level=level, session_id=session)
+
+
+async def _approve_on_temporal(
+    settings: Settings, session_id: str, decide: Callable[[list[PendingCall]], dict[str, ApprovalDecision]]
+) -> RunResult:
+    """The decisions for the calls a Temporal session waits on (its workflow's `pending` query), as its Update."""
+    from huddle.engines.temporal.sessions import TemporalSession
+
+    session = await TemporalSession.join(settings, session_id)
+    pending = await session.pending()
+    if not pending:
+        raise HuddleError(f"session {session_id!r} has no tool call waiting for approval")
+    return await session.approve(decide(pending))
 
 
 async def _resume(

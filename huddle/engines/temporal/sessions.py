@@ -10,11 +10,13 @@ import uuid
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 
-from huddle.agents.approval import ApprovalDecision
+from huddle.agents.approval import ApprovalDecision, PendingCall
 from huddle.config.settings import Settings
 from huddle.engines.temporal.calls import ApproveRequest, SessionStart, TurnRequest
 from huddle.engines.temporal.connection import connect
+from huddle.errors import HuddleError
 from huddle.teams.results import RunResult
 
 
@@ -41,6 +43,23 @@ class TemporalSession:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         return cls(client, handle, session_id)
+
+    @classmethod
+    async def join(cls, settings: Settings, session_id: str) -> TemporalSession:
+        """The running workflow of an existing session (a `HuddleError` if there is none)."""
+        client = await connect(settings)
+        handle = client.get_workflow_handle(workflow_id(session_id))
+        try:
+            await handle.describe()
+        except RPCError:
+            raise HuddleError(
+                f"no session {session_id!r} on the Temporal engine ({settings.temporal.address})"
+            ) from None
+        return cls(client, handle, session_id)
+
+    async def pending(self) -> list[PendingCall]:
+        """The tool calls the session's last run waits on."""
+        return [PendingCall.model_validate(p) for p in await self.handle.query("pending", result_type=list)]
 
     async def turn(self, task: str, run_id: str | None = None) -> RunResult:
         request = TurnRequest(task=task, run_id=run_id or uuid.uuid4().hex[:12])
