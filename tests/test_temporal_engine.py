@@ -280,3 +280,32 @@ def test_huddle_approve_decides_a_temporal_sessions_pending_call_from_another_pr
     assert "not today" in denied.stdout and not (tmp_path / "count.txt").exists()
     assert nothing.returncode != 0 and "no session 'no-such-session'" in nothing.stderr
     assert "Traceback" not in nothing.stderr
+
+
+def test_huddle_chat_on_temporal_keeps_the_conversation_across_processes(tmp_path: Path, temporal: DevServer) -> None:
+    with ScriptedServer(fallback=Reply(content="noted")) as model:
+        config = _config(tmp_path, model, temporal)
+        workers = Workers(config, tmp_path)
+        workers.start()
+        try:
+            command = [sys.executable, "-m", "huddle", "--config", str(config), "chat", "--engine", "temporal"]
+            first = subprocess.run(
+                [*command, "--session", "s1"],
+                input="My order number is 1042.\n/exit\n",
+                text=True,
+                capture_output=True,
+                timeout=120,
+            )
+            again = subprocess.run(
+                [*command, "--session", "s1"],
+                input="What is my order number?\n",
+                text=True,
+                capture_output=True,
+                timeout=120,
+            )
+        finally:
+            workers.close()
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout.strip() == again.stdout.strip() == "noted"
+    assert "session s1 on Temporal" in again.stderr
+    assert "1042" in json.dumps(model.requests[-1].messages)  # the second process's turn saw the first's

@@ -148,6 +148,7 @@ def chat_command(
     max_usd: MaxUsdOption = None,
     max_tokens: MaxTokensOption = None,
     cache: CacheOption = None,
+    engine: EngineOption = None,
     session: Annotated[
         str | None, typer.Option("--session", help="Resume this session (a new id starts one); saved every turn.")
     ] = None,
@@ -164,6 +165,12 @@ def chat_command(
 
     level = verbosity(quiet, verbose)
     settings = team_settings(ctx, model, max_usd, max_tokens, cache)
+    if (engine or settings.engine) == "temporal":
+        from huddle.cli.temporal_chat import chat_on_temporal
+
+        if code := asyncio.run(chat_on_temporal(settings, team, session, out, err)):
+            raise typer.Exit(code)
+        return
     code = asyncio.run(
         chat(
             load_any_team(team),
