@@ -58,6 +58,15 @@ def _agents(model: ScriptedServer) -> list[str]:
     return [request.agent for request in model.requests]
 
 
+def _approval_project(folder: Path) -> tuple[Path, list[Rule]]:
+    """The approvals tests' project (tests/test_approvals.py): a team whose tool call waits for a person, its
+    tools module, and the scripted planner and responder."""
+    (folder / "approval_tools.py").write_text(TOOLS)
+    team = folder / "team.yaml"
+    team.write_text(team_yaml())
+    return team, [Rule(agent="planner", reply=Reply(content=plan())), Rule(agent="responder", reply=echo)]
+
+
 def _wait_for(condition: object, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]
@@ -152,11 +161,8 @@ def test_a_session_goes_on_after_the_temporal_server_restarts_on_its_db_file(
 def test_a_session_waiting_on_an_approval_with_no_worker_resumes_when_one_starts(
     tmp_path: Path, temporal: DevServer
 ) -> None:
-    (tmp_path / "approval_tools.py").write_text(TOOLS)
-    team = tmp_path / "team.yaml"
-    team.write_text(team_yaml())
+    team, rules = _approval_project(tmp_path)
     counter = tmp_path / "count.txt"
-    rules = [Rule(agent="planner", reply=Reply(content=plan())), Rule(agent="responder", reply=echo)]
     with ScriptedServer(rules) as model:
         config = _config(tmp_path, model, temporal)
         settings = load_settings(config)
@@ -260,10 +266,7 @@ def test_a_run_budget_holds_across_a_worker_takeover(tmp_path: Path, temporal: D
 def test_huddle_approve_decides_a_temporal_sessions_pending_call_from_another_process(
     tmp_path: Path, temporal: DevServer
 ) -> None:
-    (tmp_path / "approval_tools.py").write_text(TOOLS)
-    team = tmp_path / "team.yaml"
-    team.write_text(team_yaml())
-    rules = [Rule(agent="planner", reply=Reply(content=plan())), Rule(agent="responder", reply=echo)]
+    team, rules = _approval_project(tmp_path)
     with ScriptedServer(rules) as model:
         config = _config(tmp_path, model, temporal)
         workers = Workers(config, tmp_path)
