@@ -24,7 +24,7 @@ from huddle.engines.temporal.sessions import TemporalSession
 from huddle.testing import ScriptedServer
 from huddle.testing.replies import Reply
 from huddle.testing.rules import Rule
-from huddle.testing.temporal import DevServer, Workers, dev_server
+from huddle.testing.temporal import DevServer, Workers, dev_server, free_port
 from tests.postgres import fresh_database, postgres_url
 from tests.test_approvals import TOOLS, echo, plan, team_yaml
 
@@ -312,3 +312,13 @@ def test_huddle_chat_on_temporal_keeps_the_conversation_across_processes(tmp_pat
     assert first.stdout.strip() == again.stdout.strip() == "noted"
     assert "session s1 on Temporal" in again.stderr
     assert "1042" in json.dumps(model.requests[-1].messages)  # the second process's turn saw the first's
+
+
+def test_no_temporal_service_is_one_error_line_naming_the_address(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = tmp_path / "huddle.yaml"
+    config.write_text(f"temporal: {{address: '127.0.0.1:{port}'}}\ndata_dir: {tmp_path / 'data'}\n")
+    ran = _huddle(config, "run", "--engine", "temporal", "What is 17*23?")
+    assert ran.returncode not in (0, 3)
+    assert f"no Temporal service at temporal.address '127.0.0.1:{port}'" in ran.stderr
+    assert "Traceback" not in ran.stderr
