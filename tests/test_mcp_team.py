@@ -38,7 +38,8 @@ def write_mcp_team(folder: Path, mcp: str) -> Path:
 
     The executor runs its calls without asking (`approval: never`): an MCP tool that does not say it only reads is
     `external`, which asks by default, and these tests are about what MCP calls return (tests/test_approvals.py
-    covers the policy)."""
+    covers the policy). It always plans (`plan: always`): whether the vague test task "use the tools" needs a tool
+    is the direct route's judgement, a near tie that flipped on a fresh install (numpy 2.4.6, onnxruntime 1.32.0)."""
     folder.mkdir(exist_ok=True)
     (folder / "demo_server.py").write_text(SERVER)
     team_file = folder / "team.yaml"
@@ -46,6 +47,7 @@ def write_mcp_team(folder: Path, mcp: str) -> Path:
         f"""
 team:
   name: mcp-desk
+  plan: always
   mcp: {mcp}
 agents:
   - {{role: planner}}
