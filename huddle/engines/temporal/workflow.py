@@ -90,7 +90,7 @@ class SessionWorkflow:
 
     @workflow.run
     async def run(self, start: SessionStart) -> None:
-        team = self._require()
+        team = self._team
         async with self._lock:
             if start.state is not None:
                 await team.load_state(start.state)
@@ -113,7 +113,7 @@ class SessionWorkflow:
     @workflow.update(name="turn")
     async def turn(self, request: TurnRequest) -> dict[str, Any]:
         """One user message: the team's run, its `RunResult` as JSON."""
-        team = self._require()
+        team = self._team
         async with self._lock:
             result = await team.run(request.task, run_id=request.run_id)
             self._turns += 1
@@ -124,7 +124,7 @@ class SessionWorkflow:
     @workflow.update(name="approve")
     async def approve(self, request: ApproveRequest) -> dict[str, Any]:
         """Decisions for the calls the last run paused on; the run goes on (or stays paused for the rest)."""
-        team = self._require()
+        team = self._team
         decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
         async with self._lock:
             result = await team.resume(decisions, run_id=request.run_id)
@@ -154,7 +154,7 @@ class SessionWorkflow:
     def _check(self, request: ApproveRequest) -> None:
         """Decisions that do not fit the pending calls are refused before they enter the history."""
         decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
-        self._require().check_decisions(decisions)
+        self._team.check_decisions(decisions)
 
     @workflow.signal(name="end")
     def end(self) -> None:
@@ -162,7 +162,4 @@ class SessionWorkflow:
 
     @workflow.query(name="pending")
     def pending(self) -> list[dict[str, Any]]:
-        return [p.model_dump(mode="json") for p in self._require().state.waiting]
-
-    def _require(self) -> Team:
-        return self._team
+        return [p.model_dump(mode="json") for p in self._team.state.waiting]
