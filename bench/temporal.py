@@ -46,21 +46,21 @@ async def _in_process(settings: Settings, turns: int) -> list[float]:
 
 async def _on_temporal(settings: Settings, turns: int) -> list[float]:
     session = await TemporalSession.open(settings, "assistant")
-    await session.turn("warm up")
+    await session.run("warm up")
     times = []
     for i in range(turns):
         started = time.perf_counter()
-        await session.turn(f"question {i}")
+        await session.run(f"question {i}")
         times.append(time.perf_counter() - started)
-    await session.end()
+    await session.close()
     return times
 
 
 async def _throughput(settings: Settings, sessions: int) -> float:
     async def one(i: int) -> None:
         session = await TemporalSession.open(settings, "assistant")
-        await session.turn(f"question {i}")
-        await session.end()
+        await session.run(f"question {i}")
+        await session.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(sessions)))
@@ -74,7 +74,7 @@ async def _takeover(settings: Settings, model: ScriptedServer, workers: Workers)
     it polls."""
     busy = workers.processes[-1]
     session = await TemporalSession.open(settings, "assistant")
-    turn = asyncio.create_task(session.turn("the slow one"))
+    turn = asyncio.create_task(session.run("the slow one"))
     while not any(r.agent == "responder" and "slow" in r.last_text for r in model.requests):
         await asyncio.sleep(0.05)
     workers.start()
@@ -82,7 +82,7 @@ async def _takeover(settings: Settings, model: ScriptedServer, workers: Workers)
     workers.kill(busy)
     killed = time.perf_counter()
     await turn
-    await session.end()
+    await session.close()
     return time.perf_counter() - killed - MODEL_S
 
 

@@ -17,6 +17,9 @@ class MessageRecord(BaseModel):
     source: str
     type: str
     content: str
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="What the member reported besides its text (kind, intent, tool calls)."
+    )
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -52,6 +55,7 @@ def record_of(message: BaseChatMessage) -> MessageRecord:
         source=message.source,
         type=type(message).__name__,
         content=message.to_text(),
+        metadata=dict(message.metadata),
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
     )

@@ -21,6 +21,7 @@ from huddle.cli.app import CliState
 from huddle.cli.scenario import scenario_app
 from huddle.config.settings import load_settings
 from huddle.evals.scenarios import pass_hat_k, tool_calls_in
+from huddle.teams.results import record_of
 from huddle.usage import UsageLedger
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "support"
@@ -189,14 +190,16 @@ def test_pass_hat_k_is_the_mean_of_c_choose_k_over_n_choose_k() -> None:
 
 
 def test_tool_calls_are_read_from_the_tool_agents_result_lines() -> None:
-    message = TextMessage(
-        source="orders",
-        content=(
-            'Step 1: lookup_order(order_id=\'1042\') -> {"note": "f(x) -> y"}\n'
-            "Step 2: issue_refund(order_id='1017', reason='it) -> broke') -> ERROR {\"error\": \"exception\"}\n"
-            "Request: escalate_to_human(reason='x', order_id=None, tags=['a', 1]) -> {}"
-        ),
-        metadata={"kind": "tool_result"},
+    message = record_of(
+        TextMessage(
+            source="orders",
+            content=(
+                'Step 1: lookup_order(order_id=\'1042\') -> {"note": "f(x) -> y"}\n'
+                "Step 2: issue_refund(order_id='1017', reason='it) -> broke') -> ERROR {\"error\": \"exception\"}\n"
+                "Request: escalate_to_human(reason='x', order_id=None, tags=['a', 1]) -> {}"
+            ),
+            metadata={"kind": "tool_result"},
+        )
     )
     calls = [(c.tool, c.args, c.ok) for c in tool_calls_in(message, turn=1)]
     assert calls == [
@@ -204,7 +207,7 @@ def test_tool_calls_are_read_from_the_tool_agents_result_lines() -> None:
         ("issue_refund", {"order_id": "1017", "reason": "it) -> broke"}, False),
         ("escalate_to_human", {"reason": "x", "order_id": None, "tags": ["a", 1]}, True),
     ]
-    assert tool_calls_in(TextMessage(source="responder", content="Step 1: x() -> y"), turn=1) == []
+    assert tool_calls_in(record_of(TextMessage(source="responder", content="Step 1: x() -> y")), turn=1) == []
 
 
 def test_a_simulated_customer_talks_until_it_says_the_stop_token(tmp_path: Path) -> None:

@@ -48,9 +48,12 @@ def _config(folder: Path, model: ScriptedServer, temporal: DevServer, extra: str
     return config
 
 
-def _huddle(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _huddle(config: Path, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "huddle", "--config", str(config), *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "huddle", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
 
 
@@ -113,7 +116,7 @@ def test_a_worker_killed_mid_call_loses_nothing_and_repeats_no_finished_call(
 
             async def scenario() -> str:
                 session = await TemporalSession.open(settings, "assistant")
-                turn = asyncio.create_task(session.turn("What is 17*23?"))
+                turn = asyncio.create_task(session.run("What is 17*23?"))
                 await asyncio.to_thread(_wait_for, lambda: "responder" in _agents(model))
                 workers.start()  # the survivor, polling the same task queue
                 await asyncio.sleep(3)  # until it polls
@@ -142,12 +145,12 @@ def test_a_session_goes_on_after_the_temporal_server_restarts_on_its_db_file(
 
             async def scenario() -> tuple[str, str]:
                 session = await TemporalSession.open(settings, "assistant")
-                first = await session.turn("My order number is 1042.")
+                first = await session.run("My order number is 1042.")
                 temporal.kill()
                 temporal.start()  # same port, same db file
                 again = await TemporalSession.open(settings, "assistant", session.session_id)
-                second = await asyncio.wait_for(again.turn("What is my order number?"), 90)
-                await again.end()
+                second = await asyncio.wait_for(again.run("What is my order number?"), 90)
+                await again.close()
                 return first.answer, second.answer
 
             first, second = asyncio.run(scenario())
@@ -172,16 +175,16 @@ def test_a_session_waiting_on_an_approval_with_no_worker_resumes_when_one_starts
 
             async def scenario() -> str:
                 session = await TemporalSession.open(settings, str(team))
-                paused = await session.turn("bump the counter")
+                paused = await session.run("bump the counter")
                 assert paused.stop_reason == "awaiting_approval" and not counter.exists()
                 workers.kill(first)  # nobody is running when the person decides
                 [call] = paused.pending
-                decided = asyncio.create_task(session.approve({call.id: ApprovalDecision.approve()}))
+                decided = asyncio.create_task(session.resume({call.id: ApprovalDecision.approve()}))
                 await asyncio.sleep(3)
                 assert not decided.done() and not counter.exists()  # kept by Temporal, not lost, not run
                 workers.start(str(team))
                 result = await asyncio.wait_for(decided, 90)
-                await session.end()
+                await session.close()
                 return result.answer
 
             answer = asyncio.run(scenario())
@@ -245,13 +248,13 @@ def test_a_run_budget_holds_across_a_worker_takeover(tmp_path: Path, temporal: D
 
             async def scenario() -> int:
                 session = await TemporalSession.open(settings, str(team))
-                turn = asyncio.create_task(session.turn("write"))
+                turn = asyncio.create_task(session.run("write"))
                 await asyncio.to_thread(_wait_for, lambda: "b" in _agents(model))
                 workers.start(str(team))
                 await asyncio.sleep(3)
                 workers.kill(first)  # a's call is spent on the dead worker; the survivor must count it
                 result = await asyncio.wait_for(turn, 90)
-                await session.end()
+                await session.close()
                 return result.usage.total_tokens
 
             spent = asyncio.run(scenario())
@@ -322,3 +325,27 @@ def test_no_temporal_service_is_one_error_line_naming_the_address(tmp_path: Path
     assert ran.returncode not in (0, 3)
     assert f"no Temporal service at temporal.address '127.0.0.1:{port}'" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+def test_the_support_suite_passes_on_temporal_each_trial_a_session_workflow(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    config = tmp_path / "huddle.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\ntemporal: {{address: '{temporal.address}'}}\n")
+    scenarios = sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "examples" / "support").glob("*.yaml"))
+    run = _huddle(config, "scenario", "run", *scenarios, "--engine", "temporal", "--json", "-j", "3", timeout_s=600)
+    suite = json.loads(run.stdout or "{}")
+    assert run.returncode == 0 and suite["passed"], run.stderr[-2000:] + run.stdout[-2000:]
+    trials = {s["name"]: s["trials"][0] for s in suite["scenarios"]}
+    refund = trials["refund-damaged-item"]
+    assert [(c["tool"], c["ok"]) for c in refund["tool_calls"]] == [("lookup_order", True), ("issue_refund", True)]
+    assert [(a["tool"], a["decision"]) for a in refund["approvals"]] == [("issue_refund", "approve")]
+
+    async def workflows() -> list[str]:
+        from temporalio.client import Client
+
+        client = await Client.connect(temporal.address)
+        return [w.id async for w in client.list_workflows("WorkflowType = 'huddle.session'")]
+
+    ran = asyncio.run(workflows())
+    assert sorted(ran) == sorted(f"huddle-session-{t['session_id']}" for t in trials.values())

@@ -159,7 +159,7 @@ async def _approve_on_temporal(
     pending = await session.pending()
     if not pending:
         raise HuddleError(f"session {session_id!r} has no tool call waiting for approval")
-    return await session.approve(decide(pending))
+    return await session.resume(decide(pending))
 
 
 async def _resume(

@@ -135,9 +135,9 @@ async def _on_temporal(settings: Settings, team: str, task: str, session_id: str
     from huddle.engines.temporal.sessions import TemporalSession
 
     session = await TemporalSession.open(settings, team, session_id)
-    result = await session.turn(task)
+    result = await session.run(task)
     if session_id is None and not result.pending:  # a one-off run: nothing will come back to it
-        await session.end()
+        await session.close()
     return result
 
 

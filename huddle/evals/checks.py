@@ -20,17 +20,16 @@ from huddle.evals.results import ApprovalAsked, Check, IntentRecord, ToolCallRec
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from autogen_agentchat.messages import BaseChatMessage
-
     from huddle.agents.approval import ApprovalDecision, PendingCall
     from huddle.evals.spec import CallExpectation, Expectations, ToolExpectation
     from huddle.teams.base import RunResult
+    from huddle.teams.results import MessageRecord
 
 _STEP_LINE = re.compile(r"^(?:Step \d+|Request): (?P<name>[A-Za-z0-9_-]{1,64})\(")
 _ARROW = re.compile(r"\) -> ")
 
 
-def tool_calls_in(message: BaseChatMessage, turn: int) -> list[ToolCallRecord]:
+def tool_calls_in(message: MessageRecord, turn: int) -> list[ToolCallRecord]:
     """The tool calls a tool-running member reported: ``metadata["calls"]`` (JSON) when it gives them, else its
     result lines, ``Step 1: lookup_order(order_id='1042') -> {...}`` (an ``ERROR`` after the arrow: it failed)."""
     if message.metadata.get("kind") != "tool_result":
@@ -42,7 +41,7 @@ def tool_calls_in(message: BaseChatMessage, turn: int) -> list[ToolCallRecord]:
             for c in json.loads(given)
         ]
     calls = []
-    for line in message.to_text().splitlines():
+    for line in message.content.splitlines():
         start = _STEP_LINE.match(line)
         if start is None:
             continue
@@ -66,7 +65,7 @@ def _keyword_literals(text: str) -> dict[str, Any] | None:
         return None
 
 
-def intent_in(message: BaseChatMessage, turn: int) -> IntentRecord | None:
+def intent_in(message: MessageRecord, turn: int) -> IntentRecord | None:
     """The intent an intent-detecting member reported in its metadata (``kind: intent``)."""
     meta = message.metadata
     if meta.get("kind") != "intent" or "intent" not in meta:
@@ -94,7 +93,7 @@ class Trace:
     _asked_ids: list[str] = field(default_factory=list, repr=False)
     _unmade: list[str] = field(default_factory=list, repr=False)  # this turn's calls asked or denied, not made
 
-    def observe(self, message: BaseChatMessage) -> None:
+    def observe(self, message: MessageRecord) -> None:
         turn = len(self.customer)
         self.tool_calls.extend(tool_calls_in(message, turn))
         intent = intent_in(message, turn)

@@ -3,24 +3,30 @@
 Trials are independent, so pass^k over them measures the team; trials run concurrently up to a limit. A scripted
 model gets one `ScriptedServer` per rule file per suite; a simulated customer is a model of its own, metered like
 the team. One broken trial is a result (``status: error``), not the end of the suite; a config mistake stops it.
+
+On the Temporal engine each trial is a session workflow and each customer turn an Update, on a worker this runner
+hosts on a task queue of its own: a trial's database, memory and workspace are this process's temporary files, which
+no other worker could reach. The team's code, its model calls (activities) and its approvals are the engine's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import shutil
 import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from huddle.agents.approval import ApprovalDecision, PendingCall, ReplyDecider, reply_decider
 from huddle.config.yamlfile import load_model
+from huddle.engines import require_temporal
 from huddle.errors import ConfigError
 from huddle.evals.approvals import decisions_for, waiting_text
 from huddle.evals.checks import Trace, evaluate
@@ -32,13 +38,25 @@ from huddle.usage import Totals
 
 if TYPE_CHECKING:
     from huddle.config.settings import ModelProfile, Settings
+    from huddle.engines.temporal.workflow import Deployment
     from huddle.evals.cassette import Cassette
     from huddle.memory.store import VectorMemory
-    from huddle.teams.group_chat import GroupChatTeam
+    from huddle.teams.results import RunResult
     from huddle.teams.spec import TeamSpec
     from huddle.usage import UsageLedger
 
 _OPENER = "Hi! How can I help you today?"  # what support says before a simulated customer's first message
+Engine = Literal["local", "temporal"]
+
+
+class Conversation(Protocol):
+    """A trial's team as the customer talks to it: a `Team` in this process, or a `TemporalSession`."""
+
+    async def run(self, task: str) -> RunResult: ...
+
+    async def resume(self, decisions: dict[str, ApprovalDecision]) -> RunResult: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -57,7 +75,7 @@ class ScenarioRunner:
 
     `model` overrides every scenario's model; `cassette` records or replays every model call; `memory` defaults to
     a temporary store removed afterwards (scenarios never touch the user's own memory); `on_trial` is called as each
-    trial finishes (a progress bar).
+    trial finishes (a progress bar); `engine` is where the trials' teams run.
     """
 
     def __init__(
@@ -71,9 +89,13 @@ class ScenarioRunner:
         ledger: UsageLedger | None = None,
         memory: VectorMemory | None = None,
         on_trial: Callable[[TrialResult], None] | None = None,
+        engine: Engine = "local",
     ) -> None:
         if trials < 1 or concurrency < 1:
             raise ValueError("trials and concurrency must be at least 1")
+        if engine == "temporal" and cassette is not None:
+            raise ConfigError("cassettes record and replay in-process runs: leave out --engine temporal with them")
+        self.engine = engine
         self.settings = settings
         self.trials = trials
         self.concurrency = concurrency
@@ -87,6 +109,8 @@ class ScenarioRunner:
         self._servers: dict[str, ScriptedServer] = {}
         self._scopes: list[str] = []
         self._takes_database: dict[str, bool] = {}
+        self._deployment: Deployment | None = None
+        self._task_queue = f"huddle-scenarios-{uuid.uuid4().hex[:8]}"
 
     async def run(self, scenarios: Sequence[Scenario]) -> SuiteResult:
         """Run every scenario's trials and summarise; raises `ConfigError` when a team or model cannot be built."""
@@ -103,11 +127,53 @@ class ScenarioRunner:
                     self.on_trial(result)
                 return result
 
-            jobs = [one(item, trial) for item in prepared for trial in range(1, self.trials + 1)]
-            results = await asyncio.gather(*jobs)
+            async with self._engine(prepared):
+                jobs = [one(item, trial) for item in prepared for trial in range(1, self.trials + 1)]
+                results = await asyncio.gather(*jobs)
         finally:
             await self._clean_up()
         return summarise(scenarios, results, self.trials, time.perf_counter() - started)
+
+    @contextlib.asynccontextmanager
+    async def _engine(self, prepared: Sequence[_Prepared]) -> AsyncIterator[None]:
+        """On the Temporal engine, this runner's worker for the trials' sessions while the trials run."""
+        if self.engine == "local":
+            yield
+            return
+        require_temporal()
+        from huddle.engines.temporal.worker import hosting
+        from huddle.engines.temporal.workflow import Deployment, HostedTeam
+        from huddle.storage.sessions import SessionStore
+
+        assert self._workdir is not None
+        self._deployment = Deployment(self.settings)
+        for item in prepared:  # each scenario's team, for the worker to build once before the first trial
+            self._deployment.host(item.scenario.name, HostedTeam(item.spec, item.settings, memory=self.memory))
+        with SessionStore(self._workdir / "sessions.sqlite") as sessions:
+            async with hosting(
+                self.settings, self._deployment, ledger=self.ledger, sessions=sessions, task_queue=self._task_queue
+            ):
+                yield
+
+    async def _open(self, item: _Prepared, spec: TeamSpec, session: str, workspace: Path) -> Conversation:
+        """The trial's team: built here, or a session workflow on this runner's worker."""
+        if self._deployment is None:
+            from huddle.teams.group_chat import GroupChatTeam
+
+            return GroupChatTeam(
+                spec,
+                item.settings,
+                ledger=self.ledger,
+                memory=self.memory,
+                session_id=session,
+                workspace=workspace,
+                wrap_client=self.cassette.wrap if self.cassette is not None else None,
+            )
+        from huddle.engines.temporal.sessions import TemporalSession
+        from huddle.engines.temporal.workflow import HostedTeam
+
+        self._deployment.host(session, HostedTeam(spec, item.settings, memory=self.memory, workspace=workspace))
+        return await TemporalSession.open(self.settings, session, session, task_queue=self._task_queue)
 
     @property
     def ledger(self) -> UsageLedger:
@@ -183,7 +249,6 @@ class ScenarioRunner:
 
     async def _trial(self, item: _Prepared, trial: int) -> TrialResult:
         from huddle.evals.cassette import cassette_scope
-        from huddle.teams.group_chat import GroupChatTeam
 
         scenario = item.scenario
         session = f"{scenario.name}-{trial}-{uuid.uuid4().hex[:6]}"
@@ -192,20 +257,13 @@ class ScenarioRunner:
         folder.mkdir(parents=True)
         database = _fresh_database(folder / "database.sqlite", scenario.database)
         spec = self._trial_spec(item, self._scope("user", session), database)
-        trace, error, team = Trace(), None, None
+        trace, error = Trace(), None
+        team: Conversation | None = None
         started = time.perf_counter()
         self._scopes.append(f"session:{session}")
         scope = f"{scenario.name}#{trial}"
         try:
-            team = GroupChatTeam(
-                spec,
-                item.settings,
-                ledger=self.ledger,
-                memory=self.memory,
-                session_id=session,
-                workspace=folder / "workspace",
-                wrap_client=self.cassette.wrap if self.cassette is not None else None,
-            )
+            team = await self._open(item, spec, session, folder / "workspace")
             with cassette_scope(scope):
                 await self._converse(item, team, trace, session, scope)
         except ConfigError:
@@ -221,13 +279,9 @@ class ScenarioRunner:
             error = str(misses[0]) if misses else None
         return self._verdict(item, trial, trace, database, error, latency, session)
 
-    async def _converse(self, item: _Prepared, team: GroupChatTeam, trace: Trace, session: str, scope: str) -> None:
+    async def _converse(self, item: _Prepared, team: Conversation, trace: Trace, session: str, scope: str) -> None:
         """The customer's turns, each one run of the team (or the paused run taken up with their decisions); stops
         early when a cassette missed."""
-        from autogen_agentchat.messages import BaseChatMessage
-
-        from huddle.teams.base import RunResult
-
         customer = _Customer(item, self, session) if item.scenario.simulator is not None else None
         scripted = list(item.scenario.user or [])
         reply: str | None = None
@@ -240,19 +294,18 @@ class ScenarioRunner:
             trace.customer.append(turn.describe() if isinstance(turn, ApprovalTurn) else turn)
             if decisions is not None:
                 trace.decide(decisions)
-                stream = team.resume_stream(decisions)
+                result = await team.resume(decisions)
             else:
                 assert isinstance(turn, str)  # an approval turn always decides (or raises)
-                stream = team.run_stream(turn)
-            async for event in stream:
-                if isinstance(event, RunResult):
-                    trace.results.append(event)
-                    pending = event.pending
-                    trace.ask(pending)
-                    reply = waiting_text(pending, item.decider) if pending else event.answer
-                    trace.replies.append(reply)
-                elif isinstance(event, BaseChatMessage) and event.source != "user":
-                    trace.observe(event)
+                result = await team.run(turn)
+            for message in result.messages:
+                if message.source != "user":
+                    trace.observe(message)
+            trace.results.append(result)
+            pending = result.pending
+            trace.ask(pending)
+            reply = waiting_text(pending, item.decider) if pending else result.answer
+            trace.replies.append(reply)
             if self.cassette is not None and self.cassette.misses_in(scope):
                 return
 

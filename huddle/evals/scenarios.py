@@ -35,7 +35,7 @@ from huddle.evals.results import (
     junit_xml,
     pass_hat_k,
 )
-from huddle.evals.runner import ScenarioRunner
+from huddle.evals.runner import Engine, ScenarioRunner
 from huddle.evals.spec import (
     ApprovalTurn,
     CallExpectation,
@@ -95,6 +95,7 @@ async def run_async(
     replay: Path | str | None = None,
     ledger: UsageLedger | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
+    engine: Engine | None = None,
 ) -> SuiteResult:
     """`run` for code that already has an event loop."""
     from huddle.config.settings import load_settings
@@ -106,14 +107,16 @@ async def run_async(
     given = [item for item in items if isinstance(item, Scenario)]
     scenarios = given if given and len(given) == len(items) else load_scenarios(items)  # type: ignore[arg-type]
     cassette = Cassette.record(Path(record)) if record else Cassette.replay(Path(replay)) if replay else None
+    settings = settings or load_settings()
     runner = ScenarioRunner(
-        settings or load_settings(),
+        settings,
         trials=trials,
         concurrency=concurrency,
         model=model,
         cassette=cassette,
         ledger=ledger,
         on_trial=on_trial,
+        engine=engine or settings.engine,
     )
     try:
         return await runner.run(scenarios)
@@ -129,6 +132,7 @@ def run(paths: Iterable[Path | str] | Sequence[Scenario], **options: Any) -> Sui
         assert result.passed, [t.failures for s in result.scenarios for t in s.trials]
 
     Options: `trials`, `concurrency`, `settings` (default: `load_settings()`), `model` (a profile or rule file for
-    every scenario), `record`/`replay` (a cassette path), `ledger`, `on_trial`. Invalid files raise `ConfigError`.
+    every scenario), `record`/`replay` (a cassette path), `ledger`, `on_trial`, `engine` (``local`` or ``temporal``;
+    default: the settings'). Invalid files raise `ConfigError`.
     """
     return asyncio.run(run_async(paths, **options))

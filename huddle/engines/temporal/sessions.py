@@ -25,21 +25,24 @@ def workflow_id(session_id: str) -> str:
 
 
 class TemporalSession:
-    """One session's workflow handle."""
+    """One session's workflow handle; it reads like a `Team`: `run` a message, `resume` a paused run, `close`."""
 
     def __init__(self, client: Client, handle: WorkflowHandle[object, None], session_id: str) -> None:
         self.client, self.handle, self.session_id = client, handle, session_id
 
     @classmethod
-    async def open(cls, settings: Settings, team: str, session_id: str | None = None) -> TemporalSession:
-        """Join the session's workflow, or start it for `team` (a preset name or a team file the workers can read)."""
+    async def open(
+        cls, settings: Settings, team: str, session_id: str | None = None, *, task_queue: str | None = None
+    ) -> TemporalSession:
+        """Join the session's workflow, or start it for `team` (a preset name, a team file or a team's name the
+        workers know) on `task_queue` (the settings' by default)."""
         client = await connect(settings)
         session_id = session_id or uuid.uuid4().hex[:12]
         handle = await client.start_workflow(
             "huddle.session",
             SessionStart(team=team, session_id=session_id),
             id=workflow_id(session_id),
-            task_queue=settings.temporal.task_queue,
+            task_queue=task_queue or settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         return cls(client, handle, session_id)
@@ -61,14 +64,14 @@ class TemporalSession:
         """The tool calls the session's last run waits on."""
         return [PendingCall.model_validate(p) for p in await self.handle.query("pending", result_type=list)]
 
-    async def turn(self, task: str, run_id: str | None = None) -> RunResult:
+    async def run(self, task: str, run_id: str | None = None) -> RunResult:
         request = TurnRequest(task=task, run_id=run_id or uuid.uuid4().hex[:12])
         return RunResult.model_validate(await self.handle.execute_update("turn", request, result_type=dict))
 
-    async def approve(self, decisions: dict[str, ApprovalDecision], run_id: str | None = None) -> RunResult:
+    async def resume(self, decisions: dict[str, ApprovalDecision], run_id: str | None = None) -> RunResult:
         request = ApproveRequest(decisions={k: d.model_dump(mode="json") for k, d in decisions.items()}, run_id=run_id)
         return RunResult.model_validate(await self.handle.execute_update("approve", request, result_type=dict))
 
-    async def end(self) -> None:
+    async def close(self) -> None:
         """The session is over: its workflow completes (its history stays in Temporal for inspection)."""
         await self.handle.signal("end")

@@ -8,7 +8,8 @@ dies, `STICKY_TIMEOUT` is how long its sessions wait before any other worker tak
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, closing
 from datetime import timedelta
 
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -20,8 +21,6 @@ from huddle.engines.temporal.connection import connect
 from huddle.engines.temporal.recorded import run_parked
 from huddle.engines.temporal.records import TurnRecords
 from huddle.storage.sessions import SessionStore
-from huddle.teams.base import build_team
-from huddle.teams.kinds import load_any_team
 from huddle.usage import UsageLedger
 
 STICKY_TIMEOUT = timedelta(seconds=1)
@@ -29,15 +28,31 @@ STICKY_TIMEOUT = timedelta(seconds=1)
 
 async def run_worker(settings: Settings, teams: Sequence[str], stop: asyncio.Event | None = None) -> None:
     """Serve the task queue until `stop` is set (or forever); `teams` are loaded now, so a bad file fails at start."""
+    deployment = session.Deployment.of(settings, teams or ["assistant"])
+    with closing(UsageLedger(settings.ledger_location)) as ledger, SessionStore(settings.sessions_location) as sessions:
+        async with hosting(settings, deployment, ledger=ledger, sessions=sessions):
+            await (stop or asyncio.Event()).wait()
+
+
+@asynccontextmanager
+async def hosting(
+    settings: Settings,
+    deployment: session.Deployment,
+    *,
+    ledger: UsageLedger,
+    sessions: SessionStore,
+    task_queue: str | None = None,
+) -> AsyncIterator[None]:
+    """A worker for `deployment` polling `task_queue` (the settings' by default) while the block runs: model calls
+    metered into `ledger`, turns recorded into `sessions`. One deployment per process (the workflow reads it)."""
     client = await connect(settings)
-    session.deployment = session.Deployment(settings, {name: load_any_team(name) for name in teams or ["assistant"]})
-    await _warm_up(session.deployment)
-    ledger = UsageLedger(settings.ledger_location)
+    session.deployment = deployment
+    await _warm_up(deployment)
     models = ModelActivities(settings, ledger)
-    records = TurnRecords(SessionStore(settings.sessions_location))
+    records = TurnRecords(sessions)
     worker = Worker(
         client,
-        task_queue=settings.temporal.task_queue,
+        task_queue=task_queue or settings.temporal.task_queue,
         workflows=[session.SessionWorkflow],
         activities=[models.model_call, records.record_turn, run_parked],
         workflow_runner=UnsandboxedWorkflowRunner(),
@@ -45,15 +60,13 @@ async def run_worker(settings: Settings, teams: Sequence[str], stop: asyncio.Eve
     )
     try:
         async with worker:
-            await (stop or asyncio.Event()).wait()
+            yield
     finally:
         await models.close()
-        ledger.close()
-        records.store.close()
 
 
 async def _warm_up(deployment: session.Deployment) -> None:
     """Build each team once outside any workflow: the first build imports chromadb and loads tokenizers (seconds),
     which inside a workflow task would trip Temporal's deadlock detector (2 s) and fail that task once."""
-    for spec in deployment.teams.values():
-        await build_team(spec, deployment.workflow_settings()).close()
+    for name in {team.spec.team.name: name for name, team in deployment.teams.items()}.values():
+        await deployment.build(name).close()

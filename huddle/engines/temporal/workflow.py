@@ -15,9 +15,11 @@ state and the session's spending, so its history stays small however long the se
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 
@@ -35,29 +37,69 @@ with workflow.unsafe.imports_passed_through():
     from huddle.teams.results import RunResult
     from huddle.usage import UsageLedger, UsageRecord
 
+if TYPE_CHECKING:
+    from huddle.memory.store import VectorMemory
+    from huddle.teams.base import AnySpec
+
 MAX_TURNS_PER_RUN = 100
 RECORD_TIMEOUT = timedelta(seconds=30)
 
 
 @dataclass
+class HostedTeam:
+    """A team a worker runs sessions of: its spec, and what an in-process team would be given besides the
+    deployment's settings (a scenario trial brings its own settings, memory and workspace)."""
+
+    spec: AnySpec
+    settings: Settings | None = None
+    memory: VectorMemory | None = None
+    workspace: Path | None = None
+
+
+@dataclass
 class Deployment:
-    """What every worker of a task queue must hold alike: the settings and the team files a session names."""
+    """What every worker of a task queue must hold alike: the settings and the teams a session names (by the
+    reference a worker was given, a preset name or a team file, or by the team's own name)."""
 
     settings: Settings
-    teams: dict[str, Any] = field(default_factory=dict)
+    teams: dict[str, HostedTeam] = field(default_factory=dict)
 
-    def spec(self, name: str) -> Any:
+    @classmethod
+    def of(cls, settings: Settings, references: Sequence[str]) -> Deployment:
+        """The teams loaded now, so a bad file fails when the worker starts rather than in a session."""
+        deployment = cls(settings)
+        for reference in references:
+            deployment.host(reference, HostedTeam(load_any_team(reference)))
+        return deployment
+
+    def host(self, reference: str, team: HostedTeam) -> None:
+        self.teams[reference] = team
+        self.teams.setdefault(team.spec.team.name, team)
+
+    def team(self, name: str) -> HostedTeam:
         if name not in self.teams:
-            self.teams[name] = load_any_team(name)
+            self.host(name, HostedTeam(load_any_team(name)))
         return self.teams[name]
 
-    def workflow_settings(self) -> Settings:
-        """The settings a workflow's team runs with: no disk cache, no client-side retries (Temporal's instead), and
-        the active profile pinned to the one these settings choose (with every profile now configured, the choice
-        "the built-in default when its key is set, else local" would always take the default)."""
-        profiles = {name: p.model_copy(update={"max_retries": 0}) for name, p in self.settings.profiles.items()}
-        active = self.settings.model or self.settings.profile().name
-        return self.settings.model_copy(update={"models": profiles, "cache": False, "model": active})
+    def build(self, name: str, **kwargs: Any) -> Team:
+        """The team `name`, built as a workflow runs it (`kwargs` as for `Team`)."""
+        hosted = self.team(name)
+        return build_team(
+            hosted.spec,
+            workflow_settings(hosted.settings or self.settings),
+            memory=hosted.memory,
+            workspace=hosted.workspace,
+            **kwargs,
+        )
+
+
+def workflow_settings(settings: Settings) -> Settings:
+    """The settings a workflow's team runs with: no disk cache, no client-side retries (Temporal's instead), and
+    the active profile pinned to the one these settings choose (with every profile now configured, the choice
+    "the built-in default when its key is set, else local" would always take the default)."""
+    profiles = {name: p.model_copy(update={"max_retries": 0}) for name, p in settings.profiles.items()}
+    active = settings.model or settings.profile().name
+    return settings.model_copy(update={"models": profiles, "cache": False, "model": active})
 
 
 deployment: Deployment | None = None
@@ -75,8 +117,8 @@ class SessionWorkflow:
         self._ended = False
         self._turns = 0
         assert deployment is not None, "huddle worker sets the deployment before it starts"
-        settings = deployment.workflow_settings()
-        retries = {name: p.max_retries for name, p in deployment.settings.profiles.items()}
+        hosted = deployment.team(start.team)
+        retries = {name: p.max_retries for name, p in (hosted.settings or deployment.settings).profiles.items()}
 
         def remote(raw: ChatCompletionClient, profile: ModelProfile, agent: str) -> ChatCompletionClient:
             return RemoteModelClient(raw, profile, agent, retries.get(profile.name, 2))
@@ -84,9 +126,7 @@ class SessionWorkflow:
         ledger = UsageLedger()
         for row in start.spent:
             ledger.record(UsageRecord.model_validate(row))
-        self._team: Team = build_team(
-            deployment.spec(start.team), settings, ledger=ledger, session_id=start.session_id, wrap_client=remote
-        )
+        self._team: Team = deployment.build(start.team, ledger=ledger, session_id=start.session_id, wrap_client=remote)
 
     @workflow.run
     async def run(self, start: SessionStart) -> None:
