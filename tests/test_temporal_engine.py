@@ -349,3 +349,20 @@ def test_the_support_suite_passes_on_temporal_each_trial_a_session_workflow(
 
     ran = asyncio.run(workflows())
     assert sorted(ran) == sorted(f"huddle-session-{t['session_id']}" for t in trials.values())
+
+
+def test_a_team_the_workers_cannot_build_fails_the_session_with_one_error_line(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    """It failed the workflow task instead, which Temporal retries for ever, and the caller heard only "Workflow Task
+    in failed state" (with no word of which team, or why)."""
+    with ScriptedServer(fallback=Reply(content="noted")) as model:
+        config = _config(tmp_path, model, temporal)
+        workers = Workers(config, tmp_path)
+        workers.start()
+        try:
+            ran = _huddle(config, "run", "--engine", "temporal", "--team", "asistant", "hello", timeout_s=60)
+        finally:
+            workers.close()
+    assert ran.returncode not in (0, 3) and "Traceback" not in ran.stderr
+    assert "team 'asistant': no such preset" in ran.stderr and model.requests == []

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import uuid
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from huddle.agents.approval import ApprovalDecision, PendingCall
@@ -65,13 +72,35 @@ class TemporalSession:
         return [PendingCall.model_validate(p) for p in await self.handle.query("pending", result_type=list)]
 
     async def run(self, task: str, run_id: str | None = None) -> RunResult:
-        request = TurnRequest(task=task, run_id=run_id or uuid.uuid4().hex[:12])
-        return RunResult.model_validate(await self.handle.execute_update("turn", request, result_type=dict))
+        return await self._update("turn", TurnRequest(task=task, run_id=run_id or uuid.uuid4().hex[:12]))
 
     async def resume(self, decisions: dict[str, ApprovalDecision], run_id: str | None = None) -> RunResult:
         request = ApproveRequest(decisions={k: d.model_dump(mode="json") for k, d in decisions.items()}, run_id=run_id)
-        return RunResult.model_validate(await self.handle.execute_update("approve", request, result_type=dict))
+        return await self._update("approve", request)
+
+    async def _update(self, name: str, request: TurnRequest | ApproveRequest) -> RunResult:
+        """The Update's result; a refused Update or a failed session is a `HuddleError` saying why."""
+        try:
+            return RunResult.model_validate(await self.handle.execute_update(name, request, result_type=dict))
+        except WorkflowUpdateFailedError as exc:
+            raise HuddleError(f"session {self.session_id}: {_message(exc.cause)}") from None
+        except RPCError as exc:
+            raise HuddleError(f"session {self.session_id}: {await self._failure() or exc.message}") from None
+
+    async def _failure(self) -> str | None:
+        """Why the session's workflow failed (a team its workers cannot build), None while it has not."""
+        if (await self.handle.describe()).status != WorkflowExecutionStatus.FAILED:
+            return None
+        try:
+            await self.handle.result()
+        except WorkflowFailureError as exc:
+            return _message(exc.cause)
+        return None
 
     async def close(self) -> None:
         """The session is over: its workflow completes (its history stays in Temporal for inspection)."""
         await self.handle.signal("end")
+
+
+def _message(cause: BaseException | None) -> str:
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from autogen_core.models import ChatCompletionClient
@@ -32,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
     from huddle.engines.temporal.calls import ApproveRequest, SessionStart, TurnRequest
     from huddle.engines.temporal.records import TurnRecord
     from huddle.engines.temporal.remote_client import RemoteModelClient
+    from huddle.errors import HuddleError
+    from huddle.secrets import redact
     from huddle.teams.base import Team, build_team
     from huddle.teams.kinds import load_any_team
     from huddle.teams.results import RunResult
@@ -117,6 +120,15 @@ class SessionWorkflow:
         self._ended = False
         self._turns = 0
         assert deployment is not None, "huddle worker sets the deployment before it starts"
+        try:
+            self._team = self._build(deployment, start)
+        except HuddleError as exc:  # a team this worker cannot build: the session fails, and its caller hears why
+            raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=True) from None
+
+    @staticmethod
+    def _build(deployment: Deployment, start: SessionStart) -> Team:
+        """The session's team as a workflow runs it: model calls as activities (with the profiles' retries in their
+        retry policy) and an in-memory ledger holding what the session has spent so far."""
         hosted = deployment.team(start.team)
         retries = {name: p.max_retries for name, p in (hosted.settings or deployment.settings).profiles.items()}
 
@@ -126,7 +138,7 @@ class SessionWorkflow:
         ledger = UsageLedger()
         for row in start.spent:
             ledger.record(UsageRecord.model_validate(row))
-        self._team: Team = deployment.build(start.team, ledger=ledger, session_id=start.session_id, wrap_client=remote)
+        return deployment.build(start.team, ledger=ledger, session_id=start.session_id, wrap_client=remote)
 
     @workflow.run
     async def run(self, start: SessionStart) -> None:
