@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from huddle.cli.options import JsonOption, out
+from huddle.cli.options import EngineOption, JsonOption, out
 from huddle.errors import MissingExtraError
 
 serve_app = typer.Typer(
@@ -53,16 +53,20 @@ def serve_command(
             help="Seconds a stopping server lets its runs finish; runs still going are redone at the next start.",
         ),
     ] = 30.0,
+    engine: EngineOption = None,
 ) -> None:
     """Serve teams (default: the assistant) at http://HOST:PORT until Ctrl-C or SIGTERM, which finish the runs in
-    progress first."""
+    progress first. With --engine temporal the turns run on `huddle worker` processes."""
     if ctx.invoked_subcommand is not None:
         return
     _extra()
     from huddle.serve.server import serve
 
+    settings = ctx.obj.settings()
+    if engine is not None:
+        settings.engine = engine.value
     serve(
-        ctx.obj.settings(),
+        settings,
         teams=team or ["assistant"],
         host=host,
         port=port,

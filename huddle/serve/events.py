@@ -1,6 +1,7 @@
 """One neutral view of what a team does during a run, which every protocol ``huddle serve`` speaks is built from.
 
-A run yields autogen events and messages (`huddle.teams.managed_chat.Event`), then a `RunResult`. The OpenAI
+A run yields autogen events and messages (`huddle.teams.managed_chat.Event`), then a `RunResult`; a run on the
+Temporal engine returns whole, its messages as the result's `MessageRecord` s, which read the same. The OpenAI
 extension, the A2A status updates, the AG-UI stream and the web page all need the same few facts from them: who
 speaks, why the manager chose them, the plan, the tool calls with their arguments and results, the answer's text
 as it is written, and the meter. `describe` reads those facts once, so each protocol only maps `TeamEvent` kinds to
@@ -12,6 +13,7 @@ Everything here is data from a model, a tool or memory: it is passed on as text,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +27,7 @@ from huddle.models.streaming import STREAM_RESET
 from huddle.secrets import redact
 from huddle.teams.base import RunResult
 from huddle.teams.managed_chat import Event
+from huddle.teams.results import MessageRecord
 
 TeamEventKind = Literal[
     "speaker", "text_delta", "text_reset", "message", "plan", "tool_calls", "usage", "approval", "result"
@@ -61,8 +64,12 @@ class TeamEvent:
         return body
 
 
-def describe(item: Event | RunResult) -> TeamEvent | None:
-    """The `TeamEvent` for one item of a run's stream; None for events no client needs (autogen's internals)."""
+def describe(item: Event | RunResult | MessageRecord) -> TeamEvent | None:
+    """The `TeamEvent` for one item of a run's stream; None for events no client needs (autogen's internals). A
+    `MessageRecord` (a message as a `RunResult` keeps it: a run on the Temporal engine returns them whole) reads as
+    the message it records."""
+    if isinstance(item, MessageRecord):
+        return _message(item.source, item.content, item.metadata)
     if isinstance(item, RunResult):
         return TeamEvent("result", item.team, item.answer, item.model_dump(mode="json"))
     if isinstance(item, ModelClientStreamingChunkEvent):
@@ -73,23 +80,23 @@ def describe(item: Event | RunResult) -> TeamEvent | None:
         why: dict[str, Any] = {key: item.metadata[key] for key in ("policy", "reason") if key in item.metadata}
         return TeamEvent("speaker", ", ".join(item.content), data=why)
     if isinstance(item, BaseChatMessage):
-        return _message(item)
+        return _message(item.source, item.to_text(), item.metadata)
     return None  # autogen's other events (tool call requests, thoughts, memory queries): told by the messages
 
 
-def _message(message: BaseChatMessage) -> TeamEvent:
-    text = redact(message.to_text())
-    kind = message.metadata.get("kind")
-    internal = message.metadata.get("internal") == "true"
+def _message(source: str, content: str, metadata: Mapping[str, str]) -> TeamEvent:
+    text = redact(content)
+    kind = metadata.get("kind")
+    internal = metadata.get("internal") == "true"
     if kind == "plan":
-        return TeamEvent("plan", message.source, text, {"internal": internal} if internal else {})
+        return TeamEvent("plan", source, text, {"internal": internal} if internal else {})
     if kind == "tool_result":
         try:
-            calls = json.loads(message.metadata.get("calls", "[]"))
+            calls = json.loads(metadata.get("calls", "[]"))
         except json.JSONDecodeError:
             calls = []
-        return TeamEvent("tool_calls", message.source, text, {"calls": calls})
+        return TeamEvent("tool_calls", source, text, {"calls": calls})
     data: dict[str, Any] = {"internal": True} if internal else {}
     if kind:
         data["kind"] = kind
-    return TeamEvent("message", message.source, text, data)
+    return TeamEvent("message", source, text, data)

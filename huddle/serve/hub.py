@@ -13,6 +13,11 @@ directory. A new message on a paused session cancels the paused turn instead (it
 
 Who may use a session is the `Access` policy's business (API keys, owners, per-key budgets: `huddle.serve.keys`);
 the hub asks it before every turn, and the budget it returns is the one the team's governor enforces.
+
+With ``engine: temporal`` the turn runs on the Temporal engine instead (`huddle.serve.temporal_turns`): admitted here
+the same way, then sent to the session's workflow on ``huddle worker`` processes, its events arriving when it ends.
+There the team's governor enforces the workers' settings' budget: a key's own limits refuse a turn before it starts
+(`Access.claim`), but do not reach the workflow's run yet.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from huddle.agents.approval import AWAITING, ApprovalDecision, PendingCall, check_decisions
 from huddle.config.settings import Settings
+from huddle.engines import require_temporal
 from huddle.errors import ConfigError, HuddleError
 from huddle.serve.events import TeamEvent, describe
 from huddle.storage.lease import SessionBusyError
@@ -35,9 +42,13 @@ from huddle.teams.base import RunResult, Team, build_team
 from huddle.teams.durable import DurableTeam
 from huddle.teams.kinds import PatternSpec, load_any_team
 from huddle.teams.managed_chat import Event
+from huddle.teams.results import MessageRecord
 from huddle.teams.spec import TeamSpec
 from huddle.usage import UsageLedger
 from huddle.usage.budget import Budget
+
+if TYPE_CHECKING:
+    from huddle.serve.temporal_turns import TemporalTurns
 
 SESSION_ID_CHARS = 64
 
@@ -170,6 +181,12 @@ class Hub:
         self._running: set[str] = set()
         self.observers: list[Callable[[TurnEnd], None]] = []
         """Told of every turn that ran a new message, once it has ended (`huddle.serve.ops` meters them)."""
+        self._temporal: TemporalTurns | None = None
+        if settings.engine == "temporal":  # turns run on `huddle worker`s (`huddle.serve.temporal_turns`)
+            require_temporal()
+            from huddle.serve.temporal_turns import TemporalTurns
+
+            self._temporal = TemporalTurns(settings, self.events)
 
     def team(self, name: str) -> ServedTeam:
         served = self.teams.get(name)
@@ -209,7 +226,10 @@ class Hub:
         return await self._admit(served, session_id, owner, None, decisions)
 
     def pending(self, session_id: str) -> list[PendingCall]:
-        """The calls the session's paused turn waits on (none when it is not paused)."""
+        """The calls the session's paused turn waits on (none when it is not paused), from the session store on
+        either engine: on Temporal the workers record a paused turn there before its Update returns, and the store
+        answers with no worker running (the workflow's ``pending`` query needs one) and without a round trip per
+        session of a listing."""
         with SessionStore(self.settings.sessions_location) as store:
             paused = store.awaiting(session_id)
         return [] if paused is None else [PendingCall.model_validate(p) for p in paused[2].get("pending", [])]
@@ -244,6 +264,7 @@ class Hub:
             self._running.discard(session_id)
             store.close()
 
+        run_id = uuid.uuid4().hex[:12]
         try:
             if decisions is not None:  # checked under the lease: no other worker decides them meanwhile
                 paused = store.awaiting(session_id)
@@ -252,11 +273,12 @@ class Hub:
                     check_decisions(pending, decisions)
                 except HuddleError as exc:
                     raise DecisionsRefused(str(exc)) from None
+                if self._temporal is not None and paused is not None:
+                    run_id = paused[0].run_id  # a workflow's run goes on under its id, which the turn's record finds
             budget = self.access.budget(owner, session_id, self.settings.budget)
         except BaseException:
             release()  # refused (the key has no budget left, or the decisions do not fit): the turn never began
             raise
-        run_id = uuid.uuid4().hex[:12]
         events = self._run(session_id, run_id, served, task, decisions, store, budget, release)
         return TurnStream(session_id, run_id, served.name, TurnEvents(events, release), budget)
 
@@ -271,7 +293,40 @@ class Hub:
         budget: Budget,
         release: Callable[[], None],
     ) -> AsyncGenerator[TeamEvent, None]:
+        """The admitted turn on the settings' engine, to its end; the session freed and the observers told however
+        it ends."""
         started, outcome = time.monotonic(), "cancelled"
+        try:
+            if self._temporal is None:
+                events = self._local(session_id, run_id, served, task, decisions, store, budget)
+            else:
+                events = self._temporal.turn(served.name, session_id, run_id, task, decisions, store, budget)
+            async with aclosing(events):
+                async for event in events:
+                    if event.kind == "result" and (task is not None or decisions is not None):
+                        outcome = _outcome(event)
+                    yield event
+        except Exception:
+            outcome = "failed"
+            raise
+        finally:
+            release()
+            if task is not None or decisions is not None:
+                ended = TurnEnd(served.name, session_id, run_id, outcome, time.monotonic() - started)
+                for observe in self.observers:
+                    observe(ended)
+
+    async def _local(
+        self,
+        session_id: str,
+        run_id: str,
+        served: ServedTeam,
+        task: str | None,
+        decisions: dict[str, ApprovalDecision] | None,
+        store: SessionStore,
+        budget: Budget,
+    ) -> AsyncGenerator[TeamEvent, None]:
+        """The turn in this process: the team built, restored from the session store, run, saved and closed."""
         settings = self.settings.model_copy(update={"budget": budget})
         team: Team | None = None
         try:
@@ -293,27 +348,23 @@ class Hub:
                 else (durable.run_stream(task, run_id=run_id) if task is not None else None)
             )
             if items is not None:
-                async for event in self._events(items, team, run_id, budget):
-                    if event.kind == "result":
-                        outcome = _outcome(event)
+                planned = team
+                async for event in self.events(items, lambda: _steps(planned), run_id, budget):
                     yield event
-        except Exception:
-            outcome = "failed"
-            raise
         finally:
             if team is not None:
                 await team.close()
-            release()
-            if task is not None or decisions is not None:
-                ended = TurnEnd(served.name, session_id, run_id, outcome, time.monotonic() - started)
-                for observe in self.observers:
-                    observe(ended)
 
-    async def _events(
-        self, items: AsyncIterator[Event | RunResult], team: Team, run_id: str, budget: Budget
+    async def events(
+        self,
+        items: AsyncIterator[Event | RunResult | MessageRecord],
+        steps: Callable[[], list[dict[str, object]] | None],
+        run_id: str,
+        budget: Budget,
     ) -> AsyncIterator[TeamEvent]:
-        """The run's `TeamEvent` s, with the plan's steps and how far each has got (on the plan, and on any later
-        event after which they changed), and the meter after every message."""
+        """The run's `TeamEvent` s, with the plan's steps and how far each has got (`steps`: on the plan, and on any
+        later event after which they changed), the ``approval`` before a paused run's ``result``, and the meter
+        after every message. The one shaping of a run's items every engine's turn goes through."""
         shown: list[dict[str, object]] | None = None
         async for item in items:
             event = describe(item)
@@ -321,10 +372,10 @@ class Hub:
                 continue
             if event.kind == "result" and event.data.get("pending"):
                 yield TeamEvent("approval", event.source, data={"pending": event.data["pending"]})
-            steps = _steps(team)
-            if steps is not None and event.kind in ("plan", "tool_calls", "message") and steps != shown:
-                event = TeamEvent(event.kind, event.source, event.text, {**event.data, "steps": steps})
-                shown = steps
+            now = steps()
+            if now is not None and event.kind in ("plan", "tool_calls", "message") and now != shown:
+                event = TeamEvent(event.kind, event.source, event.text, {**event.data, "steps": now})
+                shown = now
             yield event
             if event.kind in ("message", "plan", "tool_calls", "speaker"):
                 yield self.meter(run_id, budget)
@@ -349,7 +400,10 @@ class Hub:
 
     async def resume_unfinished(self) -> list[str]:
         """Redo, once, every served session's turn that a crash (of this server or another worker) left unfinished;
-        returns the sessions redone. Sessions another worker holds are left to it."""
+        returns the sessions redone. Sessions another worker holds are left to it. On the Temporal engine there are
+        none: a workflow finishes its turns itself, whichever worker runs it."""
+        if self._temporal is not None:
+            return []
         redone = []
         for summary in self.sessions(None, everyone=True):
             if not summary.unfinished:

@@ -9,6 +9,9 @@ Stopping (SIGTERM, or Ctrl-C): uvicorn stops accepting and waits for the respons
 waits for the turns in progress (`huddle.serve.ops.drain`), and ``/readyz`` says 503 meanwhile. At the drain's deadline
 the process ends at once rather than cancel what still runs: those turns stay ``running`` in the session store and
 the next start redoes each once, where a cancelled turn would be lost. Ending at the deadline exits with status 1.
+
+With ``engine: temporal`` the turns run on ``huddle worker`` processes (`huddle.serve.temporal_turns`), so N server
+workers are N front ends of the same sessions; the server refuses to start when the Temporal service does not answer.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
 from huddle.config.settings import Settings
+from huddle.engines import require_temporal
 from huddle.errors import UsageError
 from huddle.serve import keys, ops
 from huddle.serve.application import app
@@ -63,8 +67,15 @@ def serve(
 ) -> None:
     """Serve `teams` at http://HOST:PORT until SIGTERM or Ctrl-C; prints the URL once the port is bound.
 
-    Team files are read here first, so a mistake in one is reported before any worker starts."""
+    Team files are read here first, so a mistake in one is reported before any worker starts; on the Temporal engine
+    (``engine: temporal``) the service is reached first too (`TemporalUnavailable`, one line, when it does not answer).
+    """
     served_teams(teams)
+    if settings.engine == "temporal":
+        require_temporal()
+        from huddle.serve import temporal_turns
+
+        temporal_turns.check(settings)
     spec = WorkerSpec(
         settings=settings.model_dump(mode="json"),
         config_file=settings.config_file,

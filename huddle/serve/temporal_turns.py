@@ -1,0 +1,131 @@
+"""``huddle serve`` on the Temporal engine (``engine: temporal``): each turn an Update of the session's workflow, run
+by ``huddle worker`` processes on any hosts, instead of a team built in the server's process.
+
+The `Hub` admits a turn the same way on either engine (its owner, the session held in this process and leased in
+the session store, the decisions checked against the paused turn the store holds, the key's budget) and hands it
+here. A turn joins the session's workflow (or starts it, for the served team's name, which every worker knows its
+teams by) and sends the message (`TemporalSession.run`) or the decisions (`TemporalSession.resume`) under the hub's
+run id. An Update returns whole, so the turn's events (its messages, the ``approval`` of a paused run, the
+``result``) all arrive when it ends, shaped by the hub's one `Hub.events`, exactly as the local engine's are; the
+meter reads the shared ledger the workers write each model call into.
+
+The workers record every turn in the shared session store (`huddle.engines.temporal.records`), which is what the
+endpoints read a session's turns, its paused calls (`Hub.pending`) and a stateless client's session from. A new
+message on a paused session cancels the paused turn in the store first, as the local engine does: the workflow's
+team drops the paused calls when it starts the new run, and the record of that run does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+
+from temporalio.service import RPCError
+
+from huddle.agents.approval import ApprovalDecision
+from huddle.config.settings import Settings
+from huddle.engines.temporal.connection import TemporalUnavailable, connect
+from huddle.engines.temporal.sessions import TemporalSession
+from huddle.errors import HuddleError
+from huddle.serve.events import TeamEvent
+from huddle.serve.hub import DecisionsRefused
+from huddle.storage.sessions import SessionStore
+from huddle.teams.managed_chat import Event
+from huddle.teams.results import MessageRecord, RunResult
+from huddle.usage.budget import Budget
+
+CANCELLED = "not approved: a new message was sent first"
+"""Why a paused turn a new message overtook ended (the local engine's words, `huddle.teams.durable`)."""
+
+Shape = Callable[
+    [AsyncIterator[Event | RunResult | MessageRecord], Callable[[], list[dict[str, object]] | None], str, Budget],
+    AsyncIterator[TeamEvent],
+]
+"""`Hub.events`: a run's items as the `TeamEvent` s every endpoint maps from."""
+
+
+class EngineUnavailable(HuddleError):
+    """The Temporal service did not take the turn (it is down, or refused the call); nothing ran."""
+
+    status = 503
+
+
+class TurnFailed(HuddleError):
+    """The session's workflow refused or failed the turn (its Update failed on the worker)."""
+
+    status = 502
+
+
+class TemporalTurns:
+    """Runs the turns a `Hub` admits on the Temporal engine of `settings` (``temporal:`` in huddle.yaml)."""
+
+    def __init__(self, settings: Settings, shape: Shape) -> None:
+        self.settings = settings
+        self._shape = shape
+
+    async def turn(
+        self,
+        team: str,
+        session_id: str,
+        run_id: str,
+        task: str | None,
+        decisions: dict[str, ApprovalDecision] | None,
+        store: SessionStore,
+        budget: Budget,
+    ) -> AsyncGenerator[TeamEvent, None]:
+        """One admitted turn (a message, or decisions) of `team` on `session_id`, its events once it has ended. A
+        turn without either (`Hub.resume_unfinished`'s redo) has nothing to do: a workflow finishes its own turns."""
+        if task is None and decisions is None:
+            return
+        if decisions is None and store.awaiting(session_id) is not None:
+            store.drop_awaiting(session_id, CANCELLED)
+        result = await self._result(team, session_id, run_id, task, decisions)
+        async for event in self._shape(_items([*result.messages, result]), _no_steps, run_id, budget):
+            yield event
+
+    async def _result(
+        self,
+        team: str,
+        session_id: str,
+        run_id: str,
+        task: str | None,
+        decisions: dict[str, ApprovalDecision] | None,
+    ) -> RunResult:
+        try:
+            session = await TemporalSession.open(self.settings, team, session_id)
+        except TemporalUnavailable as exc:
+            raise EngineUnavailable(str(exc)) from None
+        except RPCError as exc:
+            where = self.settings.temporal.address
+            raise EngineUnavailable(f"the Temporal service at {where} refused the turn: {exc.message}") from None
+        try:
+            if decisions is not None:
+                return await session.resume(decisions, run_id=run_id)
+            assert task is not None  # `turn` returned for neither
+            return await session.run(task, run_id=run_id)
+        except TemporalUnavailable as exc:
+            raise EngineUnavailable(str(exc)) from None
+        except RPCError as exc:  # the service went away while the Update waited
+            where = self.settings.temporal.address
+            raise EngineUnavailable(f"the Temporal service at {where} dropped the turn: {exc.message}") from None
+        except HuddleError as exc:  # the Update refused (its validator) or failed, or the session's workflow failed
+            if decisions is not None:  # checked against the store first: the workflow disagreed, and it decides
+                raise DecisionsRefused(str(exc)) from None
+            raise TurnFailed(f"the turn failed on the Temporal engine: {exc}") from None
+
+
+def check(settings: Settings) -> None:
+    """`TemporalUnavailable` (one line naming temporal.address) unless the service answers: a server checks once,
+    before it listens, rather than failing its first message. Outside an event loop."""
+    asyncio.run(connect(settings))
+
+
+async def _items(items: Sequence[RunResult | MessageRecord]) -> AsyncIterator[RunResult | MessageRecord]:
+    for item in items:
+        yield item
+
+
+def _no_steps() -> list[dict[str, object]] | None:
+    """The plan's steps with their status are the workflow's team's, which the caller does not see; the plan's own
+    message still shows the plan."""
+    return None
