@@ -13,9 +13,10 @@ engine.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 _T = TypeVar("_T")
@@ -28,7 +29,12 @@ class Effects(Protocol):
         """Whether the calling code runs inside one of the engine's workflows."""
 
     async def offload(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run blocking `fn` as a recorded step; its result (or exception) is replayed, not recomputed."""
+        """Run `fn` (blocking, or a coroutine function doing I/O) as a recorded step; its result (or exception) is
+        replayed, not recomputed."""
+
+    def held(self, key: str) -> Any | None:
+        """What the engine's host opened under `key` before any workflow ran (a worker holds a team's MCP servers:
+        a workflow's event loop can start no process and open no socket), None when it holds nothing there."""
 
     def new_id(self) -> str:
         """A fresh id, the same one again on replay."""
@@ -60,6 +66,28 @@ async def offload(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         return await asyncio.to_thread(fn, *args, **kwargs)
     result: _T = await engine.offload(fn, args, kwargs)
     return result
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling `fn` gives an awaitable to await (a coroutine function, or an object with an async
+    ``__call__``) rather than a blocking call's value."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+async def step(fn: Callable[..., Awaitable[_T]], /, *args: Any, **kwargs: Any) -> _T:
+    """``await fn(*args, **kwargs)`` for I/O (an async tool, an MCP call), as a durable step inside a workflow."""
+    engine = _active()
+    if engine is None:
+        return await fn(*args, **kwargs)
+    result: _T = await engine.offload(fn, args, kwargs)
+    return result
+
+
+def held(key: str) -> Any | None:
+    """What a durable engine's host holds open under `key` for code inside its workflows; None in-process (the team
+    opens its own)."""
+    engine = _active()
+    return engine.held(key) if engine is not None else None
 
 
 def new_id() -> str:

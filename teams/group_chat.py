@@ -300,10 +300,11 @@ class GroupChatTeam(Team):
         executor = self.spec.member("tool_executor")
         if self._mcp is not None or not self.spec.team.mcp or executor is None:
             return
-        from huddle.tools.mcp import open_mcp_tools
+        from huddle.tools.mcp import open_mcp_tools, servers_key
 
         async with AsyncExitStack() as starting:
-            tools = await starting.enter_async_context(open_mcp_tools(self.spec.team.mcp))
+            held = effects.held(servers_key(self.spec.team.mcp))  # a durable engine's worker holds them open
+            tools = held if held is not None else await starting.enter_async_context(open_mcp_tools(self.spec.team.mcp))
             for tool in tools:
                 self.toolsets[executor.agent_name].register(tool)
             self._mcp = starting.pop_all()  # started: kept open until `close`

@@ -100,7 +100,7 @@ async def test_an_error_result_is_recorded_as_a_failed_step(tmp_path: Path) -> N
     assert "refuse failed: McpToolError: Error: Only SELECT queries are allowed" in responder_prompt
 
 
-def _echo_findings(request: RecordedRequest) -> Reply:
+def echo_findings(request: RecordedRequest) -> Reply:
     """The responder's answer: the Tokyo time and the commit message it was shown, so the test sees they reached it."""
     prompt = json.dumps(request.messages)
     tokyo = re.search(r"T(\d\d:\d\d):00\+09:00", prompt)
@@ -126,7 +126,7 @@ async def test_a_plan_calls_the_reference_servers_from_the_package_index(tmp_pat
         step(1, "time__convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}),
         step(2, "git__git_log", {"repo_path": str(repo), "max_count": 1}),
     ]
-    result, _ = await run_plan(tmp_path, servers, steps, answer=_echo_findings)
+    result, _ = await run_plan(tmp_path, servers, steps, answer=echo_findings)
     executed = result.messages[2]
     assert "Step 1: time__convert_time(" in executed.content and "Step 2: git__git_log(" in executed.content
     assert "ERROR" not in executed.content

@@ -25,8 +25,10 @@ from huddle.testing import ScriptedServer
 from huddle.testing.replies import Reply
 from huddle.testing.rules import Rule
 from huddle.testing.temporal import DevServer, Workers, dev_server, free_port
+from tests.commands import console_script
 from tests.postgres import fresh_database, postgres_url
 from tests.test_approvals import TOOLS, echo, plan, team_yaml
+from tests.test_mcp_team import echo_findings, step, write_mcp_team
 
 SLOW_S = 8.0
 __all__ = ["postgres_url"]  # the fixture, imported for pytest
@@ -366,3 +368,80 @@ def test_a_team_the_workers_cannot_build_fails_the_session_with_one_error_line(
             workers.close()
     assert ran.returncode not in (0, 3) and "Traceback" not in ran.stderr
     assert "team 'asistant': no such preset" in ran.stderr and model.requests == []
+
+
+def test_an_mcp_server_from_the_package_index_serves_a_team_on_temporal(tmp_path: Path, temporal: DevServer) -> None:
+    """The worker holds the team's MCP servers (the workflow's own event loop can start no process and open no
+    socket), and each tool call is a recorded step: its result is in the session's history, not called again."""
+    time_server = console_script("mcp-server-time", "the dev extra: pip install -e '.[dev,mcp]'")
+    servers = f'[{{command: "{time_server}", args: [--local-timezone, UTC], name: time, tools: [convert_time]}}]'
+    team = write_mcp_team(tmp_path / "teams", servers)
+    args = {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}
+    plan = {"goal": "convert", "done": False, "steps": [step(1, "time__convert_time", args)]}
+    rules = [Rule(agent="planner", reply=Reply(content=json.dumps(plan))), Rule(reply=echo_findings)]
+    with ScriptedServer(rules) as model:
+        config = _config(tmp_path, model, temporal)
+        workers = Workers(config, tmp_path)
+        workers.start(str(team))
+        try:
+            ran = _huddle(config, "run", "--engine", "temporal", "--team", str(team), "--json", "noon UTC in Tokyo?")
+        finally:
+            workers.close()
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads(ran.stdout)
+    assert result["answer"].startswith("Tokyo: 21:00"), result
+
+
+ASYNC_TOOLS = '''
+from pathlib import Path
+
+from huddle.tools import tool
+
+
+@tool(side_effects="write")
+async def note(text: str) -> str:
+    """Append a line to notes.log (a side effect the test counts)."""
+    with Path("notes.log").open("a") as log:
+        log.write(text + "\\n")
+    return f"noted {text}"
+'''
+
+
+def test_an_async_tool_call_finished_before_a_worker_dies_is_not_made_again(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    """An async tool ran in the workflow itself, so the survivor's replay of the session ran it a second time."""
+    (tmp_path / "async_tools.py").write_text(ASYNC_TOOLS)
+    team = tmp_path / "team.yaml"
+    executor = "{role: tool_executor, tools: ['async_tools:note'], approval: never}"
+    team.write_text(
+        f"team: {{name: notes, plan: always}}\nagents:\n  - {{role: planner}}\n  - {executor}\n"
+        "  - {role: responder}\n"
+    )
+    rules = [
+        Rule(agent="planner", reply=Reply(content=plan("note", {"text": "hello"}))),
+        Rule(agent="responder", reply=[Reply(content="done", delay_s=SLOW_S), Reply(content="done")]),
+    ]
+    with ScriptedServer(rules) as model:
+        config = _config(tmp_path, model, temporal)
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        first = workers.start(str(team))
+        try:
+
+            async def scenario() -> str:
+                session = await TemporalSession.open(settings, str(team))
+                turn = asyncio.create_task(session.run("note hello"))
+                await asyncio.to_thread(_wait_for, lambda: "responder" in _agents(model))
+                workers.start(str(team))
+                await asyncio.sleep(3)
+                workers.kill(first)  # after the tool call, during the responder's
+                result = await asyncio.wait_for(turn, 90)
+                await session.close()
+                return result.answer
+
+            answer = asyncio.run(scenario())
+        finally:
+            workers.close()
+    assert answer == "done" and _agents(model).count("responder") == 2
+    assert (tmp_path / "notes.log").read_text().splitlines() == ["hello"]

@@ -111,7 +111,7 @@ class Tool:
         )
         self.max_result_tokens = max_result_tokens
         # Also async: an object whose __call__ is a coroutine function (and a partial of one, which inspect handles).
-        self._is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+        self._is_async = effects.is_async(func)
         self._autogen: BaseTool[BaseModel, BaseModel] | None = None
 
     @classmethod
@@ -281,8 +281,8 @@ class Tool:
         logger.info("tool %s attempt %d failed (%s), retrying: %s", self.name, attempt, kind, redact(message))
 
     def _call(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
-        if self._is_async:
-            return self.func(**kwargs)  # type: ignore[no-any-return]
+        if self._is_async:  # I/O: inside a durable workflow a recorded step on the worker's own loop
+            return effects.step(self.func, **kwargs)
         # Copies contextvars into the thread, so usage scopes and tracing still apply inside sync tools.
         return effects.offload(self.func, **kwargs)
 

@@ -25,12 +25,29 @@ _parked: dict[str, tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...
 OFFLOAD_TIMEOUT = timedelta(minutes=10)
 
 
+_held: dict[str, Any] = {}
+
+
+def hold(key: str, value: Any) -> None:
+    """Keep `value` (live objects: open MCP servers' tools) for this worker's workflows to find with `effects.held`."""
+    _held[key] = value
+
+
+def held(key: str) -> Any | None:
+    return _held.get(key)
+
+
 @activity.defn(name="huddle.offload")
 async def run_parked(key: str) -> str:
-    """Run the parked callable in a thread (in the caller's context) and return its pickled outcome."""
+    """Run the parked callable in the caller's context, a coroutine function on the worker's own event loop (where
+    its connections live) and anything else in a thread, and return its pickled outcome."""
     context, fn, args, kwargs = _parked[key]
     try:
-        value: tuple[str, Any] = ("value", await asyncio.to_thread(context.run, fn, *args, **kwargs))
+        if effects.is_async(fn):
+            result = await asyncio.create_task(fn(*args, **kwargs), context=context)
+        else:
+            result = await asyncio.to_thread(context.run, fn, *args, **kwargs)
+        value: tuple[str, Any] = ("value", result)
     except Exception as exc:  # the team's code handles its own failures: hand the exception back to it
         value = ("error", exc)
     return base64.b64encode(pickle.dumps(value)).decode("ascii")
@@ -53,6 +70,9 @@ class WorkflowEffects:
         if kind == "error":
             raise value
         return value
+
+    def held(self, key: str) -> Any | None:
+        return held(key)
 
     def new_id(self) -> str:
         return workflow.uuid4().hex

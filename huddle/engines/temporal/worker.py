@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, closing
+from contextlib import AsyncExitStack, asynccontextmanager, closing
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from huddle.config.settings import Settings
+from huddle.engines.temporal import recorded
 from huddle.engines.temporal import workflow as session
 from huddle.engines.temporal.activities import ModelActivities
 from huddle.engines.temporal.connection import connect
 from huddle.engines.temporal.recorded import run_parked
 from huddle.engines.temporal.records import TurnRecords
 from huddle.storage.sessions import SessionStore
+from huddle.teams.spec import TeamSpec
+from huddle.tools.mcp import open_mcp_tools, servers_key
 from huddle.usage import UsageLedger
+
+if TYPE_CHECKING:
+    from huddle.teams.base import AnySpec
 
 STICKY_TIMEOUT = timedelta(seconds=1)
 
@@ -48,6 +55,8 @@ async def hosting(
     client = await connect(settings)
     session.deployment = deployment
     await _warm_up(deployment)
+    servers = AsyncExitStack()
+    await _hold_mcp_servers(deployment, servers)
     models = ModelActivities(settings, ledger)
     records = TurnRecords(sessions)
     worker = Worker(
@@ -63,6 +72,26 @@ async def hosting(
             yield
     finally:
         await models.close()
+        await servers.aclose()
+
+
+async def _hold_mcp_servers(deployment: session.Deployment, servers: AsyncExitStack) -> None:
+    """Start the hosted teams' MCP servers here, on the worker's own event loop, for the worker's lifetime: a
+    workflow's loop can start no process and open no socket, so its teams use these (each call a recorded step).
+    A session taken over by another worker calls that worker's servers: keep MCP servers' state outside them."""
+    for hosted in deployment.teams.values():
+        for spec in _group_chats(hosted.spec):
+            key = servers_key(spec.team.mcp)
+            if spec.team.mcp and recorded.held(key) is None:
+                recorded.hold(key, await servers.enter_async_context(open_mcp_tools(spec.team.mcp)))
+
+
+def _group_chats(spec: AnySpec) -> list[TeamSpec]:
+    """`spec` and every group chat nested in it (a pattern team's members may be teams)."""
+    if isinstance(spec, TeamSpec):
+        return [spec]
+    nested = [m.team for m in spec.members() if m.team is not None and not isinstance(m.team, str)]
+    return [chat for team in nested for chat in _group_chats(team)]
 
 
 async def _warm_up(deployment: session.Deployment) -> None:

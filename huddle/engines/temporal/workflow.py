@@ -15,7 +15,7 @@ state and the session's spending, so its history stays small however long the se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -167,7 +167,7 @@ class SessionWorkflow:
         """One user message: the team's run, its `RunResult` as JSON."""
         team = self._team
         async with self._lock:
-            result = await team.run(request.task, run_id=request.run_id)
+            result = await _failing_the_update(team.run(request.task, run_id=request.run_id))
             self._turns += 1
             self._tasks[result.run_id] = request.task
             await self._record(result)
@@ -179,7 +179,7 @@ class SessionWorkflow:
         team = self._team
         decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
         async with self._lock:
-            result = await team.resume(decisions, run_id=request.run_id)
+            result = await _failing_the_update(team.resume(decisions, run_id=request.run_id))
             await self._record(result)
         return result.model_dump(mode="json")
 
@@ -215,3 +215,12 @@ class SessionWorkflow:
     @workflow.query(name="pending")
     def pending(self) -> list[dict[str, Any]]:
         return [p.model_dump(mode="json") for p in self._team.state.waiting]
+
+
+async def _failing_the_update(run: Awaitable[RunResult]) -> RunResult:
+    """A run that raised (its MCP servers did not start) fails its Update, with the reason, and the session lives
+    on; any other exception would fail the workflow task, which Temporal retries for ever."""
+    try:
+        return await run
+    except HuddleError as exc:
+        raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=True) from None

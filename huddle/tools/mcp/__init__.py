@@ -40,11 +40,11 @@ Side effects: a tool the server annotates ``readOnlyHint`` is ``read``; one anno
 The spec's ``side_effects`` overrides this for all of a server's tools.
 
 The package: `spec` (the ``mcp:`` entry), `adapter` (MCP tools as huddle tools), `server` (one server's transport and
-client session) and `launch` (`open_mcp_tools`, `list_mcp_tools`). Its public names are re-exported here.
+client session) and `launch` (`open_mcp_tools`, `list_mcp_tools`, `servers_key`). Its public names are re-exported here.
 """
 
 from huddle.tools.mcp.adapter import McpTool, McpToolError
-from huddle.tools.mcp.launch import MCP_REQUIREMENT, McpListing, list_mcp_tools, open_mcp_tools
+from huddle.tools.mcp.launch import MCP_REQUIREMENT, McpListing, list_mcp_tools, open_mcp_tools, servers_key
 from huddle.tools.mcp.spec import McpServerSpec
 
 __all__ = [
@@ -55,4 +55,5 @@ __all__ = [
     "McpToolError",
     "list_mcp_tools",
     "open_mcp_tools",
+    "servers_key",
 ]

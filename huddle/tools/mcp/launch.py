@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -87,6 +88,12 @@ def _release(version: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def servers_key(specs: Sequence[McpServerSpec]) -> str:
+    """One name for a list of servers, the same on every host that reads the same team file (a durable engine's
+    worker holds servers open under it, `huddle.effects.held`)."""
+    return "mcp:" + json.dumps([spec.model_dump(mode="json") for spec in specs], sort_keys=True)
 
 
 @asynccontextmanager
