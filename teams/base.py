@@ -42,6 +42,7 @@ from huddle.agents.approval import (
     check_decisions,
     checkpoint,
     checkpointing,
+    reply_decider,
     settled,
 )
 from huddle.agents.state import RunState
@@ -240,6 +241,21 @@ class Team(ABC):
     def check_decisions(self, decisions: dict[str, ApprovalDecision]) -> None:
         """Refuse, before anything runs, decisions that do not fit the pending calls (`HuddleError`, one line)."""
         check_decisions(self.state.pending, decisions)
+
+    def customer_decisions(self, text: str) -> dict[str, ApprovalDecision] | None:
+        """The decisions a customer's message gives the pending calls when a member answers for the customer
+        (`ReplyDecider`: the support router reads "yes" as approval, "no" / "wait" as a denial); else None (a new
+        message: the paused calls never run)."""
+        from huddle.teams.spec import TeamSpec
+
+        pending = self.state.pending
+        if not pending or not isinstance(self.spec, TeamSpec):
+            return None
+        decider = reply_decider(m.use for m in self.spec.agents if m.use)
+        answer = decider.approval_reply(text, pending) if decider is not None else None
+        if not answer:
+            return None
+        return {call: decision.model_copy(update={"by": "customer"}) for call, decision in answer.items()}
 
     def resume_stream(
         self,

@@ -19,16 +19,17 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from huddle.agents.approval import AWAITING, ApprovalDecision, reply_decider
+from huddle.agents.approval import AWAITING, ApprovalDecision
 from huddle.errors import HuddleError
 from huddle.secrets import redact
 from huddle.storage.sessions import EndStatus, SessionStore, Turn
 from huddle.storage.sqlite import StorageError
 from huddle.teams.base import RunResult, Team
 from huddle.teams.managed_chat import Event
-from huddle.teams.spec import TeamSpec
 
 CANCELLED = "cancelled by the user"
+OVERTAKEN = "not approved: a new message was sent first"
+"""Why a turn paused for approvals ended: the next message was not an answer to it."""
 _ERROR_CHARS = 500
 
 
@@ -68,13 +69,13 @@ class DurableTeam:
         """One turn: acknowledged first (or the unfinished `redo` turn taken up again), recorded when it ends.
         `run_id` names the run when the caller must know it before the first event (a server's response id)."""
         self.store.lease(self.session_id)  # already held after `open`
-        decisions = self._answered(task)
+        decisions = self.team.customer_decisions(task) if self.awaiting is not None else None
         if decisions is not None:  # the customer's own "yes" / "no" to the waiting calls
             async for item in self.approve(decisions, run_id=run_id):
                 yield item
             return
         if self.awaiting is not None:  # a new message instead of decisions: the paused calls never run
-            self.store.drop_awaiting(self.session_id, "not approved: a new message was sent first")
+            self.store.drop_awaiting(self.session_id, OVERTAKEN)
             self.awaiting = None
             await self._restore()
         if self._baseline is None:
@@ -87,19 +88,6 @@ class DurableTeam:
             turn = self.store.begin_turn(self.session_id, self.team.spec.team.name, task, run_id)
         async for item in self._record(turn, self.team.run_stream(task, run_id=run_id)):
             yield item
-
-    def _answered(self, text: str) -> dict[str, ApprovalDecision] | None:
-        """The decisions a message gives the paused turn's calls when a member answers for the customer
-        (`ReplyDecider`: the support router reads "yes" as approval, "no" / "wait" as a denial); else None."""
-        spec = self.team.spec
-        if self.awaiting is None or not isinstance(spec, TeamSpec):
-            return None
-        decider = reply_decider(m.use for m in spec.agents if m.use)
-        pending = self.team.state.pending
-        answer = decider.approval_reply(text, pending) if decider is not None and pending else None
-        if not answer:
-            return None
-        return {call: decision.model_copy(update={"by": "customer"}) for call, decision in answer.items()}
 
     async def approve(
         self, decisions: dict[str, ApprovalDecision], *, run_id: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,14 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from huddle.agents.approval import ApprovalDecision
 from huddle.config.settings import load_settings
 from huddle.engines.temporal.sessions import TemporalSession
+from huddle.storage.sessions import SessionStore
+from huddle.teams.results import RunResult
+from huddle.teams.spec import load_team
 from huddle.testing import ScriptedServer
 from huddle.testing.replies import Reply
 from huddle.testing.rules import Rule
 from huddle.testing.temporal import DevServer, Workers, dev_server, free_port
+from huddle.usage.budget import Budget
 from tests.commands import console_script
 from tests.postgres import fresh_database, postgres_url
 from tests.test_approvals import TOOLS, echo, plan, team_yaml
@@ -445,3 +451,64 @@ def test_an_async_tool_call_finished_before_a_worker_dies_is_not_made_again(
             workers.close()
     assert answer == "done" and _agents(model).count("responder") == 2
     assert (tmp_path / "notes.log").read_text().splitlines() == ["hello"]
+
+
+def test_the_callers_budget_holds_the_run_over_the_workers_own(tmp_path: Path, temporal: DevServer) -> None:
+    """What a served key's limits need: the workers' settings have no budget; the Update's does."""
+    members = "".join(f"  - {{name: {name}, instruction: Add a line.}}\n" for name in "abcdef")
+    team = tmp_path / "chain.yaml"
+    team.write_text(f"team: {{name: chain, kind: sequential}}\nagents:\n{members}")
+    with ScriptedServer(fallback=Reply(content="a line", usage=(100, 10))) as model:
+        config = _config(tmp_path, model, temporal, "budget: {expected_completion_tokens: 10}\n")
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        workers.start(str(team))
+        held = Budget.model_validate({"run": {"max_tokens": 250}, "expected_completion_tokens": 10})
+        try:
+
+            async def scenario() -> tuple[int, int]:
+                session = await TemporalSession.open(settings, str(team))
+                limited = await session.run("write", budget=held)
+                unlimited = await session.run("write again")
+                await session.close()
+                return limited.usage.total_tokens, unlimited.usage.total_tokens
+
+            limited, unlimited = asyncio.run(scenario())
+        finally:
+            workers.close()
+    assert limited <= 250 + 110 and unlimited == 6 * 110
+
+
+def test_a_customers_yes_approves_the_waiting_refund_on_temporal(tmp_path: Path, temporal: DevServer) -> None:
+    """The support router answers for the customer on the engine too: "yes" took the paused refund up locally, but
+    on Temporal it started a new run and the refund never ran."""
+    database = tmp_path / "orders.sqlite"
+    shop = Path(__file__).resolve().parent.parent / "examples" / "support"
+    with sqlite3.connect(database) as connection:
+        connection.executescript((shop / "fixtures" / "orders.sql").read_text())
+    spec = load_team("support")
+    spec.agents[2].config = {"database": str(database)}  # the orders agent
+    team = tmp_path / "support.yaml"
+    team.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True)))
+    with ScriptedServer([Rule(agent="responder", reply=Reply(content="Done."))]) as model:
+        config = _config(tmp_path, model, temporal)
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        workers.start(str(team))
+        try:
+
+            async def scenario() -> tuple[list[str], RunResult]:
+                session = await TemporalSession.open(settings, str(team), "s1")
+                paused = await session.run("Hi, order 1042 arrived broken. I want my money back.")
+                answered = await session.run("Yes, please refund it.")
+                await session.close()
+                return [p.tool for p in paused.pending], answered
+
+            asked, answered = asyncio.run(scenario())
+        finally:
+            workers.close()
+    assert asked == ["issue_refund"] and answered.answer == "Done." and answered.pending == []
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT status FROM orders WHERE id = '1042'").fetchone()[0] == "refunded"
+    with SessionStore(settings.sessions_location) as store:
+        assert [t.status for t in store.turns("s1")] == ["done"]

@@ -300,7 +300,7 @@ class Hub:
             if self._temporal is None:
                 events = self._local(session_id, run_id, served, task, decisions, store, budget)
             else:
-                events = self._temporal.turn(served.name, session_id, run_id, task, decisions, store, budget)
+                events = self._temporal.turn(served.name, session_id, run_id, task, decisions, budget)
             async with aclosing(events):
                 async for event in events:
                     if event.kind == "result" and (task is not None or decisions is not None):

@@ -11,8 +11,9 @@ meter reads the shared ledger the workers write each model call into.
 
 The workers record every turn in the shared session store (`huddle.engines.temporal.records`), which is what the
 endpoints read a session's turns, its paused calls (`Hub.pending`) and a stateless client's session from. A new
-message on a paused session cancels the paused turn in the store first, as the local engine does: the workflow's
-team drops the paused calls when it starts the new run, and the record of that run does not.
+message on a paused session is the workflow's to read: a customer's answer to the waiting calls takes the paused run
+up, anything else drops it (in the store too, when the new turn is recorded). The key's budget (`Access.budget`)
+goes with each Update and holds that run.
 """
 
 from __future__ import annotations
@@ -25,17 +26,13 @@ from temporalio.service import RPCError
 from huddle.agents.approval import ApprovalDecision
 from huddle.config.settings import Settings
 from huddle.engines.temporal.connection import TemporalUnavailable, connect
-from huddle.engines.temporal.sessions import TemporalSession
+from huddle.engines.temporal.sessions import TemporalSession, UpdateRefused
 from huddle.errors import HuddleError
 from huddle.serve.events import TeamEvent
 from huddle.serve.hub import DecisionsRefused
-from huddle.storage.sessions import SessionStore
 from huddle.teams.managed_chat import Event
 from huddle.teams.results import MessageRecord, RunResult
 from huddle.usage.budget import Budget
-
-CANCELLED = "not approved: a new message was sent first"
-"""Why a paused turn a new message overtook ended (the local engine's words, `huddle.teams.durable`)."""
 
 Shape = Callable[
     [AsyncIterator[Event | RunResult | MessageRecord], Callable[[], list[dict[str, object]] | None], str, Budget],
@@ -70,16 +67,13 @@ class TemporalTurns:
         run_id: str,
         task: str | None,
         decisions: dict[str, ApprovalDecision] | None,
-        store: SessionStore,
         budget: Budget,
     ) -> AsyncGenerator[TeamEvent, None]:
         """One admitted turn (a message, or decisions) of `team` on `session_id`, its events once it has ended. A
         turn without either (`Hub.resume_unfinished`'s redo) has nothing to do: a workflow finishes its own turns."""
         if task is None and decisions is None:
             return
-        if decisions is None and store.awaiting(session_id) is not None:
-            store.drop_awaiting(session_id, CANCELLED)
-        result = await self._result(team, session_id, run_id, task, decisions)
+        result = await self._result(team, session_id, run_id, task, decisions, budget)
         async for event in self._shape(_items([*result.messages, result]), _no_steps, run_id, budget):
             yield event
 
@@ -90,6 +84,7 @@ class TemporalTurns:
         run_id: str,
         task: str | None,
         decisions: dict[str, ApprovalDecision] | None,
+        budget: Budget,
     ) -> RunResult:
         try:
             session = await TemporalSession.open(self.settings, team, session_id)
@@ -100,17 +95,17 @@ class TemporalTurns:
             raise EngineUnavailable(f"the Temporal service at {where} refused the turn: {exc.message}") from None
         try:
             if decisions is not None:
-                return await session.resume(decisions, run_id=run_id)
+                return await session.resume(decisions, run_id=run_id, budget=budget)
             assert task is not None  # `turn` returned for neither
-            return await session.run(task, run_id=run_id)
+            return await session.run(task, run_id=run_id, budget=budget)
         except TemporalUnavailable as exc:
             raise EngineUnavailable(str(exc)) from None
         except RPCError as exc:  # the service went away while the Update waited
             where = self.settings.temporal.address
             raise EngineUnavailable(f"the Temporal service at {where} dropped the turn: {exc.message}") from None
-        except HuddleError as exc:  # the Update refused (its validator) or failed, or the session's workflow failed
-            if decisions is not None:  # checked against the store first: the workflow disagreed, and it decides
-                raise DecisionsRefused(str(exc)) from None
+        except UpdateRefused as exc:  # checked against the store first: the workflow disagreed, and it decides
+            raise DecisionsRefused(str(exc)) from None
+        except HuddleError as exc:  # the run raised, or the session's workflow failed
             raise TurnFailed(f"the turn failed on the Temporal engine: {exc}") from None
 
 

@@ -7,6 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+REFUSED = "DecisionsRefused"
+"""The failure type of an ``approve`` Update its validator refused (nothing entered the history)."""
+
 
 class ModelCall(BaseModel):
     """One model call a workflow's team makes, for any worker to send."""
@@ -41,11 +44,16 @@ class SessionStart(BaseModel):
     spent: list[dict[str, Any]] = Field(default_factory=list, description="Earlier runs' ledger rows (the budget).")
 
 
+_BUDGET = "The Budget this run is held to (a served key's own limits folded in), as JSON; the workers' when None."
+
+
 class TurnRequest(BaseModel):
     task: str
     run_id: str
+    budget: dict[str, Any] | None = Field(None, description=_BUDGET)
 
 
 class ApproveRequest(BaseModel):
     decisions: dict[str, dict[str, Any]] = Field(description="Pending call id -> ApprovalDecision as JSON.")
     run_id: str | None = None
+    budget: dict[str, Any] | None = Field(None, description=_BUDGET)

@@ -2,7 +2,8 @@
 and `huddle runs` on any host list the sessions the Temporal engine runs (their history stays in Temporal too).
 
 Idempotent by run id: a retried or replayed record of a turn the store already has changes nothing; a turn that
-paused for approvals and then ended is taken up and finished.
+paused for approvals and then ended is taken up and finished, and one a new message overtook is dropped (as
+`DurableTeam` does in-process).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 
 from huddle.storage.sessions import SessionStore
+from huddle.teams.durable import OVERTAKEN
 
 
 class TurnRecord(BaseModel):
@@ -40,6 +42,8 @@ class TurnRecords:
         if known is not None and known.status != "awaiting_approval":
             return  # recorded already: a retry or a replay
         if known is None:
+            if store.awaiting(session) is not None:  # a new message, not an answer: the paused calls never run
+                store.drop_awaiting(session, OVERTAKEN)
             turn = store.begin_turn(session, record.team, record.task, record.run_id)
         else:
             turn = known.turn

@@ -7,6 +7,7 @@ on whichever worker runs it. A call waits while no worker is running: Temporal k
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -21,10 +22,15 @@ from temporalio.service import RPCError
 
 from huddle.agents.approval import ApprovalDecision, PendingCall
 from huddle.config.settings import Settings
-from huddle.engines.temporal.calls import ApproveRequest, SessionStart, TurnRequest
+from huddle.engines.temporal.calls import REFUSED, ApproveRequest, SessionStart, TurnRequest
 from huddle.engines.temporal.connection import connect
 from huddle.errors import HuddleError
 from huddle.teams.results import RunResult
+from huddle.usage.budget import Budget
+
+
+class UpdateRefused(HuddleError):
+    """The session's workflow refused the decisions (they do not fit its pending calls); nothing ran."""
 
 
 def workflow_id(session_id: str) -> str:
@@ -71,11 +77,17 @@ class TemporalSession:
         """The tool calls the session's last run waits on."""
         return [PendingCall.model_validate(p) for p in await self.handle.query("pending", result_type=list)]
 
-    async def run(self, task: str, run_id: str | None = None) -> RunResult:
-        return await self._update("turn", TurnRequest(task=task, run_id=run_id or uuid.uuid4().hex[:12]))
+    async def run(self, task: str, run_id: str | None = None, *, budget: Budget | None = None) -> RunResult:
+        """One message; `budget` holds the run (else the workers' settings' budget does)."""
+        run_id = run_id or uuid.uuid4().hex[:12]
+        return await self._update("turn", TurnRequest(task=task, run_id=run_id, budget=_json(budget)))
 
-    async def resume(self, decisions: dict[str, ApprovalDecision], run_id: str | None = None) -> RunResult:
-        request = ApproveRequest(decisions={k: d.model_dump(mode="json") for k, d in decisions.items()}, run_id=run_id)
+    async def resume(
+        self, decisions: dict[str, ApprovalDecision], run_id: str | None = None, *, budget: Budget | None = None
+    ) -> RunResult:
+        request = ApproveRequest(
+            decisions={k: d.model_dump(mode="json") for k, d in decisions.items()}, run_id=run_id, budget=_json(budget)
+        )
         return await self._update("approve", request)
 
     async def _update(self, name: str, request: TurnRequest | ApproveRequest) -> RunResult:
@@ -83,7 +95,10 @@ class TemporalSession:
         try:
             return RunResult.model_validate(await self.handle.execute_update(name, request, result_type=dict))
         except WorkflowUpdateFailedError as exc:
-            raise HuddleError(f"session {self.session_id}: {_message(exc.cause)}") from None
+            refused = isinstance(exc.cause, ApplicationError) and exc.cause.type == REFUSED
+            raise (UpdateRefused if refused else HuddleError)(
+                f"session {self.session_id}: {_message(exc.cause)}"
+            ) from None
         except RPCError as exc:
             raise HuddleError(f"session {self.session_id}: {await self._failure() or exc.message}") from None
 
@@ -104,3 +119,7 @@ class TemporalSession:
 
 def _message(cause: BaseException | None) -> str:
     return cause.message if isinstance(cause, ApplicationError) else str(cause)
+
+
+def _json(budget: Budget | None) -> dict[str, Any] | None:
+    return budget.model_dump(mode="json") if budget is not None else None

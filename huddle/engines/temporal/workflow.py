@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from huddle.agents.approval import ApprovalDecision
     from huddle.config.settings import ModelProfile, Settings
     from huddle.engines.temporal import recorded  # noqa: F401 - installs the workflow's effects
-    from huddle.engines.temporal.calls import ApproveRequest, SessionStart, TurnRequest
+    from huddle.engines.temporal.calls import REFUSED, ApproveRequest, SessionStart, TurnRequest
     from huddle.engines.temporal.records import TurnRecord
     from huddle.engines.temporal.remote_client import RemoteModelClient
     from huddle.errors import HuddleError
@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from huddle.teams.kinds import load_any_team
     from huddle.teams.results import RunResult
     from huddle.usage import UsageLedger, UsageRecord
+    from huddle.usage.budget import Budget
 
 if TYPE_CHECKING:
     from huddle.memory.store import VectorMemory
@@ -124,6 +125,7 @@ class SessionWorkflow:
             self._team = self._build(deployment, start)
         except HuddleError as exc:  # a team this worker cannot build: the session fails, and its caller hears why
             raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=True) from None
+        self._budget = self._team.governor.budget
 
     @staticmethod
     def _build(deployment: Deployment, start: SessionStart) -> Team:
@@ -164,12 +166,18 @@ class SessionWorkflow:
 
     @workflow.update(name="turn")
     async def turn(self, request: TurnRequest) -> dict[str, Any]:
-        """One user message: the team's run, its `RunResult` as JSON."""
+        """One user message: the team's run, its `RunResult` as JSON. A customer's answer to calls waiting for
+        approval ("yes", read by a member that answers for the customer) takes the paused run up instead."""
         team = self._team
         async with self._lock:
-            result = await _failing_the_update(team.run(request.task, run_id=request.run_id))
+            self._hold_to(request.budget)
+            answer = team.customer_decisions(request.task)
+            if answer is not None:
+                result = await _failing_the_update(team.resume(answer))
+            else:
+                result = await _failing_the_update(team.run(request.task, run_id=request.run_id))
+                self._tasks[result.run_id] = request.task
             self._turns += 1
-            self._tasks[result.run_id] = request.task
             await self._record(result)
         return result.model_dump(mode="json")
 
@@ -179,9 +187,14 @@ class SessionWorkflow:
         team = self._team
         decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
         async with self._lock:
+            self._hold_to(request.budget)
             result = await _failing_the_update(team.resume(decisions, run_id=request.run_id))
             await self._record(result)
         return result.model_dump(mode="json")
+
+    def _hold_to(self, budget: dict[str, Any] | None) -> None:
+        """The run's budget: the caller's (a served key's limits folded in), else the workers' settings'."""
+        self._team.governor.budget = Budget.model_validate(budget) if budget is not None else self._budget
 
     async def _record(self, result: RunResult) -> None:
         """The turn into the shared session store (an activity: any worker, idempotent by run id)."""
@@ -206,7 +219,10 @@ class SessionWorkflow:
     def _check(self, request: ApproveRequest) -> None:
         """Decisions that do not fit the pending calls are refused before they enter the history."""
         decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
-        self._team.check_decisions(decisions)
+        try:
+            self._team.check_decisions(decisions)
+        except HuddleError as exc:
+            raise ApplicationError(redact(str(exc)), type=REFUSED, non_retryable=True) from None
 
     @workflow.signal(name="end")
     def end(self) -> None:
