@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,6 +26,7 @@ from huddle.agents.approval import ApprovalDecision
 from huddle.config.settings import load_settings
 from huddle.engines.temporal.sessions import TemporalSession
 from huddle.storage.sessions import SessionStore
+from huddle.teams.base import build_team
 from huddle.teams.results import RunResult
 from huddle.teams.spec import load_team
 from huddle.testing import ScriptedServer
@@ -512,3 +515,50 @@ def test_a_customers_yes_approves_the_waiting_refund_on_temporal(tmp_path: Path,
         assert connection.execute("SELECT status FROM orders WHERE id = '1042'").fetchone()[0] == "refunded"
     with SessionStore(settings.sessions_location) as store:
         assert [t.status for t in store.turns("s1")] == ["done"]
+
+
+def _pattern_examples() -> Any:
+    """examples/patterns/run_offline.py, for its scripted model (an echo; a hierarchical manager delegates)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / "patterns" / "run_offline.py"
+    loaded = importlib.util.spec_from_file_location("run_offline", path)
+    assert loaded is not None and loaded.loader is not None
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    return module
+
+
+def test_every_team_kind_answers_on_temporal_as_it_does_in_process(tmp_path: Path, temporal: DevServer) -> None:
+    """Sequential, parallel, hierarchical, event-driven and a composite with nested teams: the same answer, the same
+    speakers and the same number of model calls from a session workflow as from the team built here."""
+    examples = _pattern_examples()
+    teams = [str(examples.HERE / f"{kind}.yaml") for kind in KINDS]
+    with ScriptedServer([Rule(reply=examples.scripted_model)]) as model:
+        config = _config(tmp_path, model, temporal)
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        workers.start(*teams)
+
+        async def both(team: str) -> tuple[RunResult, RunResult]:
+            local = build_team(team, settings)
+            try:
+                here = await local.run(examples.TASK)
+            finally:
+                await local.close()
+            session = await TemporalSession.open(settings, team)
+            there = await session.run(examples.TASK)
+            await session.close()
+            return here, there
+
+        try:
+            results = {Path(team).stem: asyncio.run(both(team)) for team in teams}
+        finally:
+            workers.close()
+    for kind, (here, there) in results.items():
+        # An idle event-driven run answers with the last output, whichever of its concurrent handlers ends last.
+        answers = {m.content for m in here.messages if m.source == "notifier"} if kind == "event_driven" else set()
+        assert there.answer in {here.answer, *answers} and there.stop_reason == here.stop_reason, kind
+        assert sorted(m.source for m in there.messages) == sorted(m.source for m in here.messages), kind  # in any order
+        assert there.usage.calls == here.usage.calls > 0, kind
+
+
+KINDS = ("sequential", "parallel", "hierarchical", "event_driven", "composite")
