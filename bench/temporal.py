@@ -34,26 +34,27 @@ def _config(folder: Path, model: ScriptedServer, temporal: DevServer) -> Path:
     return config
 
 
-async def _in_process(settings: Settings, turns: int) -> list[float]:
-    times = []
+async def _in_process(settings: Settings, turns: int) -> tuple[list[float], int]:
+    """Each turn's seconds, and the model calls of the last."""
+    times, calls = [], 0
     async with Team.load("assistant", settings) as team:
         for i in range(turns):
             started = time.perf_counter()
-            await team.run(f"question {i}")
+            calls = (await team.run(f"question {i}")).usage.calls
             times.append(time.perf_counter() - started)
-    return times
+    return times, calls
 
 
-async def _on_temporal(settings: Settings, turns: int) -> list[float]:
+async def _on_temporal(settings: Settings, turns: int) -> tuple[list[float], int]:
     session = await TemporalSession.open(settings, "assistant")
     await session.run("warm up")
-    times = []
+    times, calls = [], 0
     for i in range(turns):
         started = time.perf_counter()
-        await session.run(f"question {i}")
+        calls = (await session.run(f"question {i}")).usage.calls
         times.append(time.perf_counter() - started)
     await session.close()
-    return times
+    return times, calls
 
 
 async def _throughput(settings: Settings, sessions: int) -> float:
@@ -102,9 +103,9 @@ def main() -> None:
         workers = Workers(_config(folder, model, temporal), folder)
         try:
             settings = load_settings(folder / "huddle.yaml")
-            local = asyncio.run(_in_process(settings, options.turns))
+            local, local_calls = asyncio.run(_in_process(settings, options.turns))
             workers.start()
-            remote = asyncio.run(_on_temporal(settings, options.turns))
+            remote, remote_calls = asyncio.run(_on_temporal(settings, options.turns))
             one = asyncio.run(_throughput(settings, options.sessions))
             workers.start()
             time.sleep(WORKER_START_S)
@@ -115,7 +116,10 @@ def main() -> None:
             workers.close()
             temporal.kill()
     median_local, median_remote = statistics.median(local), statistics.median(remote)
-    print(f"model reply time {MODEL_S * 1000:.0f} ms, {options.turns} turns of the assistant team (2 model calls)")
+    print(
+        f"model reply time {MODEL_S * 1000:.0f} ms, {options.turns} turns of the assistant team "
+        f"({local_calls} model call(s) a turn in-process, {remote_calls} on temporal)"
+    )
     print(
         f"per turn       in-process {median_local * 1000:7.1f} ms   temporal {median_remote * 1000:7.1f} ms   "
         f"overhead {(median_remote - median_local) * 1000:6.1f} ms ({median_remote / median_local:.2f}x)"
