@@ -562,3 +562,39 @@ def test_every_team_kind_answers_on_temporal_as_it_does_in_process(tmp_path: Pat
 
 
 KINDS = ("sequential", "parallel", "hierarchical", "event_driven", "composite")
+
+
+def test_a_long_session_continues_as_new_with_its_conversation_and_its_spending(
+    tmp_path: Path, temporal: DevServer
+) -> None:
+    """Two turns a workflow run: five turns are three runs, and the team's state and the session's budget go along."""
+    with ScriptedServer(fallback=Reply(content="noted", usage=(100, 10))) as model:
+        budget = "budget: {session: {max_tokens: 450}, expected_completion_tokens: 10}\n"
+        config = _config(tmp_path, model, temporal, budget)
+        config.write_text(config.read_text().replace("task_queue:", "turns_per_run: 2, task_queue:"))
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        workers.start()
+        try:
+
+            async def scenario() -> tuple[list[RunResult], list[str]]:
+                session = await TemporalSession.open(settings, "assistant", "long")
+                results = [await session.run(text) for text in ("My order number is 1042.", "b", "c", "d", "e")]
+                await session.close()
+                await session.handle.result()  # ended
+                query = "WorkflowId = 'huddle-session-long'"
+                for _ in range(50):  # the visibility store lags a moment behind
+                    runs = sorted([w.status.name async for w in session.client.list_workflows(query)])
+                    if "COMPLETED" in runs:
+                        break
+                    await asyncio.sleep(0.2)
+                return results, runs
+
+            results, runs = asyncio.run(scenario())
+        finally:
+            workers.close()
+    assert runs == ["COMPLETED", "CONTINUED_AS_NEW", "CONTINUED_AS_NEW"]
+    assert [r.answer for r in results] == ["noted"] * 5
+    assert "1042" in json.dumps(model.requests[3].messages)  # the fourth turn, in the second run, saw the first
+    # The session's 450 tokens, counted over the runs: past 70% before the fourth turn (330), spent before the fifth.
+    assert [(r.budget or {}).get("level") for r in results[3:]] == ["soft", "hard"]

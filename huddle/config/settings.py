@@ -165,6 +165,13 @@ class TemporalSettings(BaseModel):
     address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend.")
     namespace: str = "default"
     task_queue: str = Field("huddle", min_length=1, description="Workers and clients of one deployment share it.")
+    turns_per_run: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Turns a session's workflow run takes before it continues as new (sooner when Temporal suggests "
+        "it), so its history stays small; fixed for a session when it starts.",
+    )
 
 
 def default_data_dir() -> Path:

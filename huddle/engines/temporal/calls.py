@@ -39,6 +39,7 @@ class SessionStart(BaseModel):
 
     team: str
     session_id: str
+    turns_per_run: int = Field(100, ge=1, description="Turns before the workflow continues as new.")
     state: dict[str, Any] | None = None
     run_state: dict[str, Any] | None = None
     spent: list[dict[str, Any]] = Field(default_factory=list, description="Earlier runs' ledger rows (the budget).")

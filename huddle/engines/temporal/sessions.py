@@ -53,7 +53,7 @@ class TemporalSession:
         session_id = session_id or uuid.uuid4().hex[:12]
         handle = await client.start_workflow(
             "huddle.session",
-            SessionStart(team=team, session_id=session_id),
+            SessionStart(team=team, session_id=session_id, turns_per_run=settings.temporal.turns_per_run),
             id=workflow_id(session_id),
             task_queue=task_queue or settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from huddle.memory.store import VectorMemory
     from huddle.teams.base import AnySpec
 
-MAX_TURNS_PER_RUN = 100
 RECORD_TIMEOUT = timedelta(seconds=30)
 
 
@@ -151,7 +150,7 @@ class SessionWorkflow:
             if start.run_state is not None:
                 team.state.restore(start.run_state)
         await workflow.wait_condition(
-            lambda: self._ended or (self._turns >= MAX_TURNS_PER_RUN or workflow.info().is_continue_as_new_suggested())
+            lambda: self._ended or self._turns >= start.turns_per_run or workflow.info().is_continue_as_new_suggested()
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._ended:
