@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from huddle.engines import exit_without_teardown, temporal_loaded
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -19,3 +23,15 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HUDDLE_HOME", str(home))
     monkeypatch.chdir(tmp_path)
     return home
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The Temporal tests' clients can abort the interpreter's teardown (`exit_without_teardown`): pytest's exit
+    status would be SIGABRT's, whatever the tests did. Last of all, leave with it."""
+    if temporal_loaded() and _EXIT_STATUS in config.stash:
+        exit_without_teardown(config.stash[_EXIT_STATUS])

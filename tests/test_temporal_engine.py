@@ -385,20 +385,25 @@ def test_an_mcp_server_from_the_package_index_serves_a_team_on_temporal(tmp_path
     time_server = console_script("mcp-server-time", "the dev extra: pip install -e '.[dev,mcp]'")
     servers = f'[{{command: "{time_server}", args: [--local-timezone, UTC], name: time, tools: [convert_time]}}]'
     team = write_mcp_team(tmp_path / "teams", servers)
+    outer = tmp_path / "outer.yaml"  # the same team nested in a sequential one: its servers are held too
+    outer.write_text(f"team: {{name: outer, kind: sequential}}\nagents:\n  - {{name: desk, team: '{team}'}}\n")
     args = {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}
     plan = {"goal": "convert", "done": False, "steps": [step(1, "time__convert_time", args)]}
     rules = [Rule(agent="planner", reply=Reply(content=json.dumps(plan))), Rule(reply=echo_findings)]
     with ScriptedServer(rules) as model:
         config = _config(tmp_path, model, temporal)
         workers = Workers(config, tmp_path)
-        workers.start(str(team))
+        workers.start(str(team), str(outer))
         try:
-            ran = _huddle(config, "run", "--engine", "temporal", "--team", str(team), "--json", "noon UTC in Tokyo?")
+            ran = [
+                _huddle(config, "run", "--engine", "temporal", "--team", str(name), "--json", "noon UTC in Tokyo?")
+                for name in (team, outer)
+            ]
         finally:
             workers.close()
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    result = json.loads(ran.stdout)
-    assert result["answer"].startswith("Tokyo: 21:00"), result
+    for one in ran:
+        assert one.returncode == 0, one.stderr[-3000:]
+        assert json.loads(one.stdout)["answer"].startswith("Tokyo: 21:00"), one.stdout
 
 
 ASYNC_TOOLS = '''
@@ -598,3 +603,17 @@ def test_a_long_session_continues_as_new_with_its_conversation_and_its_spending(
     assert "1042" in json.dumps(model.requests[3].messages)  # the fourth turn, in the second run, saw the first
     # The session's 450 tokens, counted over the runs: past 70% before the fourth turn (330), spent before the fifth.
     assert [(r.budget or {}).get("level") for r in results[3:]] == ["soft", "hard"]
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--version"], 0), (["run", "--no-such-flag"], 2)])
+def test_a_process_that_loaded_the_temporal_sdk_exits_with_its_code_and_its_exit_handlers(
+    args: list[str], code: int
+) -> None:
+    """Such a process skips the interpreter's teardown (the SDK's threads can abort it, temporalio/sdk-python#300);
+    what the teardown would have done still happens: the exit handlers run (the last trace batch), the code stays."""
+    script = (
+        "import atexit, sys; import temporalio.bridge.client; atexit.register(print, 'handlers ran'); "
+        f"sys.argv = ['huddle', *{args!r}]; from huddle.__main__ import main; main()"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == code and ran.stdout.rstrip().endswith("handlers ran"), ran

@@ -23,6 +23,7 @@ from huddle.engines.temporal.connection import connect
 from huddle.engines.temporal.recorded import run_parked
 from huddle.engines.temporal.records import TurnRecords
 from huddle.storage.sessions import SessionStore
+from huddle.teams.kinds import load_any_team
 from huddle.teams.spec import TeamSpec
 from huddle.tools.mcp import open_mcp_tools, servers_key
 from huddle.usage import UsageLedger
@@ -90,7 +91,7 @@ def _group_chats(spec: AnySpec) -> list[TeamSpec]:
     """`spec` and every group chat nested in it (a pattern team's members may be teams)."""
     if isinstance(spec, TeamSpec):
         return [spec]
-    nested = [m.team for m in spec.members() if m.team is not None and not isinstance(m.team, str)]
+    nested = [load_any_team(m.team) if isinstance(m.team, str) else m.team for m in spec.members() if m.team]
     return [chat for team in nested for chat in _group_chats(team)]
 
 
