@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -130,14 +131,18 @@ def test_access_log_is_one_json_line_per_request_without_secrets(
 
 
 @contextmanager
-def _huddle_serve(folder: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``huddle serve`` as a subprocess on a free port, ready; yields it and its URL; killed if still running."""
+def huddle_serve(config: Path, *args: str, project: Path | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``huddle serve`` on `config` as a subprocess on a free port, ready; yields it and its URL; killed if still
+    running. In `project` (its working directory, its modules importable) when given, as a deployed server is."""
+    folder = config.parent
     log = (folder / "serve.log").open("a")
     process = subprocess.Popen(
-        [sys.executable, "-m", "huddle", "--config", str(folder / "huddle.yaml"), "serve", "--port", "0", *args],
+        [sys.executable, "-m", "huddle", "--config", str(config), "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
+        cwd=project,
+        env=None if project is None else os.environ | {"PYTHONPATH": str(project)},
     )
     try:
         assert process.stdout is not None
@@ -210,7 +215,7 @@ def _slow_then_fast(slow_s: float) -> ScriptedServer:
 def test_kill_9_mid_run_then_restart_redoes_the_turn_once(tmp_path: Path) -> None:
     with _slow_then_fast(30.0) as model:
         settings = scripted_settings(tmp_path, model)
-        with _huddle_serve(tmp_path) as (process, url):
+        with huddle_serve(tmp_path / "huddle.yaml") as (process, url):
             _stream_in_background(url, "K1", "What is the answer?")
             _wait(lambda: len(model.chat_requests) == 1, "the model call")
             process.send_signal(signal.SIGKILL)
@@ -218,7 +223,7 @@ def test_kill_9_mid_run_then_restart_redoes_the_turn_once(tmp_path: Path) -> Non
         [interrupted] = _turns(settings, "K1")
         assert interrupted.status == "running"
 
-        with _huddle_serve(tmp_path) as (_, url):
+        with huddle_serve(tmp_path / "huddle.yaml") as (_, url):
             _wait(lambda: _turns(settings, "K1")[0].status == "done", "the interrupted turn to be redone")
             [redone] = _turns(settings, "K1")
             assert (redone.turn, redone.task, redone.answer) == (1, "What is the answer?", "The answer.")
@@ -236,7 +241,7 @@ def test_kill_9_mid_run_then_restart_redoes_the_turn_once(tmp_path: Path) -> Non
 def test_sigterm_mid_run_lets_the_run_finish_before_exit(tmp_path: Path) -> None:
     with _slow_then_fast(2.0) as model:
         settings = scripted_settings(tmp_path, model)
-        with _huddle_serve(tmp_path) as (process, url):
+        with huddle_serve(tmp_path / "huddle.yaml") as (process, url):
             thread, lines = _stream_in_background(url, "T1", "What is the answer?")
             _wait(lambda: len(model.chat_requests) == 1, "the model call")
             process.send_signal(signal.SIGTERM)
@@ -249,21 +254,21 @@ def test_sigterm_mid_run_lets_the_run_finish_before_exit(tmp_path: Path) -> None
 def test_drain_deadline_leaves_the_turn_for_the_next_start(tmp_path: Path) -> None:
     with _slow_then_fast(30.0) as model:
         settings = scripted_settings(tmp_path, model)
-        with _huddle_serve(tmp_path, "--drain-timeout", "1") as (process, url):
+        with huddle_serve(tmp_path / "huddle.yaml", "--drain-timeout", "1") as (process, url):
             _stream_in_background(url, "D1", "What is the answer?")
             _wait(lambda: len(model.chat_requests) == 1, "the model call")
             process.send_signal(signal.SIGTERM)
             assert process.wait(15) == 1  # the drain's deadline ended it
         assert "the next start redoes them" in (tmp_path / "serve.log").read_text()
         assert [t.status for t in _turns(settings, "D1")] == ["running"]  # not cancelled: redone at the next start
-        with _huddle_serve(tmp_path):
+        with huddle_serve(tmp_path / "huddle.yaml"):
             _wait(lambda: _turns(settings, "D1")[0].status == "done", "the turn to be redone")
 
 
 def test_two_workers_never_run_one_session_twice_at_once(tmp_path: Path) -> None:
     with _slow_then_fast(3.0) as model:
         settings = scripted_settings(tmp_path, model)
-        with _huddle_serve(tmp_path, "--workers", "2") as (_, url):
+        with huddle_serve(tmp_path / "huddle.yaml", "--workers", "2") as (_, url):
             body, session = _chat("What is the answer?", True), {"X-Huddle-Session": "W1"}
             with httpx.stream("POST", f"{url}{_CHAT}", json=body, headers=session, timeout=60) as first:
                 assert first.status_code == 200  # admitted: the session is leased to the worker running it

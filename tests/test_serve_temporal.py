@@ -11,13 +11,9 @@ service to send its turns to.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,9 +23,10 @@ import pytest
 from huddle.testing import ScriptedServer
 from huddle.testing.replies import Reply
 from huddle.testing.temporal import DevServer, Workers, dev_server, free_port
+from tests.test_serve_ops import huddle_serve
 from tests.test_temporal_engine import _approval_project, _config
 
-_START_S = 90.0
+_ON_TEMPORAL = ("--engine", "temporal")
 _ANSWER = "The code word is PELICAN-7."
 
 
@@ -50,60 +47,6 @@ def _serve_config(folder: Path, temporal: DevServer) -> Path:
     return config
 
 
-@contextmanager
-def _huddle_serve(folder: Path, temporal: DevServer, *args: str) -> Iterator[str]:
-    """``huddle serve --engine temporal`` as a subprocess in the project's folder on a free port, ready; yields its
-    URL; stopped when the block ends."""
-    config = _serve_config(folder, temporal)
-    log = (folder / "serve.log").open("a")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "huddle",
-            "--config",
-            str(config),
-            "serve",
-            "--engine",
-            "temporal",
-            "--port",
-            "0",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        cwd=folder,  # the team file's tools module imports from there, as on the worker
-        env=os.environ | {"PYTHONPATH": str(folder)},
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        assert banner.startswith("huddle serve: http://127.0.0.1:"), banner + (folder / "serve.log").read_text()
-        threading.Thread(target=process.stdout.read, daemon=True).start()  # the access log must not fill the pipe
-        url = banner.split()[2]
-        deadline = time.monotonic() + _START_S
-        while not _ready(url):
-            assert time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        log.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz").status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _huddle(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "huddle", "--config", str(config), *args], capture_output=True, text=True, timeout=120
@@ -122,7 +65,7 @@ def test_chat_completions_run_on_the_workers_and_a_session_goes_on_from_its_firs
         workers = Workers(config, tmp_path)
         workers.start()
         try:
-            with _huddle_serve(tmp_path, temporal) as url:
+            with huddle_serve(_serve_config(tmp_path, temporal), *_ON_TEMPORAL, project=tmp_path) as (_, url):
                 client = _client(url)
                 first = client.chat.completions.with_raw_response.create(
                     model="assistant", messages=[{"role": "user", "content": "Remember the code word, please."}]
@@ -172,7 +115,9 @@ def test_an_approval_pauses_the_workflows_turn_and_the_decision_posted_over_http
         workers = Workers(config, tmp_path)
         workers.start(str(team))
         try:
-            with _huddle_serve(tmp_path, temporal, "--team", str(team)) as url:
+            with huddle_serve(
+                _serve_config(tmp_path, temporal), *_ON_TEMPORAL, "--team", str(team), project=tmp_path
+            ) as (_, url):
                 paused = _client(url).chat.completions.with_raw_response.create(
                     model="gate", messages=[{"role": "user", "content": "bump the counter"}]
                 )
@@ -241,7 +186,7 @@ def test_a_keys_spent_session_budget_refuses_its_next_turn_from_the_workers_ledg
         workers = Workers(config, tmp_path)
         workers.start()
         try:
-            with _huddle_serve(tmp_path, temporal) as url:
+            with huddle_serve(_serve_config(tmp_path, temporal), *_ON_TEMPORAL, project=tmp_path) as (_, url):
                 assert httpx.get(f"{url}/v1/models").status_code == 401  # a key exists: the server wants one
                 client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, timeout=120, max_retries=0)
                 first = client.chat.completions.with_raw_response.create(

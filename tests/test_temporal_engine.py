@@ -88,6 +88,32 @@ def _wait_for(condition: object, timeout_s: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+def _through_a_takeover(
+    model: ScriptedServer, config: Path, folder: Path, team: str, task: str, busy: str
+) -> RunResult:
+    """`task` as one turn of a new session on `team`: once `busy`'s model call is under way on the first worker, a
+    second worker starts, polls, and the first is SIGKILLed mid-call; the turn's result, from the survivor."""
+    settings = load_settings(config)
+    workers = Workers(config, folder)
+    first = workers.start(team)
+
+    async def scenario() -> RunResult:
+        session = await TemporalSession.open(settings, team)
+        turn = asyncio.create_task(session.run(task))
+        await asyncio.to_thread(_wait_for, lambda: busy in _agents(model))
+        workers.start(team)  # the survivor, polling the same task queue
+        await asyncio.sleep(3)  # until it polls
+        workers.kill(first)  # mid-call: the request is still being answered
+        result = await asyncio.wait_for(turn, 90)
+        await session.close()
+        return result
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        workers.close()
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_huddle_run_on_temporal_answers_and_the_shared_ledger_shows_the_servers_count(
     tmp_path: Path, temporal: DevServer, store: str, request: pytest.FixtureRequest
@@ -120,24 +146,7 @@ def test_a_worker_killed_mid_call_loses_nothing_and_repeats_no_finished_call(
     rules = [Rule(agent="responder", reply=[Reply(content="391", delay_s=SLOW_S), Reply(content="391")])]
     with ScriptedServer(rules, fallback=Reply(content="plan")) as model:
         config = _config(tmp_path, model, temporal)
-        settings = load_settings(config)
-        workers = Workers(config, tmp_path)
-        first = workers.start()
-        try:
-
-            async def scenario() -> str:
-                session = await TemporalSession.open(settings, "assistant")
-                turn = asyncio.create_task(session.run("What is 17*23?"))
-                await asyncio.to_thread(_wait_for, lambda: "responder" in _agents(model))
-                workers.start()  # the survivor, polling the same task queue
-                await asyncio.sleep(3)  # until it polls
-                workers.kill(first)  # mid-call: the responder's request is still being answered
-                result = await asyncio.wait_for(turn, 90)
-                return result.answer
-
-            answer = asyncio.run(scenario())
-        finally:
-            workers.close()
+        answer = _through_a_takeover(model, config, tmp_path, "assistant", "What is 17*23?", "responder").answer
     assert answer == "391"
     agents = _agents(model)
     assert agents.count("planner") == 1  # finished before the kill: not made again
@@ -252,25 +261,8 @@ def test_a_run_budget_holds_across_a_worker_takeover(tmp_path: Path, temporal: D
         config = _config(
             tmp_path, model, temporal, "budget: {run: {max_tokens: 400}, expected_completion_tokens: 10}\n"
         )
-        settings = load_settings(config)
-        workers = Workers(config, tmp_path)
-        first = workers.start(str(team))
-        try:
-
-            async def scenario() -> int:
-                session = await TemporalSession.open(settings, str(team))
-                turn = asyncio.create_task(session.run("write"))
-                await asyncio.to_thread(_wait_for, lambda: "b" in _agents(model))
-                workers.start(str(team))
-                await asyncio.sleep(3)
-                workers.kill(first)  # a's call is spent on the dead worker; the survivor must count it
-                result = await asyncio.wait_for(turn, 90)
-                await session.close()
-                return result.usage.total_tokens
-
-            spent = asyncio.run(scenario())
-        finally:
-            workers.close()
+        # a's call is spent on the dead worker; the survivor must count it
+        spent = _through_a_takeover(model, config, tmp_path, str(team), "write", "b").usage.total_tokens
     answered = len(model.requests) - 1  # the call cut by the kill was never answered, so never billed
     assert answered * 110 <= 400 + 110  # at most one call past the limit, by the model server's count
     assert spent == answered * 110  # and the run's own meter agrees with the server
@@ -438,25 +430,8 @@ def test_an_async_tool_call_finished_before_a_worker_dies_is_not_made_again(
     ]
     with ScriptedServer(rules) as model:
         config = _config(tmp_path, model, temporal)
-        settings = load_settings(config)
-        workers = Workers(config, tmp_path)
-        first = workers.start(str(team))
-        try:
-
-            async def scenario() -> str:
-                session = await TemporalSession.open(settings, str(team))
-                turn = asyncio.create_task(session.run("note hello"))
-                await asyncio.to_thread(_wait_for, lambda: "responder" in _agents(model))
-                workers.start(str(team))
-                await asyncio.sleep(3)
-                workers.kill(first)  # after the tool call, during the responder's
-                result = await asyncio.wait_for(turn, 90)
-                await session.close()
-                return result.answer
-
-            answer = asyncio.run(scenario())
-        finally:
-            workers.close()
+        # the worker dies after the tool call, during the responder's
+        answer = _through_a_takeover(model, config, tmp_path, str(team), "note hello", "responder").answer
     assert answer == "done" and _agents(model).count("responder") == 2
     assert (tmp_path / "notes.log").read_text().splitlines() == ["hello"]
 

@@ -73,40 +73,24 @@ class TemporalTurns:
         turn without either (`Hub.resume_unfinished`'s redo) has nothing to do: a workflow finishes its own turns."""
         if task is None and decisions is None:
             return
-        result = await self._result(team, session_id, run_id, task, decisions, budget)
-        async for event in self._shape(_items([*result.messages, result]), _no_steps, run_id, budget):
-            yield event
-
-    async def _result(
-        self,
-        team: str,
-        session_id: str,
-        run_id: str,
-        task: str | None,
-        decisions: dict[str, ApprovalDecision] | None,
-        budget: Budget,
-    ) -> RunResult:
         try:
             session = await TemporalSession.open(self.settings, team, session_id)
-        except TemporalUnavailable as exc:
-            raise EngineUnavailable(str(exc)) from None
-        except RPCError as exc:
-            where = self.settings.temporal.address
-            raise EngineUnavailable(f"the Temporal service at {where} refused the turn: {exc.message}") from None
-        try:
             if decisions is not None:
-                return await session.resume(decisions, run_id=run_id, budget=budget)
-            assert task is not None  # `turn` returned for neither
-            return await session.run(task, run_id=run_id, budget=budget)
+                result = await session.resume(decisions, run_id=run_id, budget=budget)
+            else:
+                assert task is not None  # returned above for neither
+                result = await session.run(task, run_id=run_id, budget=budget)
         except TemporalUnavailable as exc:
             raise EngineUnavailable(str(exc)) from None
-        except RPCError as exc:  # the service went away while the Update waited
+        except RPCError as exc:  # refused, or the service went away while the Update waited
             where = self.settings.temporal.address
-            raise EngineUnavailable(f"the Temporal service at {where} dropped the turn: {exc.message}") from None
+            raise EngineUnavailable(f"the Temporal service at {where} did not take the turn: {exc.message}") from None
         except UpdateRefused as exc:  # checked against the store first: the workflow disagreed, and it decides
             raise DecisionsRefused(str(exc)) from None
         except HuddleError as exc:  # the run raised, or the session's workflow failed
             raise TurnFailed(f"the turn failed on the Temporal engine: {exc}") from None
+        async for event in self._shape(_items([*result.messages, result]), _no_steps, run_id, budget):
+            yield event
 
 
 def check(settings: Settings) -> None:
