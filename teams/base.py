@@ -361,7 +361,7 @@ class Team(ABC):
         info = {"team": self.spec.team.name, "team_kind": self.kind, "session_id": self.session_id}
         with (
             usage_scope(run_id=run.run_id, session_id=self.session_id),
-            tracing.trace_run(self.settings.runs_dir, run.run_id, task=run.task[:300], **info) as root,
+            tracing.trace_run(self.settings.run_log(), run.run_id, task=run.task[:300], **info) as root,
         ):
             outcome = await (self.orchestrate(run) if decisions is None else self._take_up(run, decisions))
             outcome = self.settle(outcome)

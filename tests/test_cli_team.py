@@ -57,7 +57,8 @@ def test_run_json_has_the_documented_shape(scripted_project: ScriptedServer) -> 
     assert set(result) >= {"run_id", "team", "answer", "stop_reason", "messages", "usage", "decisions"}
     assert (result["team"], result["answer"]) == ("calc", "17*23 is 391.")
     assert [m["source"] for m in result["messages"]] == ["user", "planner", "tool_executor", "responder"]
-    assert set(result["messages"][1]) == {"source", "type", "content", "prompt_tokens", "completion_tokens"}
+    assert set(result["messages"][1]) == {"source", "type", "content", "metadata", "prompt_tokens", "completion_tokens"}
+    assert result["messages"][1]["metadata"] == {"kind": "plan"}  # what the member reported besides its text
     assert [d["policy"] for d in result["decisions"]] == ["rule", "plan", "plan"]
     usage = result["usage"]
     assert usage["calls"] == 2 and set(usage["by_agent"]) == {"planner", "responder"}

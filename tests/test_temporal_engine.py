@@ -132,12 +132,20 @@ def test_huddle_run_on_temporal_answers_and_the_shared_ledger_shows_the_servers_
         assert ran.returncode == 0, ran.stderr
         result = json.loads(ran.stdout)
         assert result["answer"] == "391"
+        reader = config
         if store == "postgresql":  # nothing on this host's disk: the rows can only have come through the server
             assert not (tmp_path / "data" / "usage.sqlite").exists()
-        usage = _huddle(config, "usage", "--run", result["run_id"], "--json")  # another process, the worker's ledger
+            reader = tmp_path / "other-host" / "huddle.yaml"  # another host: its own data dir, the same database
+            reader.parent.mkdir()
+            reader.write_text(config.read_text().replace(str(tmp_path / "data"), str(reader.parent / "data")))
+        usage = _huddle(reader, "usage", "--run", result["run_id"], "--json")  # another process, the worker's ledger
         total = json.loads(usage.stdout)["total"]
         assert total["calls"] == len(model.requests) == result["usage"]["calls"] == 2
         assert total["prompt_tokens"] == 80 and total["completion_tokens"] == 6
+        runs = json.loads(_huddle(reader, "runs", "--json").stdout)  # and the worker's trace of the run
+        assert [(r["run_id"], r["calls"]) for r in runs] == [(result["run_id"], 2)]
+        trace = json.loads(_huddle(reader, "trace", result["run_id"], "--json").stdout)
+        assert [s["kind"] for s in trace].count("model") == 2
 
 
 def test_a_worker_killed_mid_call_loses_nothing_and_repeats_no_finished_call(

@@ -94,7 +94,7 @@ def trace_command(
 
     from huddle.tracing import read_run
 
-    spans = read_run(ctx.obj.settings().runs_dir, run_id)
+    spans = read_run(ctx.obj.settings().run_log(), run_id)
     if not spans:
         off = (
             " — OTEL_SDK_DISABLED=true turns tracing off"
@@ -140,18 +140,15 @@ def runs_command(
     """Recent runs, newest first: team, stop reason, model calls, tokens, cost, failures."""
     from huddle.tracing import read_run
 
-    folder = ctx.obj.settings().runs_dir
-    files = (
-        sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit] if folder.is_dir() else []
-    )
+    log = ctx.obj.settings().run_log()
     rows = []
-    for path in files:
-        spans = read_run(folder, path.stem)
+    for run_id in log.recent(limit):
+        spans = read_run(log, run_id)
         root = next((s for s in spans if s["kind"] == "run" and s["parent"] is None), None)  # not a nested run
         attrs = root["attributes"] if root else {}
         rows.append(
             {
-                "run_id": path.stem,
+                "run_id": run_id,
                 "team": attrs.get("huddle.team"),
                 "task": attrs.get("huddle.task"),
                 "finished": root is not None,

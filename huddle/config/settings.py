@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -19,6 +19,9 @@ from huddle.config.yamlfile import Loc, describe_validation_error, read_yaml
 from huddle.errors import ConfigError
 from huddle.storage import location
 from huddle.usage.budget import Budget
+
+if TYPE_CHECKING:
+    from huddle.tracing.runlog import RunLog
 
 Provider = Literal["openai", "local", "scripted"]
 CONFIG_FILE_NAME = "huddle.yaml"
@@ -268,6 +271,17 @@ class Settings(BaseSettings):
     def runs_dir(self) -> Path:
         """One JSONL trace per run."""
         return self.data_dir / "runs"
+
+    def run_log(self) -> RunLog:
+        """Where runs' traces are written and read: the shared database with `database_url` (every host's runs in
+        one place), else one JSONL file per run in `runs_dir`."""
+        if self.database_url:
+            from huddle.storage.runs import shared_run_store
+
+            return shared_run_store(self.database_url)
+        from huddle.tracing.runlog import RunFolder
+
+        return RunFolder(self.runs_dir)
 
     @property
     def workspace_dir(self) -> Path:

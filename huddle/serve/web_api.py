@@ -147,7 +147,7 @@ def _trace(hub: Hub, run_id: str, owner: str | None) -> dict[str, Any] | None:
     """The run's span tree, rooted at its ``run`` span; None when there is no finished trace, or it is of a run on
     a session `owner` may not see (the run span names its session; a run without one was not served, so no caller
     of the server owns it)."""
-    spans = read_run(hub.settings.runs_dir, run_id)
+    spans = read_run(hub.settings.run_log(), run_id)
     root = next((s for s in spans if s["parent"] is None and s["kind"] == "run"), None)
     if root is None:
         return None

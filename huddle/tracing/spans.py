@@ -1,12 +1,13 @@
 """Why an agent spoke and what each step cost: OpenTelemetry spans per run, agent turn, model call, tool call and
 manager decision.
 
-Every span goes to the run log (``DATA_DIR/runs/<run_id>.jsonl``, `huddle.tracing.runlog`), which ``huddle trace
-RUN_ID`` prints as a tree, and over OTLP when the standard ``OTEL_*`` variables ask for it (`huddle.tracing.export`);
-names follow the GenAI semantic conventions (`huddle.tracing.conventions`). Tracing follows the run through
-OpenTelemetry's context (contextvars), so code deep in a run (the metering client, the tool executor, the manager)
-adds spans with `span`/`event` and no tracer argument; outside a traced run those calls do nothing. A nested team's
-run is a span in its parent's trace and file. Attribute values pass through `redact`.
+Every span goes to its run's log (``DATA_DIR/runs/<run_id>.jsonl``, or the shared database with ``database_url``:
+`huddle.tracing.runlog`), which ``huddle trace RUN_ID`` prints as a tree, and over OTLP when the standard ``OTEL_*``
+variables ask for it (`huddle.tracing.export`); names follow the GenAI semantic conventions
+(`huddle.tracing.conventions`). Tracing follows the run through OpenTelemetry's context (contextvars), so code deep
+in a run (the metering client, the tool executor, the manager) adds spans with `span`/`event` and no tracer argument;
+outside a traced run those calls do nothing. A nested team's run is a span in its parent's trace and log. Attribute
+values pass through `redact`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -26,6 +26,7 @@ from huddle import effects
 from huddle.secrets import redact
 from huddle.tracing.conventions import KIND, OPERATIONS, RUN_ID, attributes
 from huddle.tracing.export import tracing
+from huddle.tracing.runlog import RunLog
 
 _ERROR_CHARS = 500
 
@@ -50,15 +51,15 @@ _run_id: ContextVar[str | None] = ContextVar("huddle_traced_run", default=None)
 
 
 @contextmanager
-def trace_run(directory: Path, run_id: str, **values: Any) -> Iterator[Span]:
-    """Trace everything in this context as run `run_id`, under one ``run`` span; its end flushes the run log."""
+def trace_run(log: RunLog, run_id: str, **values: Any) -> Iterator[Span]:
+    """Trace everything in this context as run `run_id`, under one ``run`` span, into `log`; its end flushes it."""
     outer = _run_id.get()
     traced = tracing()
     token = _run_id.set(outer or run_id)
     try:
         with span(f"run {run_id}", "run", run_id=run_id, **values) as root:
             if outer is None and root.otel is not None:
-                traced.run_log.register(run_id, directory, root.otel.get_span_context().span_id)
+                traced.run_log.register(run_id, log, root.otel.get_span_context().span_id)
             yield root
     finally:
         _run_id.reset(token)
