@@ -18,6 +18,7 @@ from huddle.models.factory import build_client
 from huddle.models.pricing import Priced, price_call
 from huddle.testing import Reply, Rule, ScriptedServer
 from huddle.tracing import read_run, trace_run
+from huddle.tracing.runlog import RunFolder
 from huddle.usage import UsageLedger, UsageRecord, usage_scope
 from huddle.usage.budget import Budget, BudgetExhausted, Governor, Limit
 
@@ -149,7 +150,7 @@ def test_huddle_usage_shows_the_table_cost_and_what_caching_saved(tmp_path: Path
 
 
 async def test_the_model_span_carries_cached_and_reasoning_tokens_and_the_provider(tmp_path: Path) -> None:
-    with ScriptedServer([Rule(reply=CACHED_REPLY)]) as server, trace_run(tmp_path, "r1"):
+    with ScriptedServer([Rule(reply=CACHED_REPLY)]) as server, trace_run(RunFolder(tmp_path), "r1"):
         await one_call(mini(server))
     (model,) = [s for s in read_run(tmp_path, "r1") if s["kind"] == "model"]
     attributes = model["attributes"]
