@@ -40,6 +40,7 @@ from tests.test_approvals import TOOLS, echo, plan, team_yaml
 from tests.test_mcp_team import echo_findings, step, write_mcp_team
 
 SLOW_S = 8.0
+WORKER_START_S = 8.0  # a worker's start-up: imports, the team's warm-up build, its first poll
 __all__ = ["postgres_url"]  # the fixture, imported for pytest
 
 
@@ -600,3 +601,31 @@ def test_a_process_that_loaded_the_temporal_sdk_exits_with_its_code_and_its_exit
     )
     ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert ran.returncode == code and ran.stdout.rstrip().endswith("handlers ran"), ran
+
+
+def test_two_workers_on_one_task_queue_both_serve_sessions(tmp_path: Path, temporal: DevServer) -> None:
+    """Twelve sessions at once: each workflow task names the worker that ran it, and both workers ran some."""
+    with ScriptedServer(fallback=Reply(content="noted", delay_s=0.2)) as model:
+        config = _config(tmp_path, model, temporal)
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        pids = {workers.start().pid, workers.start().pid}
+        time.sleep(WORKER_START_S)  # both polling
+
+        async def scenario() -> tuple[list[str], set[str]]:
+            sessions = [await TemporalSession.open(settings, "assistant") for _ in range(12)]
+            results = await asyncio.gather(*(s.run(f"question {i}") for i, s in enumerate(sessions)))
+            ran_by = set()
+            for session in sessions:
+                await session.close()
+                async for event in session.handle.fetch_history_events():
+                    if event.HasField("workflow_task_completed_event_attributes"):
+                        ran_by.add(event.workflow_task_completed_event_attributes.identity)
+            return [r.answer for r in results], ran_by
+
+        try:
+            answers, ran_by = asyncio.run(scenario())
+        finally:
+            workers.close()
+    assert answers == ["noted"] * 12
+    assert {int(identity.split("@")[0]) for identity in ran_by} == pids  # the SDK's identity: pid@host
