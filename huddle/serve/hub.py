@@ -159,6 +159,20 @@ class TurnEvents:
 
 
 @dataclass(frozen=True)
+class Admitted:
+    """A turn the hub has admitted (the session held, the decisions checked, the budget decided), for an engine to
+    run: a new message (`task`), decisions for the paused turn, or neither (a crashed turn's redo)."""
+
+    session_id: str
+    run_id: str
+    served: ServedTeam
+    task: str | None
+    decisions: dict[str, ApprovalDecision] | None
+    store: SessionStore
+    budget: Budget
+
+
+@dataclass(frozen=True)
 class TurnStream:
     """A turn that has been admitted: its session and run ids (known before the first event), then its events, the
     last of which is the ``result``. Iterate `events` to the end or close it: the turn runs as it is iterated."""
@@ -279,31 +293,19 @@ class Hub:
         except BaseException:
             release()  # refused (the key has no budget left, or the decisions do not fit): the turn never began
             raise
-        events = self._run(session_id, run_id, served, task, decisions, store, budget, release)
-        return TurnStream(session_id, run_id, served.name, TurnEvents(events, release), budget)
+        turn = Admitted(session_id, run_id, served, task, decisions, store, budget)
+        return TurnStream(session_id, run_id, served.name, TurnEvents(self._run(turn, release), release), budget)
 
-    async def _run(
-        self,
-        session_id: str,
-        run_id: str,
-        served: ServedTeam,
-        task: str | None,
-        decisions: dict[str, ApprovalDecision] | None,
-        store: SessionStore,
-        budget: Budget,
-        release: Callable[[], None],
-    ) -> AsyncGenerator[TeamEvent, None]:
+    async def _run(self, turn: Admitted, release: Callable[[], None]) -> AsyncGenerator[TeamEvent, None]:
         """The admitted turn on the settings' engine, to its end; the session freed and the observers told however
         it ends."""
         started, outcome = time.monotonic(), "cancelled"
+        new = turn.task is not None or turn.decisions is not None  # not a crashed turn's redo
         try:
-            if self._temporal is None:
-                events = self._local(session_id, run_id, served, task, decisions, store, budget)
-            else:
-                events = self._temporal.turn(served.name, session_id, run_id, task, decisions, budget)
+            events = self._local(turn) if self._temporal is None else self._temporal.turn(turn)
             async with aclosing(events):
                 async for event in events:
-                    if event.kind == "result" and (task is not None or decisions is not None):
+                    if event.kind == "result" and new:
                         outcome = _outcome(event)
                     yield event
         except Exception:
@@ -311,27 +313,25 @@ class Hub:
             raise
         finally:
             release()
-            if task is not None or decisions is not None:
-                ended = TurnEnd(served.name, session_id, run_id, outcome, time.monotonic() - started)
+            if new:
+                ended = TurnEnd(turn.served.name, turn.session_id, turn.run_id, outcome, time.monotonic() - started)
                 for observe in self.observers:
                     observe(ended)
 
-    async def _local(
-        self,
-        session_id: str,
-        run_id: str,
-        served: ServedTeam,
-        task: str | None,
-        decisions: dict[str, ApprovalDecision] | None,
-        store: SessionStore,
-        budget: Budget,
-    ) -> AsyncGenerator[TeamEvent, None]:
+    async def _local(self, turn: Admitted) -> AsyncGenerator[TeamEvent, None]:
         """The turn in this process: the team built, restored from the session store, run, saved and closed."""
+        session_id, run_id, task, decisions, budget = (
+            turn.session_id,
+            turn.run_id,
+            turn.task,
+            turn.decisions,
+            turn.budget,
+        )
         settings = self.settings.model_copy(update={"budget": budget})
         team: Team | None = None
         try:
-            team = build_team(served.spec, settings, ledger=self.ledger, session_id=session_id)
-            durable = DurableTeam(team, store, session_id)
+            team = build_team(turn.served.spec, settings, ledger=self.ledger, session_id=session_id)
+            durable = DurableTeam(team, turn.store, session_id)
             unfinished = await durable.open()
             if unfinished is not None and decisions is None:
                 # A turn a crash interrupted is redone once before the new message, so the conversation keeps its

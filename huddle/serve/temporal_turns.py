@@ -23,13 +23,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 
 from temporalio.service import RPCError
 
-from huddle.agents.approval import ApprovalDecision
 from huddle.config.settings import Settings
 from huddle.engines.temporal.connection import TemporalUnavailable, connect
 from huddle.engines.temporal.sessions import TemporalSession, UpdateRefused
 from huddle.errors import HuddleError
 from huddle.serve.events import TeamEvent
-from huddle.serve.hub import DecisionsRefused
+from huddle.serve.hub import Admitted, DecisionsRefused
 from huddle.teams.managed_chat import Event
 from huddle.teams.results import MessageRecord, RunResult
 from huddle.usage.budget import Budget
@@ -60,21 +59,14 @@ class TemporalTurns:
         self.settings = settings
         self._shape = shape
 
-    async def turn(
-        self,
-        team: str,
-        session_id: str,
-        run_id: str,
-        task: str | None,
-        decisions: dict[str, ApprovalDecision] | None,
-        budget: Budget,
-    ) -> AsyncGenerator[TeamEvent, None]:
-        """One admitted turn (a message, or decisions) of `team` on `session_id`, its events once it has ended. A
-        turn without either (`Hub.resume_unfinished`'s redo) has nothing to do: a workflow finishes its own turns."""
+    async def turn(self, turn: Admitted) -> AsyncGenerator[TeamEvent, None]:
+        """One admitted turn (a message, or decisions) of the served team, its events once it has ended. A turn with
+        neither (`Hub.resume_unfinished`'s redo) has nothing to do: a workflow finishes its own turns."""
+        task, decisions, run_id, budget = turn.task, turn.decisions, turn.run_id, turn.budget
         if task is None and decisions is None:
             return
         try:
-            session = await TemporalSession.open(self.settings, team, session_id)
+            session = await TemporalSession.open(self.settings, turn.served.name, turn.session_id)
             if decisions is not None:
                 result = await session.resume(decisions, run_id=run_id, budget=budget)
             else:
