@@ -8,6 +8,7 @@ model server counted.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import importlib.util
 import json
@@ -629,3 +630,75 @@ def test_two_workers_on_one_task_queue_both_serve_sessions(tmp_path: Path, tempo
             workers.close()
     assert answers == ["noted"] * 12
     assert {int(identity.split("@")[0]) for identity in ran_by} == pids  # the SDK's identity: pid@host
+
+
+LEAKY_TOOLS = '''
+from huddle.tools import tool
+
+
+@tool
+def fetch(what: str) -> str:
+    """Fetch something (it comes back with a key in it)."""
+    return f"{what}: found, and the key is sk-proj-abcdefghijklmnopqrstuvwxyz123456"
+'''
+
+
+def _history_bytes(history_json: str) -> list[bytes]:
+    """The history as JSON, and every payload in it decoded (payloads are base64 in the JSON, a recorded step's
+    outcome base64 again inside its payload): where a secret could hide."""
+    found = [history_json.encode()]
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict | list):
+            for item in value.values() if isinstance(value, dict) else value:
+                walk(item)
+        elif isinstance(value, str) and len(value) >= 8:
+            try:
+                decoded = base64.b64decode(value, validate=True)
+            except ValueError:
+                return
+            found.append(decoded)
+            try:
+                walk(json.loads(decoded))
+            except ValueError:
+                return
+
+    walk(json.loads(history_json))
+    return found
+
+
+def test_no_key_reaches_the_sessions_history(tmp_path: Path, temporal: DevServer) -> None:
+    """Temporal keeps every Update's input and every recorded step's outcome: the user's message and the tool's
+    result went into it as they were."""
+    (tmp_path / "leaky_tools.py").write_text(LEAKY_TOOLS)
+    team = tmp_path / "team.yaml"
+    executor = "{role: tool_executor, tools: ['leaky_tools:fetch'], approval: never}"
+    team.write_text(
+        f"team: {{name: leaky, plan: always}}\nagents:\n  - {{role: planner}}\n  - {executor}\n"
+        "  - {role: responder}\n"
+    )
+    rules = [
+        Rule(agent="planner", reply=Reply(content=plan("fetch", {"what": "the order"}))),
+        Rule(agent="responder", reply=echo),
+    ]
+    with ScriptedServer(rules) as model:
+        config = _config(tmp_path, model, temporal)
+        settings = load_settings(config)
+        workers = Workers(config, tmp_path)
+        workers.start(str(team))
+        try:
+
+            async def scenario() -> tuple[RunResult, str]:
+                session = await TemporalSession.open(settings, str(team))
+                result = await session.run("fetch the order; my key is sk-proj-ZYXWVUTSRQPONMLKJIHGFEDCBA654321")
+                await session.close()
+                return result, (await session.handle.fetch_history()).to_json()
+
+            result, history = asyncio.run(scenario())
+        finally:
+            workers.close()
+    blobs = _history_bytes(history)
+    assert any(b"the order: found" in blob for blob in blobs)  # the tool's result is in there, decoded
+    for secret in (b"abcdefghijklmnopqrstuvwxyz123456", b"ZYXWVUTSRQPONMLKJIHGFEDCBA654321"):
+        assert not any(secret in blob for blob in blobs)
+    assert "***" in result.answer  # the responder saw the masked result

@@ -256,19 +256,19 @@ class Tool:
         logged_args: dict[str, Any] = redact_value(to_jsonable_python(validated, fallback=str))
         attempts = 0
 
-        async def attempt() -> Any:
+        async def attempt() -> str:
             nonlocal attempts
             attempts += 1
             return await asyncio.wait_for(self._call(kwargs), self.timeout_s)
 
         try:
-            value: Any = await retrying(self._retry_policy, retry_on=_is_failure, on_retry=self._log_retry)(attempt)
+            text: str = await retrying(self._retry_policy, retry_on=_is_failure, on_retry=self._log_retry)(attempt)
         except Exception as exc:
             kind, message = self._failure_of(exc)
             if attempts > 1:
                 message = f"{message} (after {attempts} attempts)"
             return self._failure(kind, message, attempts, started, logged_args)
-        return self._success(value, attempts, started, logged_args)
+        return self._success(text, attempts, started, logged_args)
 
     def _failure_of(self, exc: BaseException) -> tuple[ErrorKind, str]:
         """A failed attempt's kind and one-line message, as the model is told it."""
@@ -280,15 +280,24 @@ class Tool:
         kind, message = self._failure_of(exc)
         logger.info("tool %s attempt %d failed (%s), retrying: %s", self.name, attempt, kind, redact(message))
 
-    def _call(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
-        if self._is_async:  # I/O: inside a durable workflow a recorded step on the worker's own loop
-            return effects.step(self.func, **kwargs)
-        # Copies contextvars into the thread, so usage scopes and tracing still apply inside sync tools.
-        return effects.offload(self.func, **kwargs)
+    def _call(self, kwargs: dict[str, Any]) -> Awaitable[str]:
+        """One attempt, whose value comes back as the masked text the model reads: what a durable engine records of
+        the call (a workflow's history) holds no key either. Inside a workflow it is a recorded step: on the worker's
+        own loop for an async tool (its I/O), in a thread otherwise (contextvars copied, so usage scopes and tracing
+        still apply)."""
+        if self._is_async:
+            return effects.step(self._text_async, kwargs)
+        return effects.offload(self._text, kwargs)
 
-    def _success(self, value: Any, attempts: int, started: float, args: dict[str, Any]) -> ToolResult:
-        # Redact before truncating: a cut through a key could leave a prefix too short to be recognised.
-        content, truncated = truncate_tokens(redact(to_text(value)), self.max_result_tokens)
+    def _text(self, kwargs: dict[str, Any]) -> str:
+        return redact(to_text(self.func(**kwargs)))
+
+    async def _text_async(self, kwargs: dict[str, Any]) -> str:
+        return redact(to_text(await self.func(**kwargs)))
+
+    def _success(self, text: str, attempts: int, started: float, args: dict[str, Any]) -> ToolResult:
+        # Redacted before truncating (`_call`): a cut through a key could leave a prefix too short to be recognised.
+        content, truncated = truncate_tokens(text, self.max_result_tokens)
         result = ToolResult(
             tool=self.name,
             ok=True,

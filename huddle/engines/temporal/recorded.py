@@ -4,7 +4,8 @@ A local activity runs in the worker that runs the workflow, so the callable itse
 under a key the activity receives, and its outcome (a value or an exception) comes back pickled, to be stored in
 the workflow's history. On replay the history answers and the callable is never run. Pickle, not JSON: the values
 are our own objects (memory items, tool results, classifier guesses) produced by this worker for this worker's
-deployment, stored in our own Temporal history; nothing from outside is unpickled.
+deployment, stored in our own Temporal history; nothing from outside is unpickled. Text in an outcome (a tool's
+result, an exception's message) is masked before it is stored, as every saved state is (`huddle.secrets`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from temporalio import activity, workflow
 
 from huddle import effects
+from huddle.secrets import redact
 
 _parked: dict[str, tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {}
 OFFLOAD_TIMEOUT = timedelta(minutes=10)
@@ -47,8 +49,9 @@ async def run_parked(key: str) -> str:
             result = await asyncio.create_task(fn(*args, **kwargs), context=context)
         else:
             result = await asyncio.to_thread(context.run, fn, *args, **kwargs)
-        value: tuple[str, Any] = ("value", result)
+        value: tuple[str, Any] = ("value", redact(result) if isinstance(result, str) else result)
     except Exception as exc:  # the team's code handles its own failures: hand the exception back to it
+        exc.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in exc.args)
         value = ("error", exc)
     return base64.b64encode(pickle.dumps(value)).decode("ascii")
 

@@ -25,6 +25,7 @@ from huddle.config.settings import Settings
 from huddle.engines.temporal.calls import REFUSED, ApproveRequest, SessionStart, TurnRequest
 from huddle.engines.temporal.connection import connect
 from huddle.errors import HuddleError
+from huddle.secrets import redact
 from huddle.teams.results import RunResult
 from huddle.usage.budget import Budget
 
@@ -78,9 +79,10 @@ class TemporalSession:
         return [PendingCall.model_validate(p) for p in await self.handle.query("pending", result_type=list)]
 
     async def run(self, task: str, run_id: str | None = None, *, budget: Budget | None = None) -> RunResult:
-        """One message; `budget` holds the run (else the workers' settings' budget does)."""
+        """One message; `budget` holds the run (else the workers' settings' budget does). Anything key-shaped in it is
+        masked before it enters the session's history (Temporal keeps every Update's input)."""
         run_id = run_id or uuid.uuid4().hex[:12]
-        return await self._update("turn", TurnRequest(task=task, run_id=run_id, budget=_json(budget)))
+        return await self._update("turn", TurnRequest(task=redact(task), run_id=run_id, budget=_json(budget)))
 
     async def resume(
         self, decisions: dict[str, ApprovalDecision], run_id: str | None = None, *, budget: Budget | None = None
