@@ -408,6 +408,19 @@ def test_an_mcp_server_from_the_package_index_serves_a_team_on_temporal(tmp_path
         assert json.loads(one.stdout)["answer"].startswith("Tokyo: 21:00"), one.stdout
 
 
+def _tool_team(folder: Path, module: str, source: str, tool: str) -> Path:
+    """A planner / tool executor / responder team file whose executor runs `module`'s `tool` (its `source` written
+    beside it) without asking."""
+    (folder / f"{module}.py").write_text(source)
+    team = folder / f"{module}.yaml"
+    executor = f"{{role: tool_executor, tools: ['{module}:{tool}'], approval: never}}"
+    team.write_text(
+        f"team: {{name: {tool}-desk, plan: always}}\nagents:\n  - {{role: planner}}\n  - {executor}\n"
+        "  - {role: responder}\n"
+    )
+    return team
+
+
 ASYNC_TOOLS = '''
 from pathlib import Path
 
@@ -427,13 +440,7 @@ def test_an_async_tool_call_finished_before_a_worker_dies_is_not_made_again(
     tmp_path: Path, temporal: DevServer
 ) -> None:
     """An async tool ran in the workflow itself, so the survivor's replay of the session ran it a second time."""
-    (tmp_path / "async_tools.py").write_text(ASYNC_TOOLS)
-    team = tmp_path / "team.yaml"
-    executor = "{role: tool_executor, tools: ['async_tools:note'], approval: never}"
-    team.write_text(
-        f"team: {{name: notes, plan: always}}\nagents:\n  - {{role: planner}}\n  - {executor}\n"
-        "  - {role: responder}\n"
-    )
+    team = _tool_team(tmp_path, "async_tools", ASYNC_TOOLS, "note")
     rules = [
         Rule(agent="planner", reply=Reply(content=plan("note", {"text": "hello"}))),
         Rule(agent="responder", reply=[Reply(content="done", delay_s=SLOW_S), Reply(content="done")]),
@@ -670,13 +677,7 @@ def _history_bytes(history_json: str) -> list[bytes]:
 def test_no_key_reaches_the_sessions_history(tmp_path: Path, temporal: DevServer) -> None:
     """Temporal keeps every Update's input and every recorded step's outcome: the user's message and the tool's
     result went into it as they were."""
-    (tmp_path / "leaky_tools.py").write_text(LEAKY_TOOLS)
-    team = tmp_path / "team.yaml"
-    executor = "{role: tool_executor, tools: ['leaky_tools:fetch'], approval: never}"
-    team.write_text(
-        f"team: {{name: leaky, plan: always}}\nagents:\n  - {{role: planner}}\n  - {executor}\n"
-        "  - {role: responder}\n"
-    )
+    team = _tool_team(tmp_path, "leaky_tools", LEAKY_TOOLS, "fetch")
     rules = [
         Rule(agent="planner", reply=Reply(content=plan("fetch", {"what": "the order"}))),
         Rule(agent="responder", reply=echo),
