@@ -239,7 +239,7 @@ def test_the_model_activity_writes_one_ledger_row_per_attempt_even_when_an_attem
     with ScriptedServer(fallback=Reply(content="391", usage=(10, 2))) as model:
         settings = scripted_settings(tmp_path, model)
         ledger = UsageLedger(settings.ledger_location)
-        models = ModelActivities(settings, ledger)
+        models = ModelActivities(ledger)
         call = ModelCall(
             profile=settings.profile().model_dump(mode="json"),
             agent="responder",

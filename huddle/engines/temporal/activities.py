@@ -20,7 +20,7 @@ from pydantic import BaseModel, TypeAdapter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from huddle.config.settings import ModelProfile, Settings
+from huddle.config.settings import ModelProfile
 from huddle.engines.temporal.calls import ModelCall, ModelReply
 from huddle.models import usage_details
 from huddle.models.factory import build_client
@@ -37,8 +37,7 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=4)
 class ModelActivities:
     """The worker's model clients (one per profile and agent, kept across calls) and its ledger."""
 
-    def __init__(self, settings: Settings, ledger: UsageLedger) -> None:
-        self.settings = settings
+    def __init__(self, ledger: UsageLedger) -> None:
         self.ledger = ledger
         self._clients: dict[tuple[str, str], MeteredClient] = {}
 

@@ -1,14 +1,24 @@
-"""What crosses between a workflow and the workers' activities: plain, JSON-able models (Temporal's pydantic
-converter carries them), never live objects."""
+"""What crosses between callers, a workflow and the workers' activities: plain pydantic models (Temporal's pydantic
+converter carries them), never live objects; and the text of the failures that come back."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel, Field
+from temporalio.exceptions import ApplicationError
+
+from huddle.agents.approval import ApprovalDecision
+from huddle.usage.budget import Budget
 
 REFUSED = "DecisionsRefused"
 """The failure type of an ``approve`` Update its validator refused (nothing entered the history)."""
+
+
+def failure_text(cause: BaseException | None) -> str:
+    """What a failure from a workflow or an activity says: an `ApplicationError`'s own message (what huddle raised
+    there), else the error as text."""
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)
 
 
 class ModelCall(BaseModel):
@@ -45,16 +55,16 @@ class SessionStart(BaseModel):
     spent: list[dict[str, Any]] = Field(default_factory=list, description="Earlier runs' ledger rows (the budget).")
 
 
-_BUDGET = "The Budget this run is held to (a served key's own limits folded in), as JSON; the workers' when None."
+_BUDGET = "The budget this run is held to (a served key's own limits folded in); the workers' when None."
 
 
 class TurnRequest(BaseModel):
     task: str
     run_id: str
-    budget: dict[str, Any] | None = Field(None, description=_BUDGET)
+    budget: Budget | None = Field(None, description=_BUDGET)
 
 
 class ApproveRequest(BaseModel):
-    decisions: dict[str, dict[str, Any]] = Field(description="Pending call id -> ApprovalDecision as JSON.")
+    decisions: dict[str, ApprovalDecision] = Field(description="Pending call id -> its decision.")
     run_id: str | None = None
-    budget: dict[str, Any] | None = Field(None, description=_BUDGET)
+    budget: Budget | None = Field(None, description=_BUDGET)

@@ -17,11 +17,11 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 from huddle.config.settings import ModelProfile
 from huddle.engines.temporal.activities import HEARTBEAT_TIMEOUT, MESSAGES, result_of
-from huddle.engines.temporal.calls import ModelCall, ModelReply
+from huddle.engines.temporal.calls import ModelCall, ModelReply, failure_text
 from huddle.errors import HuddleError
 from huddle.models import usage_details
 from huddle.models.delegating import DelegatingClient
@@ -78,9 +78,7 @@ class RemoteModelClient(DelegatingClient):
                 ),
             )
         except ActivityError as exc:
-            cause = exc.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-            raise RemoteCallFailed(f"model call failed on the worker: {message}") from None
+            raise RemoteCallFailed(f"model call failed on the worker: {failure_text(exc.cause or exc)}") from None
         usage_details.report(reply.cached_tokens, reply.reasoning_tokens)
         return result_of(reply)
 

@@ -7,7 +7,6 @@ on whichever worker runs it. A call waits while no worker is running: Temporal k
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from temporalio.client import (
     Client,
@@ -22,7 +21,7 @@ from temporalio.service import RPCError
 
 from huddle.agents.approval import ApprovalDecision, PendingCall
 from huddle.config.settings import Settings
-from huddle.engines.temporal.calls import REFUSED, ApproveRequest, SessionStart, TurnRequest
+from huddle.engines.temporal.calls import REFUSED, ApproveRequest, SessionStart, TurnRequest, failure_text
 from huddle.engines.temporal.connection import connect
 from huddle.errors import HuddleError
 from huddle.secrets import redact
@@ -82,15 +81,12 @@ class TemporalSession:
         """One message; `budget` holds the run (else the workers' settings' budget does). Anything key-shaped in it is
         masked before it enters the session's history (Temporal keeps every Update's input)."""
         run_id = run_id or uuid.uuid4().hex[:12]
-        return await self._update("turn", TurnRequest(task=redact(task), run_id=run_id, budget=_json(budget)))
+        return await self._update("turn", TurnRequest(task=redact(task), run_id=run_id, budget=budget))
 
     async def resume(
         self, decisions: dict[str, ApprovalDecision], run_id: str | None = None, *, budget: Budget | None = None
     ) -> RunResult:
-        request = ApproveRequest(
-            decisions={k: d.model_dump(mode="json") for k, d in decisions.items()}, run_id=run_id, budget=_json(budget)
-        )
-        return await self._update("approve", request)
+        return await self._update("approve", ApproveRequest(decisions=decisions, run_id=run_id, budget=budget))
 
     async def _update(self, name: str, request: TurnRequest | ApproveRequest) -> RunResult:
         """The Update's result; a refused Update or a failed session is a `HuddleError` saying why."""
@@ -99,7 +95,7 @@ class TemporalSession:
         except WorkflowUpdateFailedError as exc:
             refused = isinstance(exc.cause, ApplicationError) and exc.cause.type == REFUSED
             raise (UpdateRefused if refused else HuddleError)(
-                f"session {self.session_id}: {_message(exc.cause)}"
+                f"session {self.session_id}: {failure_text(exc.cause)}"
             ) from None
         except RPCError as exc:
             raise HuddleError(f"session {self.session_id}: {await self._failure() or exc.message}") from None
@@ -111,17 +107,9 @@ class TemporalSession:
         try:
             await self.handle.result()
         except WorkflowFailureError as exc:
-            return _message(exc.cause)
+            return failure_text(exc.cause)
         return None
 
     async def close(self) -> None:
         """The session is over: its workflow completes (its history stays in Temporal for inspection)."""
         await self.handle.signal("end")
-
-
-def _message(cause: BaseException | None) -> str:
-    return cause.message if isinstance(cause, ApplicationError) else str(cause)
-
-
-def _json(budget: Budget | None) -> dict[str, Any] | None:
-    return budget.model_dump(mode="json") if budget is not None else None

@@ -58,7 +58,7 @@ async def hosting(
     await _warm_up(deployment)
     servers = AsyncExitStack()
     await _hold_mcp_servers(deployment, servers)
-    models = ModelActivities(settings, ledger)
+    models = ModelActivities(ledger)
     records = TurnRecords(sessions)
     worker = Worker(
         client,

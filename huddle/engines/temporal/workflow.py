@@ -27,7 +27,6 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from autogen_core.models import ChatCompletionClient
 
-    from huddle.agents.approval import ApprovalDecision
     from huddle.config.settings import ModelProfile, Settings
     from huddle.engines.temporal import recorded  # noqa: F401 - installs the workflow's effects
     from huddle.engines.temporal.calls import REFUSED, ApproveRequest, SessionStart, TurnRequest
@@ -123,7 +122,7 @@ class SessionWorkflow:
         try:
             self._team = self._build(deployment, start)
         except HuddleError as exc:  # a team this worker cannot build: the session fails, and its caller hears why
-            raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=True) from None
+            raise _final(exc) from None
         self._budget = self._team.governor.budget
 
     @staticmethod
@@ -184,16 +183,15 @@ class SessionWorkflow:
     async def approve(self, request: ApproveRequest) -> dict[str, Any]:
         """Decisions for the calls the last run paused on; the run goes on (or stays paused for the rest)."""
         team = self._team
-        decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
         async with self._lock:
             self._hold_to(request.budget)
-            result = await _failing_the_update(team.resume(decisions, run_id=request.run_id))
+            result = await _failing_the_update(team.resume(request.decisions, run_id=request.run_id))
             await self._record(result)
         return result.model_dump(mode="json")
 
-    def _hold_to(self, budget: dict[str, Any] | None) -> None:
+    def _hold_to(self, budget: Budget | None) -> None:
         """The run's budget: the caller's (a served key's limits folded in), else the workers' settings'."""
-        self._team.governor.budget = Budget.model_validate(budget) if budget is not None else self._budget
+        self._team.governor.budget = budget if budget is not None else self._budget
 
     async def _record(self, result: RunResult) -> None:
         """The turn into the shared session store (an activity: any worker, idempotent by run id)."""
@@ -217,11 +215,10 @@ class SessionWorkflow:
     @approve.validator
     def _check(self, request: ApproveRequest) -> None:
         """Decisions that do not fit the pending calls are refused before they enter the history."""
-        decisions = {key: ApprovalDecision.model_validate(d) for key, d in request.decisions.items()}
         try:
-            self._team.check_decisions(decisions)
+            self._team.check_decisions(request.decisions)
         except HuddleError as exc:
-            raise ApplicationError(redact(str(exc)), type=REFUSED, non_retryable=True) from None
+            raise _final(exc, REFUSED) from None
 
     @workflow.signal(name="end")
     def end(self) -> None:
@@ -238,4 +235,10 @@ async def _failing_the_update(run: Awaitable[RunResult]) -> RunResult:
     try:
         return await run
     except HuddleError as exc:
-        raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=True) from None
+        raise _final(exc) from None
+
+
+def _final(exc: HuddleError, kind: str | None = None) -> ApplicationError:
+    """`exc` as a failure Temporal does not retry (it fails the workflow or the Update, not its task), its text
+    masked, typed `kind` (the error's class by default)."""
+    return ApplicationError(redact(str(exc)), type=kind or type(exc).__name__, non_retryable=True)
