@@ -24,6 +24,7 @@ from huddle.cli.options import (
     out,
     team_settings,
     verbosity,
+    with_engine,
 )
 from huddle.errors import ExitCode, HuddleError, UsageError
 
@@ -54,15 +55,21 @@ def show_pending(console: Console, result: RunResult, session_id: str | None) ->
         console.print("this run cannot be resumed: run it with --session ID to approve its calls later")
 
 
-def report_run(result: RunResult, *, as_json: bool, level: Verbosity, session_id: str | None) -> None:
-    """What `huddle run` and `huddle approve` print once the run ends: the JSON (or the meter line), then the
-    pending calls and exit 3 when it paused, or one ``error:`` line (exit 1) when it gave no answer."""
+def report_run(
+    result: RunResult, *, as_json: bool, level: Verbosity, session_id: str | None, streamed: bool = True
+) -> None:
+    """What `huddle run` and `huddle approve` print once the run ends: the JSON (or, when nothing `streamed` the
+    answer as it was written, the answer a Temporal run returns whole; then the meter line), then the pending calls
+    and exit 3 when it paused, or one ``error:`` line (exit 1) when it gave no answer."""
     from huddle.cli.console import failure, meter
 
     if as_json:
         print(result.model_dump_json(indent=2))
-    elif level != "quiet":
-        err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
+    else:
+        if not streamed and result.answer:
+            out.print(result.answer, markup=False, highlight=False)
+        if level != "quiet":
+            err.print(f"[dim]{meter(result)} · run {result.run_id}[/dim]")
     exit_awaiting(err, result, session_id)
     if (reason := failure(result)) is not None:
         raise HuddleError(reason)
@@ -123,13 +130,11 @@ def approve_command(
     from huddle.teams.kinds import load_any_team
 
     level = verbosity(quiet, verbose)
-    settings = team_settings(ctx, None, None, None, None)
-    if (engine or settings.engine) == "temporal":
+    settings = with_engine(team_settings(ctx, None, None, None, None), engine)
+    if settings.engine == "temporal":
         decide = lambda pending: decisions_for(pending, call_id, deny, args)  # noqa: E731
         result = asyncio.run(_approve_on_temporal(settings, session, decide))
-        if not as_json and result.answer:
-            out.print(result.answer, markup=False, highlight=False)
-        report_run(result, as_json=as_json, level=level, session_id=session)
+        report_run(result, as_json=as_json, level=level, session_id=session, streamed=False)
         return
     spec = load_any_team(team)
 

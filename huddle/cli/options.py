@@ -115,6 +115,15 @@ EngineOption = Annotated[
     Engine | None,
     typer.Option("--engine", help="Where the team runs: local (this process) or temporal (on huddle workers)."),
 ]
+
+
+def with_engine(settings: Settings, engine: Engine | None) -> Settings:
+    """`settings` with ``--engine`` applied over ``engine:`` in the config (the flag wins)."""
+    if engine is not None:
+        settings.engine = engine.value
+    return settings
+
+
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print the answer only: no other speakers, no meter, no spinner.")
 ]

@@ -27,6 +27,7 @@ from huddle.cli.options import (
     out,
     team_settings,
     verbosity,
+    with_engine,
 )
 
 if TYPE_CHECKING:
@@ -100,14 +101,12 @@ def run_command(
     if task is None and not resume:
         raise typer.BadParameter("give a TASK (or --session ID --resume)")
     level = verbosity(quiet, verbose)
-    settings = team_settings(ctx, model, max_usd, max_tokens, cache)
-    if (engine or settings.engine) == "temporal":
+    settings = with_engine(team_settings(ctx, model, max_usd, max_tokens, cache), engine)
+    if settings.engine == "temporal":
         if resume or task is None:
             raise typer.BadParameter("--resume is for the local engine: a Temporal session resumes by itself")
         result = asyncio.run(_on_temporal(settings, team, task, session))
-        if not as_json and result.answer:  # nothing streamed it: an activity's reply arrives whole
-            out.print(result.answer, markup=False, highlight=False)
-        report_run(result, as_json=as_json, level=level, session_id=result.session_id)
+        report_run(result, as_json=as_json, level=level, session_id=result.session_id, streamed=False)
         return
     spec = load_any_team(team)
 
@@ -164,8 +163,8 @@ def chat_command(
     from huddle.teams.kinds import load_any_team
 
     level = verbosity(quiet, verbose)
-    settings = team_settings(ctx, model, max_usd, max_tokens, cache)
-    if (engine or settings.engine) == "temporal":
+    settings = with_engine(team_settings(ctx, model, max_usd, max_tokens, cache), engine)
+    if settings.engine == "temporal":
         from huddle.cli.temporal_chat import chat_on_temporal
 
         if code := asyncio.run(chat_on_temporal(settings, team, session, out, err)):

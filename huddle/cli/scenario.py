@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from huddle.cli.options import EngineOption
+from huddle.cli.options import EngineOption, with_engine
 
 if TYPE_CHECKING:
     from huddle.config.settings import Settings
@@ -84,7 +84,7 @@ def run_command(
     if record is not None and replay is not None:
         raise typer.BadParameter("give --record or --replay, not both")
     with _user_errors():
-        settings = _settings(ctx)
+        settings = with_engine(_settings(ctx), engine)
         scenarios = load_scenarios(paths)
         root = ctx.find_root().obj
         progress = Progress(
@@ -112,7 +112,6 @@ def run_command(
                     record=record,
                     replay=replay,
                     on_trial=advance,
-                    engine="temporal" if (engine or settings.engine) == "temporal" else "local",
                 )
             )
     if junit is not None:

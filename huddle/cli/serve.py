@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from huddle.cli.options import EngineOption, JsonOption, out
+from huddle.cli.options import EngineOption, JsonOption, out, with_engine
 from huddle.errors import MissingExtraError
 
 serve_app = typer.Typer(
@@ -62,11 +62,8 @@ def serve_command(
     _extra()
     from huddle.serve.server import serve
 
-    settings = ctx.obj.settings()
-    if engine is not None:
-        settings.engine = engine.value
     serve(
-        settings,
+        with_engine(ctx.obj.settings(), engine),
         teams=team or ["assistant"],
         host=host,
         port=port,
