@@ -61,9 +61,12 @@ def _config(folder: Path, model: ScriptedServer, temporal: DevServer, extra: str
     return config
 
 
-def _huddle(config: Path, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def _huddle(
+    config: Path, *args: str, timeout_s: float = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "huddle", "--config", str(config), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -307,21 +310,9 @@ def test_huddle_chat_on_temporal_keeps_the_conversation_across_processes(tmp_pat
         workers = Workers(config, tmp_path)
         workers.start()
         try:
-            command = [sys.executable, "-m", "huddle", "--config", str(config), "chat", "--engine", "temporal"]
-            first = subprocess.run(
-                [*command, "--session", "s1"],
-                input="My order number is 1042.\n/exit\n",
-                text=True,
-                capture_output=True,
-                timeout=120,
-            )
-            again = subprocess.run(
-                [*command, "--session", "s1"],
-                input="What is my order number?\n",
-                text=True,
-                capture_output=True,
-                timeout=120,
-            )
+            chat = ("chat", "--engine", "temporal", "--session", "s1")
+            first = _huddle(config, *chat, stdin="My order number is 1042.\n/exit\n")
+            again = _huddle(config, *chat, stdin="What is my order number?\n")
         finally:
             workers.close()
     assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr

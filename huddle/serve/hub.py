@@ -16,8 +16,7 @@ the hub asks it before every turn, and the budget it returns is the one the team
 
 With ``engine: temporal`` the turn runs on the Temporal engine instead (`huddle.serve.temporal_turns`): admitted here
 the same way, then sent to the session's workflow on ``huddle worker`` processes, its events arriving when it ends.
-There the team's governor enforces the workers' settings' budget: a key's own limits refuse a turn before it starts
-(`Access.claim`), but do not reach the workflow's run yet.
+The budget `Access.budget` returns goes with the turn and holds the workflow's run, as it holds the local team's.
 """
 
 from __future__ import annotations
